@@ -1,0 +1,91 @@
+/**
+ * Key custody speaks in operations on key handles (STYLE rule 3): callers pass handles and blocks built by
+ * src/protocol and get back MIC verdicts, ciphertexts and wrapped keys. No operation returns a root key or KEK,
+ * and session keys leave only wrapped under a named KEK, or in clear where the caller passes an explicit
+ * clear-export authorisation (an operator's per-peer decision).
+ *
+ * The software keystore and the PKCS#11 backend implement this same interface and pass the same contract tests.
+ */
+
+/** Names a key held in custody, e.g. `root/0004A30B001C0530/AppKey` or `kek/ns-000013`. */
+export type KeyHandle = string;
+
+/**
+ * The key an operation runs with: a key held in custody, or a key derived from one by a single AES-128-ECB
+ * encryption of `derive` (how every LoRaWAN lifetime and session key is made, e.g. JSIntKey = aes(NwkKey, 06|DevEUI|pad)).
+ */
+export interface KeyRef {
+  readonly handle: KeyHandle;
+  readonly derive?: Uint8Array | undefined;
+}
+
+/** Where a derived session key goes: wrapped (RFC 3394) under a KEK, or in clear under an explicit authorisation. */
+export type KeyDestination =
+  | { readonly kekLabel: string }
+  | { readonly clear: ClearExportAuthorisation };
+
+/** Proof that an operator allowed clear session keys for one peer. Custody refuses clear export without it. */
+export interface ClearExportAuthorisation {
+  readonly peer: string;
+  readonly allowedBy: 'operator-peer-setting';
+}
+
+export interface ExportedKey {
+  /** null: the key is in clear (KeyEnvelope with empty KEKLabel). */
+  readonly kekLabel: string | null;
+  /** RFC 3394 wrap (24 bytes for an AES-128 key), or the 16 clear bytes. */
+  readonly key: Buffer;
+}
+
+export type KeyUsage = 'root' | 'kek';
+
+export interface KeyInfo {
+  readonly handle: KeyHandle;
+  readonly usage: KeyUsage;
+  readonly createdAt: Date;
+}
+
+export interface KeyCustody {
+  readonly kind: 'software' | 'pkcs11';
+
+  /** AES-CMAC (RFC 4493) of `message`, compared in constant time with the 4-byte `mic`. */
+  verifyMic(key: KeyRef, message: Uint8Array, mic: Uint8Array): Promise<boolean>;
+
+  /** The 4-byte LoRaWAN MIC: first 4 bytes of AES-CMAC(key, message). */
+  computeMic(key: KeyRef, message: Uint8Array): Promise<Buffer>;
+
+  /**
+   * Join-accept "encryption": AES-128-ECB *decrypt* of 16 or 32 bytes (LoRaWAN 1.1 §6.2.3),
+   * so that the device needs only AES encrypt.
+   */
+  encryptJoinAccept(key: KeyRef, plaintext: Uint8Array): Promise<Buffer>;
+
+  /**
+   * Derives one key per request (AES-128-ECB encrypt of `block` under `root`) and exports it to its destination.
+   * Nothing is stored; the derived keys exist only inside custody for the duration of the call.
+   */
+  deriveAndExport(root: KeyHandle, requests: readonly { readonly block: Uint8Array; readonly to: KeyDestination }[]): Promise<ExportedKey[]>;
+
+  /** Imports a key that arrives wrapped (RFC 3394) under a KEK already in custody. */
+  importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void>;
+
+  /**
+   * Imports a KEK agreed out of band with a peer, from the operator's own file: the one secret that enters
+   * in clear, as in every Join Server (DESIGN "Decisions").
+   */
+  importKek(label: string, key: Uint8Array): Promise<void>;
+
+  hasKey(handle: KeyHandle): Promise<boolean>;
+  hasKek(label: string): Promise<boolean>;
+  listKeys(): Promise<KeyInfo[]>;
+  deleteKey(handle: KeyHandle): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function kekHandle(label: string): KeyHandle {
+  return `kek/${label}`;
+}
+
+export function rootKeyHandle(devEui: string, name: 'AppKey' | 'NwkKey'): KeyHandle {
+  return `root/${devEui}/${name}`;
+}

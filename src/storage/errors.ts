@@ -1,0 +1,20 @@
+export const storageErrorCodes = [
+  'DEVICE_EXISTS',
+  'DEVICE_NOT_FOUND',
+  'PEER_EXISTS',
+  'KEY_RECORD_EXISTS',
+  'SCHEMA_TOO_NEW',
+  'UNAVAILABLE',
+] as const;
+export type StorageErrorCode = (typeof storageErrorCodes)[number];
+
+export class StorageError extends Error {
+  override readonly name = 'StorageError';
+  constructor(
+    readonly code: StorageErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,175 @@
+import type { DevAddr, Eui64, MacVersion, NetId } from '../protocol/index.js';
+
+/*
+ * The storage contract (STYLE rule 4): SQLite and PostgreSQL implement it and pass the same contract tests.
+ * Storage never holds key plaintext: root keys and KEKs appear only as handles, or as sealed records that
+ * the software keystore encrypted (AES-256-GCM) before handing them over.
+ */
+
+export interface DeviceRecord {
+  readonly devEui: Eui64;
+  readonly joinEui: Eui64;
+  readonly macVersion: MacVersion;
+  /** Custody handle of the AppKey (1.0.x: the only root key; 1.1: the application root key). */
+  readonly appKeyHandle: string;
+  /** Custody handle of the NwkKey; null for 1.0.x devices. */
+  readonly nwkKeyHandle: string | null;
+  readonly homeNetId: NetId;
+  /** LoRaWAN 1.1 / TS002-1.1 NSID of the home network server, if bound to one. */
+  readonly homeNsId: Eui64 | null;
+  /** AS-ID of the application server that may receive the AppSKey; null if none is bound yet. */
+  readonly asId: string | null;
+  /** NetIDs allowed to learn the home network via HomeNSReq; null = any network we have an agreement with. */
+  readonly roamingNetIds: readonly NetId[] | null;
+  readonly createdAt: Date;
+}
+
+/** Per-device join state as it is read and replaced inside reserveJoin's transaction. */
+export interface JoinState {
+  /** Last JoinNonce sent to the device (0 = none yet). One counter per device, across JoinEUIs. */
+  readonly lastJoinNonce: number;
+  /** DevNonce state per (JoinEUI, DevEUI): last DevNonce (null = none yet). */
+  readonly lastDevNonce: number | null;
+  /** Used random DevNonces (LoRaWAN ≤1.0.3), oldest first, bounded by the caller. */
+  readonly usedDevNonces: readonly number[];
+  /** Last accepted RJcount1 for (JoinEUI, DevEUI) (null = none yet). */
+  readonly lastRjCount1: number | null;
+}
+
+/**
+ * What a session was derived from. The AppSKey is never stored: on AppSKeyReq it is derived again
+ * in custody from the root key and these inputs.
+ */
+export interface SessionRecord {
+  /** Canonical upper-case hex, unique per device. */
+  readonly sessionKeyId: string;
+  readonly devEui: Eui64;
+  readonly joinEui: Eui64;
+  /** 'legacy' = LoRaWAN 1.0.x derivation (1.0 device, or 1.1 device with OptNeg 0); 'lorawan11' = OptNeg 1. */
+  readonly scheme: 'legacy' | 'lorawan11';
+  readonly joinNonce: number;
+  /** DevNonce, or RJcount0/RJcount1 for rejoin answers: the value in the derivation's DevNonce slot. */
+  readonly devNonce: number;
+  readonly netId: NetId;
+  readonly devAddr: DevAddr;
+  readonly createdAt: Date;
+}
+
+/** A sealed key as the software keystore persists it. */
+export interface SealedKeyRecord {
+  readonly handle: string;
+  readonly usage: 'root' | 'kek';
+  /** nonce | ciphertext | tag, opaque to storage. */
+  readonly sealed: Buffer;
+  readonly createdAt: Date;
+}
+
+export interface PeerRecord {
+  readonly kind: 'ns' | 'as';
+  /** Opaque id: `ns/<NetID>[/<NSID>]` or `as/<AS-ID>`. */
+  readonly id: string;
+  /** NetID for a network server, null for an AS. */
+  readonly netId: NetId | null;
+  /** NSID for a 1.1 network server registered with one. */
+  readonly nsId: Eui64 | null;
+  /** AS-ID for an application server, null for an NS. */
+  readonly asId: string | null;
+  /** SHA-256 of the bearer token, hex; null when the peer authenticates by client certificate only. */
+  readonly tokenSha256: string | null;
+  /** SHA-256 fingerprint of the peer's TLS client certificate (DER), hex; null when none is pinned. */
+  readonly clientCertSha256: string | null;
+  /** KEK the peer's session keys are wrapped under; null when none is agreed. */
+  readonly kekLabel: string | null;
+  /** Operator's explicit permission to send this peer session keys in clear when it has no KEK. */
+  readonly allowClearKeys: boolean;
+  readonly createdAt: Date;
+}
+
+export interface AuditEvent {
+  readonly id?: number;
+  readonly at: Date;
+  /** Who did it: `cli`, `ns/000013`, `as/as-1`, `system`. */
+  readonly actor: string;
+  /** e.g. `join.accept`, `join.refuse`, `device.add`, `kek.add`, `peer.add`. */
+  readonly action: string;
+  /** What it is about, e.g. `device/0004A30B001C0530`. */
+  readonly subject: string;
+  /** `success`, or a result code such as `MICFailed`. */
+  readonly outcome: string;
+  /** Never keys; identifiers, counters, result codes. */
+  readonly details: Readonly<Record<string, unknown>>;
+}
+
+export interface ListOptions {
+  readonly limit?: number;
+  /** Opaque cursor from the previous page. */
+  readonly after?: string;
+}
+
+/**
+ * The decision reserveJoin runs inside its transaction, with the device's row locked:
+ * either commit the new state (and the session it creates), or refuse and change nothing.
+ */
+export type JoinDecision<R> =
+  | { readonly commit: JoinState; readonly session: SessionRecord; readonly audit?: AuditEvent }
+  | { readonly refuse: R };
+
+export type ReserveJoinResult<R> =
+  | { readonly committed: JoinState; readonly session: SessionRecord }
+  | { readonly refused: R };
+
+export interface Storage {
+  readonly kind: 'sqlite' | 'postgres';
+
+  /** Applies pending migrations; refuses to run against a schema newer than this build knows. */
+  migrate(): Promise<void>;
+
+  // Devices
+  insertDevice(device: DeviceRecord): Promise<void>;
+  getDevice(devEui: Eui64): Promise<DeviceRecord | undefined>;
+  listDevices(options?: ListOptions): Promise<{ items: DeviceRecord[]; next?: string }>;
+  deleteDevice(devEui: Eui64): Promise<boolean>;
+  /** True when at least one device uses this JoinEUI (used to decide UnknownReceiver). */
+  servesJoinEui(joinEui: Eui64): Promise<boolean>;
+
+  /** Current join state of (DevEUI, JoinEUI), without locking; a device never joined reads as all-initial. */
+  getJoinState(devEui: Eui64, joinEui: Eui64): Promise<JoinState>;
+
+  /**
+   * Runs `decide` on the current join state in one transaction that holds an exclusive lock on the device
+   * (PostgreSQL `SELECT … FOR UPDATE`, SQLite `BEGIN IMMEDIATE`), and commits its result durably before
+   * resolving: the new state, the session record (keeping the `sessionLimit` most recent per device), and
+   * the audit event if given. If `decide` refuses or throws, nothing changes.
+   * Throws StorageError DEVICE_NOT_FOUND if the device disappeared.
+   */
+  reserveJoin<R>(
+    devEui: Eui64,
+    joinEui: Eui64,
+    decide: (current: JoinState) => JoinDecision<R>,
+    options: { readonly sessionLimit: number },
+  ): Promise<ReserveJoinResult<R>>;
+
+  getSession(devEui: Eui64, sessionKeyId: string): Promise<SessionRecord | undefined>;
+  listSessions(devEui: Eui64): Promise<SessionRecord[]>;
+
+  // Peers
+  insertPeer(peer: PeerRecord): Promise<void>;
+  findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined>;
+  findPeerByClientCertSha256(fingerprint: string): Promise<PeerRecord | undefined>;
+  /** NS peers registered for a NetID (any NSID). */
+  findNetworkServers(netId: NetId): Promise<PeerRecord[]>;
+  findApplicationServer(asId: string): Promise<PeerRecord | undefined>;
+  listPeers(): Promise<PeerRecord[]>;
+
+  // Sealed keys of the software keystore
+  insertKeyRecord(record: SealedKeyRecord): Promise<void>;
+  getKeyRecord(handle: string): Promise<SealedKeyRecord | undefined>;
+  listKeyRecords(): Promise<Omit<SealedKeyRecord, 'sealed'>[]>;
+  deleteKeyRecord(handle: string): Promise<boolean>;
+
+  // Audit trail (append-only)
+  appendAudit(event: AuditEvent): Promise<void>;
+  listAudit(options?: ListOptions & { readonly subject?: string; readonly action?: string }): Promise<{ items: AuditEvent[]; next?: string }>;
+
+  close(): Promise<void>;
+}

@@ -7,7 +7,7 @@
  * The software keystore and the PKCS#11 backend implement this same interface and pass the same contract tests.
  */
 
-/** Names a key held in custody, e.g. `root/0004A30B001C0530/AppKey` or `kek/ns-000013`. */
+/** Names a key held in custody, e.g. `root/0004A30B001C0530/AppKey/5f2c01ab` or `kek/ns-000013`. */
 export type KeyHandle = string;
 
 /**
@@ -86,6 +86,10 @@ export function kekHandle(label: string): KeyHandle {
   return `kek/${label}`;
 }
 
-export function rootKeyHandle(devEui: string, name: 'AppKey' | 'NwkKey'): KeyHandle {
-  return `root/${devEui}/${name}`;
+/**
+ * Root-key handles carry a per-import suffix, so a handle never names two different keys over time
+ * (a device deleted and provisioned again gets new handles; no cache can serve the old key).
+ */
+export function rootKeyHandle(devEui: string, name: 'AppKey' | 'NwkKey', importId: string): KeyHandle {
+  return `root/${devEui}/${name}/${importId}`;
 }

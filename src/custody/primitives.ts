@@ -1,4 +1,7 @@
-import { createCipheriv, createDecipheriv, timingSafeEqual } from 'node:crypto';
+import { type KeyObject, createCipheriv, createDecipheriv, timingSafeEqual } from 'node:crypto';
+
+/** A raw AES key, or a KeyObject so a keystore can keep keys out of the JS heap. */
+export type AesKey = Uint8Array | KeyObject;
 
 /*
  * AES, AES-CMAC and AES key wrap on node:crypto (OpenSSL). Node has no CMAC API, so RFC 4493 is composed
@@ -9,12 +12,12 @@ import { createCipheriv, createDecipheriv, timingSafeEqual } from 'node:crypto';
 const ZERO_BLOCK = Buffer.alloc(16);
 const RFC3394_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex');
 
-export function aes128EcbEncrypt(key: Uint8Array, data: Uint8Array): Buffer {
+export function aes128EcbEncrypt(key: AesKey, data: Uint8Array): Buffer {
   const c = createCipheriv('aes-128-ecb', key, null).setAutoPadding(false);
   return Buffer.concat([c.update(data), c.final()]);
 }
 
-export function aes128EcbDecrypt(key: Uint8Array, data: Uint8Array): Buffer {
+export function aes128EcbDecrypt(key: AesKey, data: Uint8Array): Buffer {
   const d = createDecipheriv('aes-128-ecb', key, null).setAutoPadding(false);
   return Buffer.concat([d.update(data), d.final()]);
 }
@@ -33,7 +36,7 @@ function cmacSubkey(block: Buffer): Buffer {
 }
 
 /** AES-CMAC (RFC 4493) with a 128-bit key; returns the full 16-byte tag. */
-export function aesCmac(key: Uint8Array, message: Uint8Array): Buffer {
+export function aesCmac(key: AesKey, message: Uint8Array): Buffer {
   const k1 = cmacSubkey(aes128EcbEncrypt(key, ZERO_BLOCK));
   const complete = message.length > 0 && message.length % 16 === 0;
   const n = Math.max(1, Math.ceil(message.length / 16));
@@ -54,19 +57,19 @@ export function micEquals(computed: Uint8Array, received: Uint8Array): boolean {
 }
 
 /** RFC 3394 AES key wrap with the default IV, via OpenSSL's id-aesNNN-wrap. */
-export function aesKeyWrap(kek: Uint8Array, key: Uint8Array): Buffer {
+export function aesKeyWrap(kek: AesKey, key: Uint8Array): Buffer {
   const c = createCipheriv(wrapAlgorithm(kek), kek, RFC3394_IV);
   return Buffer.concat([c.update(key), c.final()]);
 }
 
 /** RFC 3394 unwrap; throws when the integrity check fails (wrong KEK or corrupted data). */
-export function aesKeyUnwrap(kek: Uint8Array, wrapped: Uint8Array): Buffer {
+export function aesKeyUnwrap(kek: AesKey, wrapped: Uint8Array): Buffer {
   const d = createDecipheriv(wrapAlgorithm(kek), kek, RFC3394_IV);
   return Buffer.concat([d.update(wrapped), d.final()]);
 }
 
-function wrapAlgorithm(kek: Uint8Array): string {
-  switch (kek.length) {
+function wrapAlgorithm(kek: AesKey): string {
+  switch (kek instanceof Uint8Array ? kek.length : kek.symmetricKeySize) {
     case 16: return 'id-aes128-wrap';
     case 24: return 'id-aes192-wrap';
     case 32: return 'id-aes256-wrap';

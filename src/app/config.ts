@@ -1,0 +1,90 @@
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import { type JoinSettings, defaultJoinSettings } from '../join/context.js';
+import { AppError } from './errors.js';
+
+/*
+ * joinkeep.json in the data directory: written by `joinkeep init`, read only here (STYLE rule 12).
+ * Relative paths are relative to the data directory. Secrets are never in it: the PostgreSQL URL may
+ * come from JOINKEEP_POSTGRES_URL, the master key from its 0600 file or JOINKEEP_MASTER_KEY.
+ */
+
+export const CONFIG_FILE = 'joinkeep.json';
+export const POSTGRES_URL_ENV = 'JOINKEEP_POSTGRES_URL';
+
+export type StorageConfig = { readonly kind: 'sqlite'; readonly path: string } | { readonly kind: 'postgres'; readonly url?: string };
+export type CustodyConfig = { readonly kind: 'software'; readonly masterKey: { readonly file: string } | { readonly env: string } };
+
+export interface BackendConfig {
+  /** HOST:PORT of the Backend Interfaces listener. */
+  readonly listen: string;
+  readonly paths: readonly string[];
+  readonly bodyLimit: number;
+  readonly tls?: { readonly keyFile: string; readonly certFile: string; readonly clientCaFile?: string } | undefined;
+}
+
+export interface JoinkeepConfig {
+  readonly version: 1;
+  readonly storage: StorageConfig;
+  readonly custody: CustodyConfig;
+  readonly backend: BackendConfig;
+  /** Separate listener for /metrics and /healthz; when absent they are served on the backend listener. */
+  readonly admin?: { readonly listen: string } | undefined;
+  readonly join: JoinSettings;
+}
+
+export const DEFAULT_LISTEN = '127.0.0.1:8090';
+
+export function defaultConfig(storage: StorageConfig, custody: CustodyConfig): JoinkeepConfig {
+  return { version: 1, storage, custody, backend: { listen: DEFAULT_LISTEN, paths: ['/'], bodyLimit: 64 * 1024 }, join: defaultJoinSettings };
+}
+
+export async function loadConfig(dataDir: string): Promise<JoinkeepConfig> {
+  const path = join(dataDir, CONFIG_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw new AppError('DATA_DIR_MISSING', `${dataDir} is not a Joinkeep data directory (no ${CONFIG_FILE}); create it with \`joinkeep init --data-dir ${dataDir}\``);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new AppError('CONFIG_INVALID', `${path} is not valid JSON`);
+  }
+  return validateConfig(raw, path);
+}
+
+export function validateConfig(raw: unknown, where: string): JoinkeepConfig {
+  const o = raw as Partial<JoinkeepConfig> | null;
+  const fail = (what: string): never => {
+    throw new AppError('CONFIG_INVALID', `${where}: ${what}`);
+  };
+  if (typeof o !== 'object' || o === null) return fail('must be a JSON object');
+  if (o.version !== 1) fail('version must be 1');
+  const storage = o.storage;
+  if (!storage || (storage.kind !== 'sqlite' && storage.kind !== 'postgres')) fail('storage.kind must be "sqlite" or "postgres"');
+  if (storage!.kind === 'sqlite' && typeof storage!.path !== 'string') fail('storage.path must be a file name');
+  const custody = o.custody;
+  if (!custody || custody.kind !== 'software' || typeof custody.masterKey !== 'object') fail('custody must be {"kind":"software","masterKey":{"file":…}|{"env":…}}');
+  const backend = { listen: DEFAULT_LISTEN, paths: ['/'], bodyLimit: 64 * 1024, ...o.backend };
+  parseListen(backend.listen, `${where}: backend.listen`);
+  if (!Array.isArray(backend.paths) || backend.paths.some((p) => typeof p !== 'string' || !p.startsWith('/'))) fail('backend.paths must be a list of paths starting with "/"');
+  if (o.admin !== undefined) parseListen(o.admin.listen, `${where}: admin.listen`);
+  const settings = { ...defaultJoinSettings, ...o.join };
+  for (const [k, v] of Object.entries(settings)) if (!Number.isInteger(v) || v < 0) fail(`join.${k} must be a non-negative integer`);
+  if (settings.sessionLimit < 1) fail('join.sessionLimit must be at least 1');
+  return { version: 1, storage: storage!, custody: custody!, backend, admin: o.admin, join: settings };
+}
+
+export function parseListen(text: string, what = 'listen address'): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text ?? '');
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new AppError('CONFIG_INVALID', `${what} must be HOST:PORT (for example 127.0.0.1:8090), got ${JSON.stringify(text)}`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+export function resolveIn(dataDir: string, path: string): string {
+  return isAbsolute(path) ? path : join(dataDir, path);
+}

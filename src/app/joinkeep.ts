@@ -1,0 +1,65 @@
+import { type KeyCustody, SoftwareKeyCustody, loadMasterKey } from '../custody/index.js';
+import { type JoinService, createJoinService } from '../join/service.js';
+import type { AuditSink } from '../observability/audit.js';
+import { type Logger, createLogger } from '../observability/logger.js';
+import { openStorage } from '../storage/index.js';
+import type { Storage } from '../storage/storage.js';
+import { type JoinkeepConfig, POSTGRES_URL_ENV, loadConfig, resolveIn } from './config.js';
+import { AppError } from './errors.js';
+
+/** One opened data directory: configuration, storage, custody and the services wired on them. */
+export interface Joinkeep {
+  readonly dataDir: string;
+  readonly config: JoinkeepConfig;
+  readonly storage: Storage;
+  readonly custody: KeyCustody;
+  readonly audit: AuditSink;
+  readonly joins: JoinService;
+  readonly logger: Logger;
+  close(): Promise<void>;
+}
+
+export async function openJoinkeep(dataDir: string, options: { logger?: Logger; env?: NodeJS.ProcessEnv } = {}): Promise<Joinkeep> {
+  const env = options.env ?? process.env;
+  const config = await loadConfig(dataDir);
+  const storage = await openConfiguredStorage(dataDir, config, env);
+  try {
+    await storage.migrate();
+    const custody = await openCustody(dataDir, config, storage, env);
+    const logger = options.logger ?? createLogger();
+    const joins = createJoinService({ storage, custody, settings: config.join });
+    return {
+      dataDir,
+      config,
+      storage,
+      custody,
+      audit: storage,
+      joins,
+      logger,
+      async close() {
+        await custody.close();
+        await storage.close();
+      },
+    };
+  } catch (error) {
+    await storage.close();
+    throw error;
+  }
+}
+
+async function openConfiguredStorage(dataDir: string, config: JoinkeepConfig, env: NodeJS.ProcessEnv): Promise<Storage> {
+  if (config.storage.kind === 'sqlite') return openStorage({ kind: 'sqlite', path: resolveIn(dataDir, config.storage.path) });
+  const url = env[POSTGRES_URL_ENV] ?? config.storage.url;
+  if (!url) throw new AppError('CONFIG_INVALID', `PostgreSQL storage needs a URL: set ${POSTGRES_URL_ENV} or storage.url in joinkeep.json`);
+  return openStorage({ kind: 'postgres', url });
+}
+
+async function openCustody(dataDir: string, config: JoinkeepConfig, storage: Storage, env: NodeJS.ProcessEnv): Promise<KeyCustody> {
+  const source = 'file' in config.custody.masterKey ? { file: resolveIn(dataDir, config.custody.masterKey.file) } : config.custody.masterKey;
+  const masterKey = await loadMasterKey(source, env);
+  try {
+    return new SoftwareKeyCustody(storage, masterKey);
+  } finally {
+    masterKey.fill(0);
+  }
+}

@@ -1,0 +1,71 @@
+import { readFile } from 'node:fs/promises';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { addAdminRoutes, createBackendServer } from '../backend/server.js';
+import { type Logger, createLogger } from '../observability/logger.js';
+import { createMetrics } from '../observability/metrics.js';
+import { parseListen, resolveIn } from './config.js';
+import { type Joinkeep, openJoinkeep } from './joinkeep.js';
+
+export interface Running {
+  readonly joinkeep: Joinkeep;
+  /** Bound address of the Backend Interfaces listener, e.g. http://127.0.0.1:8090. */
+  readonly url: string;
+  readonly adminUrl?: string | undefined;
+  stop(): Promise<void>;
+}
+
+export interface ServeOptions {
+  readonly listen?: string | undefined;
+  readonly adminListen?: string | undefined;
+  readonly logger?: Logger;
+}
+
+/** Opens a data directory and serves the Backend Interfaces (and /metrics, /healthz) until stopped. */
+export async function serve(dataDir: string, options: ServeOptions = {}): Promise<Running> {
+  const logger = options.logger ?? createLogger();
+  const joinkeep = await openJoinkeep(dataDir, { logger });
+  const servers: FastifyInstance[] = [];
+  try {
+    const { config } = joinkeep;
+    const metrics = createMetrics();
+    const tls = config.backend.tls && {
+      key: await readFile(resolveIn(dataDir, config.backend.tls.keyFile)),
+      cert: await readFile(resolveIn(dataDir, config.backend.tls.certFile)),
+      ca: config.backend.tls.clientCaFile ? await readFile(resolveIn(dataDir, config.backend.tls.clientCaFile)) : undefined,
+    };
+    const adminListen = options.adminListen ?? config.admin?.listen;
+    const backend = createBackendServer({
+      storage: joinkeep.storage,
+      joins: joinkeep.joins,
+      logger,
+      metrics,
+      paths: config.backend.paths,
+      bodyLimit: config.backend.bodyLimit,
+      tls,
+      adminRoutes: adminListen === undefined,
+    });
+    servers.push(backend);
+    const url = await backend.listen(parseListen(options.listen ?? config.backend.listen, '--listen'));
+    let adminUrl: string | undefined;
+    if (adminListen !== undefined) {
+      const admin = Fastify() as unknown as FastifyInstance;
+      addAdminRoutes(admin, metrics);
+      servers.push(admin);
+      adminUrl = await admin.listen(parseListen(adminListen, '--admin-listen'));
+    }
+    logger.info({ url, adminUrl, storage: config.storage.kind, custody: joinkeep.custody.kind }, 'Joinkeep is serving the Backend Interfaces');
+    return {
+      joinkeep,
+      url,
+      adminUrl,
+      async stop() {
+        for (const s of servers) await s.close();
+        await joinkeep.close();
+      },
+    };
+  } catch (error) {
+    for (const s of servers) await s.close().catch(() => undefined);
+    await joinkeep.close();
+    throw error;
+  }
+}

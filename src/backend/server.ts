@@ -1,0 +1,106 @@
+import type { TLSSocket } from 'node:tls';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import type { JoinService } from '../join/service.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { Storage } from '../storage/storage.js';
+import { type Credentials } from './authenticate.js';
+import { type Outcome, dispatch } from './dispatch.js';
+
+export interface BackendServerOptions {
+  readonly storage: Storage;
+  readonly joins: JoinService;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** Paths that accept Backend Interfaces POSTs; "/" by default. */
+  readonly paths?: readonly string[];
+  /** Largest request body, bytes (The Things Stack uses 32 kB; a JoinReq is under 1 kB). */
+  readonly bodyLimit?: number;
+  /** TLS, optionally asking peers for client certificates (peers are pinned by certificate fingerprint). */
+  readonly tls?: { readonly key: Buffer; readonly cert: Buffer; readonly ca?: Buffer | undefined } | undefined;
+  /** Serve GET /metrics and /healthz on this listener too (when there is no separate admin listener). */
+  readonly adminRoutes?: boolean;
+}
+
+/** The Backend Interfaces HTTP server (TS002 §20: HTTP/1.1 POST with a JSON body, answered synchronously). */
+export function createBackendServer(o: BackendServerOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: o.logger as FastifyBaseLogger,
+    // One summary line per request is logged by `record`; Fastify's own per-request lines are off.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: o.bodyLimit ?? 64 * 1024,
+    ...(o.tls ? { https: { key: o.tls.key, cert: o.tls.cert, ca: o.tls.ca, requestCert: o.tls.ca !== undefined, rejectUnauthorized: false } } : {}),
+  }) as unknown as FastifyInstance;
+
+  // Interop (spec-notes §4.5): peers send application/json with or without charset, and some send no
+  // Content-Type at all; the body is parsed by dispatch so that malformed JSON still gets a TS002 answer.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+
+  const handle = async (raw: unknown, credentials: Credentials): Promise<Outcome> => {
+    const started = process.hrtime.bigint();
+    const outcome = await dispatch(o, typeof raw === 'string' ? raw : '', credentials);
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    o.metrics.backendRequests.inc({ message_type: outcome.messageType, result: outcome.resultCode, mac_version: outcome.macVersion });
+    o.metrics.backendDuration.observe({ message_type: outcome.messageType }, seconds);
+    await record(o, outcome, seconds);
+    return outcome;
+  };
+
+  for (const path of o.paths ?? ['/']) {
+    app.post(path, async (req, reply) => {
+      const outcome = await handle(req.body, credentialsOf(req.headers.authorization, req.raw.socket));
+      // Always 200 with a Result: TTS and ChirpStack treat any other status as a transport error (spec-notes §2.1).
+      return reply.code(200).header('content-type', 'application/json').send(outcome.answer);
+    });
+  }
+
+  if (o.adminRoutes ?? true) addAdminRoutes(app, o.metrics);
+  return app;
+}
+
+export function addAdminRoutes(app: FastifyInstance, metrics: Metrics): void {
+  app.get('/metrics', async (_req, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
+  app.get('/healthz', async () => ({ status: 'ok' }));
+}
+
+function credentialsOf(authorization: string | undefined, socket: unknown): Credentials {
+  const tls = socket as Partial<TLSSocket>;
+  if (typeof tls.getPeerCertificate === 'function' && tls.authorized === true) {
+    const cert = tls.getPeerCertificate();
+    if (cert?.fingerprint256) return { authorization, clientCertSha256: cert.fingerprint256.replaceAll(':', '').toLowerCase() };
+  }
+  return { authorization };
+}
+
+async function record(o: BackendServerOptions, outcome: Outcome, seconds: number): Promise<void> {
+  const fields = {
+    messageType: outcome.messageType,
+    result: outcome.resultCode,
+    devEui: outcome.devEui,
+    sender: outcome.sender,
+    macVersion: outcome.macVersion || undefined,
+    ms: Math.round(seconds * 1e5) / 100,
+  };
+  if (outcome.internalError !== undefined) {
+    o.logger.error({ ...fields, err: outcome.internalError }, 'backend request failed');
+  } else if (outcome.resultCode === 'Success') {
+    o.logger.info(fields, 'backend request answered');
+  } else {
+    o.logger.warn({ ...fields, description: outcome.description }, 'backend request refused');
+  }
+  // Successes are audited by the join engine in the same transaction as their state change; refusals of
+  // authenticated peers are audited here. Unauthenticated noise goes to logs and metrics only.
+  if (outcome.resultCode !== 'Success' && outcome.sender !== undefined) {
+    await o.storage
+      .appendAudit({
+        at: new Date(),
+        actor: outcome.sender,
+        action: `${outcome.messageType}.refuse`,
+        subject: outcome.devEui ? `device/${outcome.devEui}` : 'backend',
+        outcome: outcome.resultCode,
+        details: { description: outcome.description },
+      })
+      .catch((err: unknown) => o.logger.error({ err }, 'could not append audit event'));
+  }
+}

@@ -1,0 +1,39 @@
+import { readFile } from 'node:fs/promises';
+import pino from 'pino';
+import { type Joinkeep, openJoinkeep } from '../app/joinkeep.js';
+import { createLogger } from '../observability/logger.js';
+
+export const DATA_DIR_ENV = 'JOINKEEP_DATA_DIR';
+
+/** A usage problem the user fixes by changing the command line. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export function dataDirOf(options: { dataDir?: string }): string {
+  const dir = options.dataDir ?? process.env[DATA_DIR_ENV];
+  if (!dir) throw new UsageError(`give --data-dir DIR or set ${DATA_DIR_ENV}`);
+  return dir;
+}
+
+/** Opens the data directory for one administrative command; logs go to stderr, warnings and above. */
+export async function withJoinkeep<T>(options: { dataDir?: string }, use: (jk: Joinkeep) => Promise<T>): Promise<T> {
+  const jk = await openJoinkeep(dataDirOf(options), { logger: createLogger({ level: 'warn', destination: pino.destination(2) }) });
+  try {
+    return await use(jk);
+  } finally {
+    await jk.close();
+  }
+}
+
+export async function readSecretFile(path: string, option: string): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch {
+    throw new UsageError(`${option} ${path} cannot be read`);
+  }
+}
+
+export function print(json: boolean, value: unknown, text: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
+}

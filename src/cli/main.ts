@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { registerAudit } from './commands/audit.js';
+import { registerDevice } from './commands/device.js';
+import { registerInit } from './commands/init.js';
+import { registerKek } from './commands/kek.js';
+import { registerPeer } from './commands/peer.js';
+import { registerServe } from './commands/serve.js';
+import { exitCodeFor, messageFor } from './errors.js';
+
+const program = new Command('joinkeep')
+  .description('Joinkeep: LoRaWAN Join & Activation Server')
+  .version('0.1.0')
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+
+registerInit(program);
+registerKek(program);
+registerPeer(program);
+registerDevice(program);
+registerAudit(program);
+registerServe(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    process.exitCode = error.exitCode;
+  } else {
+    process.stderr.write(`joinkeep: error: ${messageFor(error)}\n`);
+    if (process.env['JOINKEEP_DEBUG'] && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+    process.exitCode = exitCodeFor(error);
+  }
+}

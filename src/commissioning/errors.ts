@@ -1,0 +1,12 @@
+export const commissioningErrorCodes = ['INVALID_INPUT', 'PEER_EXISTS', 'KEK_NOT_FOUND'] as const;
+export type CommissioningErrorCode = (typeof commissioningErrorCodes)[number];
+
+export class CommissioningError extends Error {
+  override readonly name = 'CommissioningError';
+  constructor(
+    readonly code: CommissioningErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,91 @@
+import type { KeyCustody } from '../custody/custody.js';
+import type { AuditSink } from '../observability/audit.js';
+import { ProtocolError, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
+import type { PeerRecord, Storage } from '../storage/storage.js';
+import { createHash } from 'node:crypto';
+import { CommissioningError } from './errors.js';
+
+export interface PeerCredentials {
+  /** Bearer token the peer sends; stored only as its SHA-256. */
+  readonly token?: string | undefined;
+  /** PEM or DER client certificate to pin by SHA-256 fingerprint. */
+  readonly clientCertSha256?: string | undefined;
+}
+
+export interface PeerKeyPolicy {
+  readonly kekLabel?: string | undefined;
+  /** Explicit operator permission for clear session keys when the peer has no KEK. */
+  readonly allowClearKeys?: boolean | undefined;
+}
+
+type Deps = { storage: Storage; custody: KeyCustody; audit: AuditSink; actor: string };
+
+/** Shorter tokens are accepted (the operator agreed them with the peer) but the CLI warns. */
+export const RECOMMENDED_TOKEN_LENGTH = 32;
+
+export async function addNetworkServer(deps: Deps, input: { netId: string; nsId?: string | undefined } & PeerCredentials & PeerKeyPolicy): Promise<PeerRecord> {
+  const netId = parse(() => netIdFromBeHex(input.netId, '--net-id'));
+  const nsId = input.nsId === undefined ? null : parse(() => eui64FromBeHex(input.nsId, '--ns-id'));
+  const peer = await newPeer(deps, { kind: 'ns', id: nsId ? `ns/${netId}/${nsId}` : `ns/${netId}`, netId, nsId, asId: null }, input);
+  return register(deps, peer);
+}
+
+export async function addApplicationServer(deps: Deps, input: { asId: string } & PeerCredentials & PeerKeyPolicy): Promise<PeerRecord> {
+  const asId = input.asId.trim();
+  // TS002: an AS-ID is free text, but it is compared exactly and appears in SenderID.
+  if (!/^[\x21-\x7e]{1,128}$/.test(asId)) throw new CommissioningError('INVALID_INPUT', '--as-id must be 1–128 printable characters without spaces');
+  const peer = await newPeer(deps, { kind: 'as', id: `as/${asId}`, netId: null, nsId: null, asId }, input);
+  return register(deps, peer);
+}
+
+async function newPeer(deps: Deps, identity: Pick<PeerRecord, 'kind' | 'id' | 'netId' | 'nsId' | 'asId'>, input: PeerCredentials & PeerKeyPolicy): Promise<PeerRecord> {
+  const token = input.token?.trim();
+  if ((token === undefined || token === '') && input.clientCertSha256 === undefined) {
+    throw new CommissioningError('INVALID_INPUT', 'a peer needs a bearer token (--token-file) or a client certificate (--client-cert) to authenticate');
+  }
+  if (token !== undefined && /\s/.test(token)) {
+    throw new CommissioningError('INVALID_INPUT', 'a bearer token cannot contain spaces; generate one with `openssl rand -hex 32`');
+  }
+  if (input.kekLabel !== undefined && input.allowClearKeys) {
+    throw new CommissioningError('INVALID_INPUT', 'give either a KEK label or --allow-clear-keys, not both: keys go wrapped when a KEK is agreed');
+  }
+  if (input.kekLabel !== undefined && !(await deps.custody.hasKek(input.kekLabel))) {
+    throw new CommissioningError('KEK_NOT_FOUND', `no KEK labelled "${input.kekLabel}"; add it first with \`joinkeep kek add --label ${input.kekLabel} --key-file FILE\``);
+  }
+  return {
+    ...identity,
+    tokenSha256: token ? createHash('sha256').update(token).digest('hex') : null,
+    clientCertSha256: input.clientCertSha256?.toLowerCase() ?? null,
+    kekLabel: input.kekLabel ?? null,
+    allowClearKeys: input.allowClearKeys ?? false,
+    createdAt: new Date(),
+  };
+}
+
+async function register(deps: Deps, peer: PeerRecord): Promise<PeerRecord> {
+  if (peer.tokenSha256 !== null && (await deps.storage.findPeerByTokenSha256(peer.tokenSha256))) {
+    throw new CommissioningError('PEER_EXISTS', 'another peer already uses this token; every peer needs its own');
+  }
+  if ((await deps.storage.listPeers()).some((p) => p.id === peer.id)) {
+    throw new CommissioningError('PEER_EXISTS', `peer ${peer.id} is already registered`);
+  }
+  await deps.storage.insertPeer(peer);
+  await deps.audit.appendAudit({
+    at: peer.createdAt,
+    actor: deps.actor,
+    action: 'peer.add',
+    subject: `peer/${peer.id}`,
+    outcome: 'success',
+    details: { kind: peer.kind, kekLabel: peer.kekLabel, allowClearKeys: peer.allowClearKeys, token: peer.tokenSha256 !== null, clientCert: peer.clientCertSha256 !== null },
+  });
+  return peer;
+}
+
+function parse<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (error) {
+    if (error instanceof ProtocolError) throw new CommissioningError('INVALID_INPUT', error.message);
+    throw error;
+  }
+}

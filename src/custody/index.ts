@@ -1,0 +1,4 @@
+export * from './custody.js';
+export * from './errors.js';
+export { SoftwareKeyCustody, type SealedKeyStore } from './software/keystore.js';
+export { MASTER_KEY_ENV, createMasterKeyFile, loadMasterKey, type MasterKeySource } from './software/master-key.js';

@@ -1,0 +1,3 @@
+export * from './errors.js';
+export * from './service.js';
+export { defaultJoinSettings, type JoinContext } from './context.js';

@@ -1,0 +1,34 @@
+import { randomBytes } from 'node:crypto';
+import type { AppSKeyReqMessage, HomeNsReqMessage, JoinReqMessage } from '../protocol/index.js';
+import type { PeerRecord } from '../storage/storage.js';
+import type { Activation } from './activation.js';
+import { type AppSKeyDelivery, handleAppSKeyRequest } from './app-s-key.js';
+import { type JoinContext, type JoinSettings, defaultJoinSettings } from './context.js';
+import { type HomeNetwork, handleHomeNsRequest } from './home-ns.js';
+import { handleJoinRequest } from './join-request.js';
+import { handleRejoinRequest } from './rejoin-request.js';
+
+/** The join engine's entry points, one per Backend Interfaces request it serves. */
+export interface JoinService {
+  join(caller: PeerRecord, msg: JoinReqMessage): Promise<Activation>;
+  rejoin(caller: PeerRecord, msg: JoinReqMessage): Promise<Activation>;
+  appSKey(caller: PeerRecord, msg: AppSKeyReqMessage): Promise<AppSKeyDelivery>;
+  homeNetwork(caller: PeerRecord, msg: HomeNsReqMessage): Promise<HomeNetwork>;
+}
+
+export function createJoinService(deps: Omit<JoinContext, 'settings' | 'now' | 'newSessionKeyId'> & Partial<JoinContext>): JoinService {
+  const ctx: JoinContext = {
+    settings: defaultJoinSettings,
+    now: () => new Date(),
+    newSessionKeyId: () => randomBytes(16).toString('hex').toUpperCase(),
+    ...deps,
+  };
+  return {
+    join: (caller, msg) => handleJoinRequest(ctx, caller, msg),
+    rejoin: (caller, msg) => handleRejoinRequest(ctx, caller, msg),
+    appSKey: (caller, msg) => handleAppSKeyRequest(ctx, caller, msg),
+    homeNetwork: (caller, msg) => handleHomeNsRequest(ctx, caller, msg),
+  };
+}
+
+export type { Activation, AppSKeyDelivery, HomeNetwork, JoinSettings };

@@ -1,0 +1,121 @@
+import type { ExportedKey, KeyCustody, KeyDestination, KeyRef } from '../custody/custody.js';
+import {
+  type Eui64,
+  type JoinReqType,
+  assembleJoinAccept,
+  eui64FromBeHex,
+  joinAcceptCipherInput,
+  joinAcceptMicInput11,
+  joinAcceptMicInputLegacy,
+  legacySessionKeyBlock,
+  lorawan11SessionKeyBlock,
+  type NetId,
+} from '../protocol/index.js';
+import type { DeviceRecord, PeerRecord, SessionRecord } from '../storage/storage.js';
+import type { JoinContext } from './context.js';
+import { JoinError } from './errors.js';
+import { destinationFor } from './key-delivery.js';
+import type { SessionPlan } from './session-plan.js';
+
+/** ReceiverID of a request to the Join Server is a JoinEUI (TS002-1.0 §22.1). */
+export function receiverJoinEui(receiverId: string): Eui64 {
+  try {
+    return eui64FromBeHex(receiverId, 'ReceiverID');
+  } catch {
+    throw new JoinError('UNKNOWN_RECEIVER', `ReceiverID ${JSON.stringify(receiverId)} is not a JoinEUI served here`);
+  }
+}
+
+/**
+ * Loads the device a request is about. A device is looked up by DevEUI and must be provisioned under the
+ * JoinEUI the request names (TS002-1.0 §8 step 4: a 1.0 device's AppEUI need not identify a Join Server,
+ * so provisioning decides what is served). A JoinEUI with no device at all is not ours: UnknownReceiver.
+ */
+export async function loadDevice(ctx: JoinContext, devEui: Eui64, joinEui: Eui64): Promise<DeviceRecord> {
+  const device = await ctx.storage.getDevice(devEui);
+  if (device !== undefined && device.joinEui === joinEui) return device;
+  if (!(await ctx.storage.servesJoinEui(joinEui))) {
+    throw new JoinError('UNKNOWN_RECEIVER', `JoinEUI ${joinEui} is not served by this Join Server`);
+  }
+  throw new JoinError('UNKNOWN_DEVICE', `no device ${devEui} under JoinEUI ${joinEui}`);
+}
+
+/** Only the device's home network may activate it; the JoinReq always comes from the home NS (spec-notes §2.5). */
+export function authoriseHomeNetwork(device: DeviceRecord, caller: PeerRecord, senderNsId: Eui64 | undefined): void {
+  if (caller.netId !== device.homeNetId) {
+    throw new JoinError('ACTIVATION_DISALLOWED', `network ${caller.netId ?? '?'} is not the home network of device ${device.devEui}`);
+  }
+  const nsId = senderNsId ?? caller.nsId;
+  if (device.homeNsId !== null && nsId !== null && nsId !== device.homeNsId) {
+    throw new JoinError('ACTIVATION_DISALLOWED', `network server ${nsId} is not the home network server of device ${device.devEui}`);
+  }
+}
+
+export interface KeyDestinations {
+  readonly networkServer: KeyDestination;
+  /** Absent when the device has no application server with a KEK: the AS then fetches the AppSKey by SessionKeyID. */
+  readonly applicationServer?: KeyDestination | undefined;
+}
+
+export async function resolveKeyDestinations(ctx: JoinContext, device: DeviceRecord, caller: PeerRecord): Promise<KeyDestinations> {
+  const networkServer = await destinationFor(ctx.custody, caller, 'network server');
+  if (device.asId === null) return { networkServer };
+  const as = await ctx.storage.findApplicationServer(device.asId);
+  // The AppSKey travels through the network server, so it goes in a JoinAns only wrapped for the AS.
+  if (as === undefined || as.kekLabel === null || !(await ctx.custody.hasKek(as.kekLabel))) return { networkServer };
+  return { networkServer, applicationServer: { kekLabel: as.kekLabel } };
+}
+
+export async function verifyMic(custody: KeyCustody, key: KeyRef, micInput: Uint8Array, mic: Uint8Array, frame: string): Promise<void> {
+  if (!(await custody.verifyMic(key, micInput, mic))) throw new JoinError('MIC_FAILED', `${frame} MIC does not verify`);
+}
+
+export interface AcceptCrypto {
+  readonly micKey: KeyRef;
+  readonly encryptionKey: KeyRef;
+  /** Present for a LoRaWAN 1.1 accept with OptNeg=1 (LoRaWAN 1.1 §6.2.3). */
+  readonly mic11?: { readonly joinReqType: JoinReqType; readonly joinEui: Eui64; readonly devNonce: number } | undefined;
+}
+
+export async function sealJoinAccept(custody: KeyCustody, body: Buffer, c: AcceptCrypto): Promise<Buffer> {
+  const micInput = c.mic11 ? joinAcceptMicInput11(c.mic11, body) : joinAcceptMicInputLegacy(body);
+  const mic = await custody.computeMic(c.micKey, micInput);
+  return assembleJoinAccept(await custody.encryptJoinAccept(c.encryptionKey, joinAcceptCipherInput(body, mic)));
+}
+
+export type NetworkSessionKeys =
+  | { readonly scheme: 'legacy'; readonly nwkSKey: ExportedKey }
+  | { readonly scheme: 'lorawan11'; readonly fNwkSIntKey: ExportedKey; readonly sNwkSIntKey: ExportedKey; readonly nwkSEncKey: ExportedKey };
+
+export interface IssuedKeys {
+  readonly network: NetworkSessionKeys;
+  readonly appSKey?: ExportedKey | undefined;
+}
+
+/** Derives the session keys inside custody and exports each only to its party (spec-notes §1.7). */
+export async function issueSessionKeys(custody: KeyCustody, plan: SessionPlan, session: SessionRecord, to: KeyDestinations): Promise<IssuedKeys> {
+  const app = to.applicationServer;
+  if (plan.scheme === 'legacy') {
+    const input = { joinNonce: session.joinNonce, netId: session.netId, devNonce: session.devNonce };
+    const [nwkSKey] = await custody.deriveAndExport(plan.nwkRoot, [{ block: legacySessionKeyBlock('NwkSKey', input), to: to.networkServer }]);
+    const appSKey = app && (await custody.deriveAndExport(plan.appRoot, [{ block: legacySessionKeyBlock('AppSKey', input), to: app }]))[0];
+    return { network: { scheme: 'legacy', nwkSKey: nwkSKey! }, appSKey };
+  }
+  const input = { joinNonce: session.joinNonce, joinEui: session.joinEui, devNonce: session.devNonce };
+  const ns = to.networkServer;
+  const [f, s, e] = await custody.deriveAndExport(plan.nwkRoot, [
+    { block: lorawan11SessionKeyBlock('FNwkSIntKey', input), to: ns },
+    { block: lorawan11SessionKeyBlock('SNwkSIntKey', input), to: ns },
+    { block: lorawan11SessionKeyBlock('NwkSEncKey', input), to: ns },
+  ]);
+  const appSKey = app && (await custody.deriveAndExport(plan.appRoot, [{ block: lorawan11SessionKeyBlock('AppSKey', input), to: app }]))[0];
+  return { network: { scheme: 'lorawan11', fNwkSIntKey: f!, sNwkSIntKey: s!, nwkSEncKey: e! }, appSKey };
+}
+
+export function sessionRecord(
+  ctx: JoinContext,
+  device: DeviceRecord,
+  fields: { scheme: 'legacy' | 'lorawan11'; joinNonce: number; devNonce: number; netId: NetId; devAddr: SessionRecord['devAddr'] },
+): SessionRecord {
+  return { sessionKeyId: ctx.newSessionKeyId(), devEui: device.devEui, joinEui: device.joinEui, createdAt: ctx.now(), ...fields };
+}

@@ -1,0 +1,47 @@
+import pino, { type Logger } from 'pino';
+
+export type { Logger };
+
+/*
+ * Structured logs (JSON lines). Keys never reach a log call by design (custody returns none); the redaction
+ * list is the second line of defence for anything that carries key envelopes or credentials.
+ */
+export const redactedPaths = [
+  'AESKey',
+  '*.AESKey',
+  '*.*.AESKey',
+  'AppSKey',
+  'NwkSKey',
+  'FNwkSIntKey',
+  'SNwkSIntKey',
+  'NwkSEncKey',
+  '*.AppSKey',
+  '*.NwkSKey',
+  '*.FNwkSIntKey',
+  '*.SNwkSIntKey',
+  '*.NwkSEncKey',
+  'appKey',
+  'nwkKey',
+  '*.appKey',
+  '*.nwkKey',
+  'key',
+  '*.key',
+  'token',
+  '*.token',
+  'authorization',
+  'headers.authorization',
+  'req.headers.authorization',
+  'masterKey',
+];
+
+export function createLogger(options: { level?: string; destination?: pino.DestinationStream } = {}): Logger {
+  return pino(
+    {
+      level: options.level ?? process.env['JOINKEEP_LOG_LEVEL'] ?? 'info',
+      base: { service: 'joinkeep' },
+      redact: { paths: redactedPaths, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    options.destination,
+  );
+}

@@ -74,9 +74,9 @@ export interface PeerRecord {
   readonly nsId: Eui64 | null;
   /** AS-ID for an application server, null for an NS. */
   readonly asId: string | null;
-  /** SHA-256 of the bearer token, hex; null when the peer authenticates by client certificate only. */
+  /** SHA-256 of the bearer token, lower-case hex; null when the peer authenticates by client certificate only. */
   readonly tokenSha256: string | null;
-  /** SHA-256 fingerprint of the peer's TLS client certificate (DER), hex; null when none is pinned. */
+  /** SHA-256 fingerprint of the peer's TLS client certificate (DER), lower-case hex; null when none is pinned. */
   readonly clientCertSha256: string | null;
   /** KEK the peer's session keys are wrapped under; null when none is agreed. */
   readonly kekLabel: string | null;
@@ -132,7 +132,10 @@ export interface Storage {
   /** True when at least one device uses this JoinEUI (used to decide UnknownReceiver). */
   servesJoinEui(joinEui: Eui64): Promise<boolean>;
 
-  /** Current join state of (DevEUI, JoinEUI), without locking; a device never joined reads as all-initial. */
+  /**
+   * Current join state of (DevEUI, JoinEUI), without locking; a device never joined reads as all-initial.
+   * Throws StorageError DEVICE_NOT_FOUND for a device that does not exist.
+   */
   getJoinState(devEui: Eui64, joinEui: Eui64): Promise<JoinState>;
 
   /**
@@ -140,6 +143,8 @@ export interface Storage {
    * (PostgreSQL `SELECT … FOR UPDATE`, SQLite `BEGIN IMMEDIATE`), and commits its result durably before
    * resolving: the new state, the session record (keeping the `sessionLimit` most recent per device), and
    * the audit event if given. If `decide` refuses or throws, nothing changes.
+   * `decide` must be free of side effects: after a PostgreSQL serialization failure or deadlock, or a late
+   * SQLite busy error, the transaction is retried and `decide` runs again on the then-current state.
    * Throws StorageError DEVICE_NOT_FOUND if the device disappeared.
    */
   reserveJoin<R>(

@@ -1,0 +1,427 @@
+import type { Kysely, Migration, Transaction } from 'kysely';
+import type { Eui64, NetId } from '../protocol/index.js';
+import { decodeAuditCursor, decodeDeviceCursor, encodeCursor, pageSize } from './cursor.js';
+import { StorageError, type StorageErrorCode } from './errors.js';
+import { applyMigrations } from './migrate.js';
+import {
+  auditFromRow,
+  auditToRow,
+  deviceFromRow,
+  deviceToRow,
+  joinStateFromRow,
+  joinStateToRow,
+  keyRecordFromRow,
+  keyRecordToRow,
+  peerFromRow,
+  peerToRow,
+  sessionFromRow,
+  sessionToRow,
+} from './records.js';
+import type { Database } from './schema.js';
+import type {
+  AuditEvent,
+  DeviceRecord,
+  JoinDecision,
+  JoinState,
+  ListOptions,
+  PeerRecord,
+  ReserveJoinResult,
+  SealedKeyRecord,
+  SessionRecord,
+  Storage,
+} from './storage.js';
+
+/** How a driver error should be handled. */
+export type ErrorClass = 'unique-violation' | 'retry' | 'other';
+
+/** The part of the storage that differs between SQLite and PostgreSQL. */
+export interface DialectSupport {
+  readonly kind: 'sqlite' | 'postgres';
+  readonly migrations: Readonly<Record<string, Migration>>;
+  /**
+   * Reads the device's JoinNonce counter inside `trx` such that no other transaction can change the device's
+   * join state until `trx` ends. PostgreSQL: `SELECT … FOR UPDATE`. SQLite: a plain SELECT, because every
+   * transaction there starts with BEGIN IMMEDIATE and so already holds the database's write lock.
+   */
+  lockDevice(trx: Transaction<Database>, devEui: Eui64): Promise<{ last_join_nonce: number } | undefined>;
+  classify(error: unknown): ErrorClass;
+  /** Attempts for a transaction that fails with a `retry` error (serialization failure, deadlock, busy). */
+  readonly maxAttempts: number;
+}
+
+/** JoinNonce is 3 bytes (LoRaWAN 1.0.4 §6.2.3, 1.1 §6.2.3). */
+const MAX_JOIN_NONCE = 0xffffff;
+
+/** `decide` refused: roll back and hand the reason to the caller. */
+class Refusal<R> {
+  constructor(readonly reason: R) {}
+}
+
+/** An error that is not the database's (thrown by `decide`, or a broken invariant): roll back, rethrow as is. */
+class Passthrough {
+  constructor(readonly error: unknown) {}
+}
+
+/**
+ * The Storage contract over Kysely, shared by SQLite and PostgreSQL. Only locking, error classification and
+ * the migration set come from the dialect.
+ */
+export class KyselyStorage implements Storage {
+  readonly kind: 'sqlite' | 'postgres';
+  #closed = false;
+
+  constructor(
+    protected readonly db: Kysely<Database>,
+    private readonly dialect: DialectSupport,
+  ) {
+    this.kind = dialect.kind;
+  }
+
+  async migrate(): Promise<void> {
+    try {
+      await applyMigrations(this.db as unknown as Kysely<unknown>, this.dialect.migrations);
+    } catch (error) {
+      throw this.#fail(error, 'migrate');
+    }
+  }
+
+  // Devices
+
+  async insertDevice(device: DeviceRecord): Promise<void> {
+    await this.#run('insertDevice', () => this.db.insertInto('devices').values(deviceToRow(device)).execute(), [
+      'DEVICE_EXISTS',
+      `device ${device.devEui} already exists`,
+    ]);
+  }
+
+  async getDevice(devEui: Eui64): Promise<DeviceRecord | undefined> {
+    const row = await this.#run('getDevice', () =>
+      this.db.selectFrom('devices').selectAll().where('dev_eui', '=', devEui).executeTakeFirst(),
+    );
+    return row === undefined ? undefined : deviceFromRow(row);
+  }
+
+  async listDevices(options: ListOptions = {}): Promise<{ items: DeviceRecord[]; next?: string }> {
+    const limit = pageSize(options.limit);
+    const after = options.after === undefined ? undefined : decodeDeviceCursor(options.after);
+    const rows = await this.#run('listDevices', () => {
+      let query = this.db.selectFrom('devices').selectAll().orderBy('dev_eui').limit(limit + 1);
+      if (after !== undefined) query = query.where('dev_eui', '>', after);
+      return query.execute();
+    });
+    const page = rows.slice(0, limit).map(deviceFromRow);
+    const last = page.at(-1);
+    return rows.length > limit && last !== undefined ? { items: page, next: encodeCursor('device', last.devEui) } : { items: page };
+  }
+
+  async deleteDevice(devEui: Eui64): Promise<boolean> {
+    // Join state and sessions go with the device (ON DELETE CASCADE); audit events stay.
+    const result = await this.#run('deleteDevice', () =>
+      this.db.deleteFrom('devices').where('dev_eui', '=', devEui).executeTakeFirst(),
+    );
+    return result.numDeletedRows > 0n;
+  }
+
+  async servesJoinEui(joinEui: Eui64): Promise<boolean> {
+    const row = await this.#run('servesJoinEui', () =>
+      this.db.selectFrom('devices').select('dev_eui').where('join_eui', '=', joinEui).limit(1).executeTakeFirst(),
+    );
+    return row !== undefined;
+  }
+
+  async getJoinState(devEui: Eui64, joinEui: Eui64): Promise<JoinState> {
+    // One statement, so the JoinNonce counter and the DevNonce state come from the same snapshot.
+    const row = await this.#run('getJoinState', () =>
+      this.db
+        .selectFrom('devices as d')
+        .leftJoin('device_join_state as s', (join) =>
+          join.onRef('s.dev_eui', '=', 'd.dev_eui').on('s.join_eui', '=', joinEui),
+        )
+        .select([
+          'd.last_join_nonce',
+          's.dev_eui as state_dev_eui',
+          's.last_dev_nonce',
+          's.used_dev_nonces',
+          's.last_rj_count1',
+        ])
+        .where('d.dev_eui', '=', devEui)
+        .executeTakeFirst(),
+    );
+    if (row === undefined) throw new StorageError('DEVICE_NOT_FOUND', `device ${devEui} not found`);
+    if (row.state_dev_eui === null) return joinStateFromRow(row.last_join_nonce, undefined);
+    return {
+      lastJoinNonce: row.last_join_nonce,
+      lastDevNonce: row.last_dev_nonce,
+      usedDevNonces: JSON.parse(row.used_dev_nonces ?? '[]') as number[],
+      lastRjCount1: row.last_rj_count1,
+    };
+  }
+
+  /*
+   * The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
+   * transaction: lock the device, read its state, let `decide` choose, write everything, COMMIT, and only then
+   * resolve. A refusal or a throw rolls back, so a refused request never burns a nonce. `decide` may run more
+   * than once when the database asks for a retry (PostgreSQL deadlock/serialization failure, SQLite busy), so it
+   * must not have side effects beyond its return value.
+   */
+  async reserveJoin<R>(
+    devEui: Eui64,
+    joinEui: Eui64,
+    decide: (current: JoinState) => JoinDecision<R>,
+    options: { readonly sessionLimit: number },
+  ): Promise<ReserveJoinResult<R>> {
+    const { sessionLimit } = options;
+    if (!Number.isSafeInteger(sessionLimit) || sessionLimit < 1) {
+      throw new RangeError(`sessionLimit must be a positive integer, got ${sessionLimit}`);
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // Kysely's execute() resolves only after COMMIT returned: when this returns, the new JoinNonce is durable.
+        return await this.db.transaction().execute((trx) => this.#reserveIn(trx, devEui, joinEui, decide, sessionLimit));
+      } catch (error) {
+        if (error instanceof Refusal) return { refused: (error as Refusal<R>).reason };
+        if (error instanceof Passthrough) throw error.error;
+        if (this.dialect.classify(error) === 'retry' && attempt < this.dialect.maxAttempts) {
+          await backoff(attempt);
+          continue;
+        }
+        throw this.#fail(error, 'reserveJoin');
+      }
+    }
+  }
+
+  /** reserveJoin's steps inside the transaction: lock and read → decide → check → write. */
+  async #reserveIn<R>(
+    trx: Transaction<Database>,
+    devEui: Eui64,
+    joinEui: Eui64,
+    decide: (current: JoinState) => JoinDecision<R>,
+    sessionLimit: number,
+  ): Promise<{ committed: JoinState; session: SessionRecord }> {
+    const current = await this.#lockAndRead(trx, devEui, joinEui);
+    let decision: JoinDecision<R>;
+    try {
+      decision = decide(current);
+    } catch (error) {
+      throw new Passthrough(error);
+    }
+    if ('refuse' in decision) throw new Refusal(decision.refuse);
+    checkDecision(devEui, joinEui, current, decision.commit, decision.session);
+    await writeDecision(trx, devEui, joinEui, decision, sessionLimit);
+    return { committed: decision.commit, session: decision.session };
+  }
+
+  async #lockAndRead(trx: Transaction<Database>, devEui: Eui64, joinEui: Eui64): Promise<JoinState> {
+    const device = await this.dialect.lockDevice(trx, devEui);
+    if (device === undefined) throw new Passthrough(new StorageError('DEVICE_NOT_FOUND', `device ${devEui} not found`));
+    // Read after the lock, in its own statement: on PostgreSQL (READ COMMITTED) a statement that starts after the
+    // lock was granted sees what the previous holder committed; one joined statement could see an older snapshot.
+    const stateRow = await trx
+      .selectFrom('device_join_state')
+      .selectAll()
+      .where('dev_eui', '=', devEui)
+      .where('join_eui', '=', joinEui)
+      .executeTakeFirst();
+    return joinStateFromRow(device.last_join_nonce, stateRow);
+  }
+
+  async getSession(devEui: Eui64, sessionKeyId: string): Promise<SessionRecord | undefined> {
+    const row = await this.#run('getSession', () =>
+      this.db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('dev_eui', '=', devEui)
+        .where('session_key_id', '=', sessionKeyId)
+        .executeTakeFirst(),
+    );
+    return row === undefined ? undefined : sessionFromRow(row);
+  }
+
+  /** Most recent first. */
+  async listSessions(devEui: Eui64): Promise<SessionRecord[]> {
+    const rows = await this.#run('listSessions', () =>
+      this.db.selectFrom('sessions').selectAll().where('dev_eui', '=', devEui).orderBy('seq', 'desc').execute(),
+    );
+    return rows.map(sessionFromRow);
+  }
+
+  // Peers
+
+  async insertPeer(peer: PeerRecord): Promise<void> {
+    // The id, the token hash and the certificate fingerprint are each unique: one credential, one peer.
+    await this.#run('insertPeer', () => this.db.insertInto('peers').values(peerToRow(peer)).execute(), [
+      'PEER_EXISTS',
+      `peer ${peer.id}, or a peer with the same token or client certificate, already exists`,
+    ]);
+  }
+
+  async findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
+    const row = await this.#run('findPeerByTokenSha256', () =>
+      this.db.selectFrom('peers').selectAll().where('token_sha256', '=', tokenSha256).executeTakeFirst(),
+    );
+    return row === undefined ? undefined : peerFromRow(row);
+  }
+
+  async findPeerByClientCertSha256(fingerprint: string): Promise<PeerRecord | undefined> {
+    const row = await this.#run('findPeerByClientCertSha256', () =>
+      this.db.selectFrom('peers').selectAll().where('client_cert_sha256', '=', fingerprint).executeTakeFirst(),
+    );
+    return row === undefined ? undefined : peerFromRow(row);
+  }
+
+  async findNetworkServers(netId: NetId): Promise<PeerRecord[]> {
+    const rows = await this.#run('findNetworkServers', () =>
+      this.db.selectFrom('peers').selectAll().where('kind', '=', 'ns').where('net_id', '=', netId).orderBy('id').execute(),
+    );
+    return rows.map(peerFromRow);
+  }
+
+  async findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
+    const row = await this.#run('findApplicationServer', () =>
+      this.db.selectFrom('peers').selectAll().where('kind', '=', 'as').where('as_id', '=', asId).orderBy('id').executeTakeFirst(),
+    );
+    return row === undefined ? undefined : peerFromRow(row);
+  }
+
+  async listPeers(): Promise<PeerRecord[]> {
+    const rows = await this.#run('listPeers', () => this.db.selectFrom('peers').selectAll().orderBy('id').execute());
+    return rows.map(peerFromRow);
+  }
+
+  // Sealed keys
+
+  async insertKeyRecord(record: SealedKeyRecord): Promise<void> {
+    await this.#run('insertKeyRecord', () => this.db.insertInto('key_records').values(keyRecordToRow(record)).execute(), [
+      'KEY_RECORD_EXISTS',
+      `key record ${record.handle} already exists`,
+    ]);
+  }
+
+  async getKeyRecord(handle: string): Promise<SealedKeyRecord | undefined> {
+    const row = await this.#run('getKeyRecord', () =>
+      this.db.selectFrom('key_records').selectAll().where('handle', '=', handle).executeTakeFirst(),
+    );
+    return row === undefined ? undefined : keyRecordFromRow(row);
+  }
+
+  async listKeyRecords(): Promise<Omit<SealedKeyRecord, 'sealed'>[]> {
+    const rows = await this.#run('listKeyRecords', () =>
+      this.db.selectFrom('key_records').select(['handle', 'usage', 'created_at']).orderBy('handle').execute(),
+    );
+    return rows.map((r) => ({ handle: r.handle, usage: r.usage, createdAt: new Date(r.created_at) }));
+  }
+
+  async deleteKeyRecord(handle: string): Promise<boolean> {
+    const result = await this.#run('deleteKeyRecord', () =>
+      this.db.deleteFrom('key_records').where('handle', '=', handle).executeTakeFirst(),
+    );
+    return result.numDeletedRows > 0n;
+  }
+
+  // Audit trail
+
+  async appendAudit(event: AuditEvent): Promise<void> {
+    await this.#run('appendAudit', () => this.db.insertInto('audit_events').values(auditToRow(event)).execute());
+  }
+
+  /** Oldest first (append order), so a consumer can follow the trail with the `next` cursor. */
+  async listAudit(
+    options: ListOptions & { readonly subject?: string; readonly action?: string } = {},
+  ): Promise<{ items: AuditEvent[]; next?: string }> {
+    const limit = pageSize(options.limit);
+    const after = options.after === undefined ? undefined : decodeAuditCursor(options.after);
+    const rows = await this.#run('listAudit', () => {
+      let query = this.db.selectFrom('audit_events').selectAll().orderBy('id').limit(limit + 1);
+      if (after !== undefined) query = query.where('id', '>', after);
+      if (options.subject !== undefined) query = query.where('subject', '=', options.subject);
+      if (options.action !== undefined) query = query.where('action', '=', options.action);
+      return query.execute();
+    });
+    const page = rows.slice(0, limit).map(auditFromRow);
+    const last = rows[limit - 1];
+    return rows.length > limit && last !== undefined ? { items: page, next: encodeCursor('audit', last.id) } : { items: page };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.db.destroy();
+  }
+
+  /** Runs one statement, mapping driver errors to StorageError (the driver error stays as `cause`). */
+  async #run<T>(
+    operation: string,
+    query: () => Promise<T>,
+    onUniqueViolation?: readonly [StorageErrorCode, string],
+  ): Promise<T> {
+    try {
+      return await query();
+    } catch (error) {
+      if (onUniqueViolation !== undefined && this.dialect.classify(error) === 'unique-violation') {
+        throw new StorageError(onUniqueViolation[0], onUniqueViolation[1], { cause: error });
+      }
+      throw this.#fail(error, operation);
+    }
+  }
+
+  #fail(error: unknown, operation: string): StorageError {
+    if (error instanceof StorageError) return error;
+    const detail = error instanceof Error ? error.message : String(error);
+    return new StorageError('UNAVAILABLE', `${this.kind} storage: ${operation} failed: ${detail}`, { cause: error });
+  }
+}
+
+/** Everything a committed decision changes, in the caller's transaction. */
+async function writeDecision(
+  trx: Transaction<Database>,
+  devEui: Eui64,
+  joinEui: Eui64,
+  decision: Extract<JoinDecision<unknown>, { commit: JoinState }>,
+  sessionLimit: number,
+): Promise<void> {
+  const { commit, session, audit } = decision;
+  await trx.updateTable('devices').set({ last_join_nonce: commit.lastJoinNonce }).where('dev_eui', '=', devEui).execute();
+  // The decision's own instant (the engine's injected clock), not a clock read here.
+  const state = joinStateToRow(devEui, joinEui, commit, session.createdAt.getTime());
+  await trx
+    .insertInto('device_join_state')
+    .values(state)
+    .onConflict((oc) =>
+      oc.columns(['dev_eui', 'join_eui']).doUpdateSet({
+        last_dev_nonce: state.last_dev_nonce,
+        used_dev_nonces: state.used_dev_nonces,
+        last_rj_count1: state.last_rj_count1,
+        updated_at: state.updated_at,
+      }),
+    )
+    .execute();
+  await trx.insertInto('sessions').values(sessionToRow(session)).execute();
+  await trx
+    .deleteFrom('sessions')
+    .where('dev_eui', '=', devEui)
+    .where('seq', 'not in', (eb) =>
+      eb.selectFrom('sessions').select('seq').where('dev_eui', '=', devEui).orderBy('seq', 'desc').limit(sessionLimit),
+    )
+    .execute();
+  if (audit !== undefined) await trx.insertInto('audit_events').values(auditToRow(audit)).execute();
+}
+
+/** Guards the nonce invariants even if the caller's decision is wrong: a JoinNonce is never issued twice. */
+function checkDecision(devEui: Eui64, joinEui: Eui64, current: JoinState, commit: JoinState, session: SessionRecord): void {
+  const broken = (why: string): Passthrough => new Passthrough(new RangeError(`reserveJoin for ${devEui}: ${why}`));
+  if (!Number.isSafeInteger(commit.lastJoinNonce) || commit.lastJoinNonce <= current.lastJoinNonce) {
+    throw broken(`JoinNonce must increase (stored ${current.lastJoinNonce}, committed ${commit.lastJoinNonce})`);
+  }
+  if (commit.lastJoinNonce > MAX_JOIN_NONCE) throw broken(`JoinNonce ${commit.lastJoinNonce} exceeds 24 bits`);
+  if (session.joinNonce !== commit.lastJoinNonce) {
+    throw broken(`session JoinNonce ${session.joinNonce} differs from committed JoinNonce ${commit.lastJoinNonce}`);
+  }
+  if (session.devEui !== devEui || session.joinEui !== joinEui) {
+    throw broken(`session is for ${session.devEui}/${session.joinEui}, not ${devEui}/${joinEui}`);
+  }
+}
+
+function backoff(attempt: number): Promise<void> {
+  const ms = Math.min(200, 10 * 2 ** attempt) * (0.5 + Math.random() / 2);
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

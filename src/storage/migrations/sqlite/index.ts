@@ -1,0 +1,10 @@
+import type { Migration } from 'kysely';
+import * as initial from './0001-initial.js';
+
+/**
+ * Every SQLite migration this build knows, in order. Registered statically (no directory scan) because the code
+ * runs from dist/ and may be bundled. Add a migration: create `NNNN-name.ts` next to this file and list it here.
+ */
+export const sqliteMigrations: Readonly<Record<string, Migration>> = {
+  '0001-initial': initial,
+};

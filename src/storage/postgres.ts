@@ -1,0 +1,100 @@
+import pg from 'pg';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import type { Eui64 } from '../protocol/index.js';
+import { StorageError } from './errors.js';
+import { KyselyStorage, type DialectSupport, type ErrorClass } from './kysely-storage.js';
+import { postgresMigrations } from './migrations/postgres/index.js';
+import type { Database } from './schema.js';
+
+export interface PostgresStorageOptions {
+  /** Pool size; default 10. */
+  readonly maxConnections?: number;
+  /** How long to wait for a connection; default 10 000 ms. */
+  readonly connectTimeoutMs?: number;
+  /** Told about errors of idle pooled connections (the next query on the pool fails and is reported anyway). */
+  readonly onIdleConnectionError?: (error: Error) => void;
+}
+
+export interface PostgresSettings {
+  readonly synchronousCommit: string;
+  readonly fsync: string;
+}
+
+export class PostgresStorage extends KyselyStorage {
+  async settings(): Promise<PostgresSettings> {
+    const show = async (name: string): Promise<string> => {
+      const { rows } = await sql<Record<string, string>>`show ${sql.raw(name)}`.execute(this.db);
+      return String(rows[0]?.[name]);
+    };
+    return { synchronousCommit: await show('synchronous_commit'), fsync: await show('fsync') };
+  }
+}
+
+const INT8_OID = 20;
+
+/**
+ * BIGINT (epoch milliseconds, identity columns, count(*)) as a JS number. pg returns strings by default;
+ * every value we store fits in 2^53, and a value that does not is an error rather than a silent rounding.
+ */
+function parseInt8(text: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) throw new RangeError(`BIGINT ${text} does not fit a JS number`);
+  return value;
+}
+
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format ?? 'text')) as typeof pg.types.getTypeParser,
+};
+
+/**
+ * Opens a pool on `url` and checks the server answers. Call `migrate()` before use.
+ * Durability: with synchronous_commit on (the default), COMMIT returns only once the commit record is flushed
+ * to the WAL on disk, so a JoinNonce is durable before reserveJoin resolves. A server configured with
+ * synchronous_commit=off could lose a committed JoinNonce in a crash and issue it again; our sessions then turn
+ * it back on. Stronger settings (remote_write, remote_apply, local) are kept.
+ */
+export async function openPostgresStorage(url: string, options: PostgresStorageOptions = {}): Promise<PostgresStorage> {
+  let pool = createPool(url, options, false);
+  try {
+    const { rows } = await pool.query<{ synchronous_commit: string }>('show synchronous_commit');
+    if (rows[0]?.synchronous_commit === 'off') {
+      await pool.end();
+      pool = createPool(url, options, true);
+      await pool.query('select 1');
+    }
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw new StorageError('UNAVAILABLE', `cannot connect to PostgreSQL: ${(error as Error).message}`, { cause: error });
+  }
+  return new PostgresStorage(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), postgresDialect);
+}
+
+function createPool(url: string, options: PostgresStorageOptions, forceSynchronousCommit: boolean): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.maxConnections ?? 10,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+    application_name: 'joinkeep',
+    ...(forceSynchronousCommit ? { options: '-c synchronous_commit=on' } : {}),
+    types,
+  });
+  // Without a listener an idle connection's error (e.g. server restart) would crash the process.
+  pool.on('error', (error) => options.onIdleConnectionError?.(error));
+  return pool;
+}
+
+const postgresDialect: DialectSupport = {
+  kind: 'postgres',
+  migrations: postgresMigrations,
+  lockDevice: (trx, devEui: Eui64) =>
+    trx.selectFrom('devices').select('last_join_nonce').where('dev_eui', '=', devEui).forUpdate().executeTakeFirst(),
+  classify: (error: unknown): ErrorClass => {
+    const code = (error as { code?: unknown } | null)?.code;
+    if (code === '23505') return 'unique-violation';
+    // serialization_failure, deadlock_detected: the transaction was rolled back and may simply be run again.
+    if (code === '40001' || code === '40P01') return 'retry';
+    return 'other';
+  },
+  maxAttempts: 5,
+};

@@ -1,0 +1,164 @@
+import type { Insertable, Selectable } from 'kysely';
+import type { DevAddr, Eui64, MacVersion, NetId } from '../protocol/index.js';
+import type {
+  AuditEventsTable,
+  DeviceJoinStateTable,
+  DevicesTable,
+  KeyRecordsTable,
+  PeersTable,
+  SessionsTable,
+} from './schema.js';
+import type { AuditEvent, DeviceRecord, JoinState, PeerRecord, SealedKeyRecord, SessionRecord } from './storage.js';
+
+/*
+ * Rows ↔ records, one pair per table. The same code serves SQLite and PostgreSQL: both return numbers for
+ * integers (PostgreSQL INT8 through the pool's type parser), Buffers for blobs, text for JSON.
+ */
+
+export function deviceToRow(d: DeviceRecord): Insertable<DevicesTable> {
+  return {
+    dev_eui: d.devEui,
+    join_eui: d.joinEui,
+    mac_version: d.macVersion,
+    app_key_handle: d.appKeyHandle,
+    nwk_key_handle: d.nwkKeyHandle,
+    home_net_id: d.homeNetId,
+    home_ns_id: d.homeNsId,
+    as_id: d.asId,
+    roaming_net_ids: d.roamingNetIds === null ? null : JSON.stringify(d.roamingNetIds),
+    created_at: d.createdAt.getTime(),
+  };
+}
+
+export function deviceFromRow(r: Selectable<DevicesTable>): DeviceRecord {
+  return {
+    devEui: r.dev_eui as Eui64,
+    joinEui: r.join_eui as Eui64,
+    macVersion: r.mac_version as MacVersion,
+    appKeyHandle: r.app_key_handle,
+    nwkKeyHandle: r.nwk_key_handle,
+    homeNetId: r.home_net_id as NetId,
+    homeNsId: r.home_ns_id as Eui64 | null,
+    asId: r.as_id,
+    roamingNetIds: r.roaming_net_ids === null ? null : (JSON.parse(r.roaming_net_ids) as NetId[]),
+    createdAt: new Date(r.created_at),
+  };
+}
+
+export const initialJoinState = (lastJoinNonce: number): JoinState => ({
+  lastJoinNonce,
+  lastDevNonce: null,
+  usedDevNonces: [],
+  lastRjCount1: null,
+});
+
+export function joinStateFromRow(lastJoinNonce: number, r: Selectable<DeviceJoinStateTable> | undefined): JoinState {
+  if (r === undefined) return initialJoinState(lastJoinNonce);
+  return {
+    lastJoinNonce,
+    lastDevNonce: r.last_dev_nonce,
+    usedDevNonces: JSON.parse(r.used_dev_nonces) as number[],
+    lastRjCount1: r.last_rj_count1,
+  };
+}
+
+export function joinStateToRow(devEui: Eui64, joinEui: Eui64, s: JoinState, now: number): Insertable<DeviceJoinStateTable> {
+  return {
+    dev_eui: devEui,
+    join_eui: joinEui,
+    last_dev_nonce: s.lastDevNonce,
+    used_dev_nonces: JSON.stringify(s.usedDevNonces),
+    last_rj_count1: s.lastRjCount1,
+    updated_at: now,
+  };
+}
+
+export function sessionToRow(s: SessionRecord): Insertable<SessionsTable> {
+  return {
+    dev_eui: s.devEui,
+    session_key_id: s.sessionKeyId,
+    join_eui: s.joinEui,
+    scheme: s.scheme,
+    join_nonce: s.joinNonce,
+    dev_nonce: s.devNonce,
+    net_id: s.netId,
+    dev_addr: s.devAddr,
+    created_at: s.createdAt.getTime(),
+  };
+}
+
+export function sessionFromRow(r: Omit<Selectable<SessionsTable>, 'seq'>): SessionRecord {
+  return {
+    sessionKeyId: r.session_key_id,
+    devEui: r.dev_eui as Eui64,
+    joinEui: r.join_eui as Eui64,
+    scheme: r.scheme,
+    joinNonce: r.join_nonce,
+    devNonce: r.dev_nonce,
+    netId: r.net_id as NetId,
+    devAddr: r.dev_addr as DevAddr,
+    createdAt: new Date(r.created_at),
+  };
+}
+
+export function peerToRow(p: PeerRecord): Insertable<PeersTable> {
+  return {
+    id: p.id,
+    kind: p.kind,
+    net_id: p.netId,
+    ns_id: p.nsId,
+    as_id: p.asId,
+    token_sha256: p.tokenSha256,
+    client_cert_sha256: p.clientCertSha256,
+    kek_label: p.kekLabel,
+    // 0/1: better-sqlite3 cannot bind booleans, and PostgreSQL accepts '0'/'1' as BOOLEAN input.
+    allow_clear_keys: p.allowClearKeys ? 1 : 0,
+    created_at: p.createdAt.getTime(),
+  };
+}
+
+export function peerFromRow(r: Selectable<PeersTable>): PeerRecord {
+  return {
+    kind: r.kind,
+    id: r.id,
+    netId: r.net_id as NetId | null,
+    nsId: r.ns_id as Eui64 | null,
+    asId: r.as_id,
+    tokenSha256: r.token_sha256,
+    clientCertSha256: r.client_cert_sha256,
+    kekLabel: r.kek_label,
+    allowClearKeys: Boolean(r.allow_clear_keys),
+    createdAt: new Date(r.created_at),
+  };
+}
+
+export function keyRecordToRow(k: SealedKeyRecord): Insertable<KeyRecordsTable> {
+  return { handle: k.handle, usage: k.usage, sealed: Buffer.from(k.sealed), created_at: k.createdAt.getTime() };
+}
+
+export function keyRecordFromRow(r: Selectable<KeyRecordsTable>): SealedKeyRecord {
+  return { handle: r.handle, usage: r.usage, sealed: Buffer.from(r.sealed), createdAt: new Date(r.created_at) };
+}
+
+export function auditToRow(e: AuditEvent): Insertable<AuditEventsTable> {
+  return {
+    at: e.at.getTime(),
+    actor: e.actor,
+    action: e.action,
+    subject: e.subject,
+    outcome: e.outcome,
+    details: JSON.stringify(e.details),
+  };
+}
+
+export function auditFromRow(r: Selectable<AuditEventsTable>): AuditEvent {
+  return {
+    id: r.id,
+    at: new Date(r.at),
+    actor: r.actor,
+    action: r.action,
+    subject: r.subject,
+    outcome: r.outcome,
+    details: JSON.parse(r.details) as Record<string, unknown>,
+  };
+}

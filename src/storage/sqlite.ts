@@ -1,0 +1,183 @@
+import BetterSqlite3 from 'better-sqlite3';
+import { closeSync, fchmodSync, openSync } from 'node:fs';
+import {
+  CompiledQuery,
+  Kysely,
+  SqliteAdapter,
+  SqliteDialect,
+  SqliteDriver,
+  sql,
+  type DatabaseConnection,
+  type DialectAdapter,
+  type Driver,
+  type SqliteDialectConfig,
+} from 'kysely';
+import type { Eui64 } from '../protocol/index.js';
+import { StorageError } from './errors.js';
+import { KyselyStorage, type DialectSupport, type ErrorClass } from './kysely-storage.js';
+import { sqliteMigrations } from './migrations/sqlite/index.js';
+import type { Database } from './schema.js';
+
+/** How long a statement waits for another process's write lock before SQLITE_BUSY. */
+export const SQLITE_BUSY_TIMEOUT_MS = 5000;
+
+/** The durability-relevant settings of the open connection, as SQLite reports them. */
+export interface SqliteSettings {
+  readonly journalMode: string;
+  /** 2 = FULL. */
+  readonly synchronous: number;
+  readonly foreignKeys: boolean;
+  readonly busyTimeoutMs: number;
+}
+
+export class SqliteStorage extends KyselyStorage {
+  /*
+   * SQLite's procedure for schema changes (https://www.sqlite.org/lang_altertable.html#otheralter): foreign keys
+   * off while migrations run, otherwise rebuilding a parent table (create, copy, drop, rename) would cascade the
+   * drop's deletes into its children. The pragma cannot change inside a transaction, hence here, around the
+   * Migrator's transaction; the check afterwards refuses a migration that left dangling references.
+   */
+  override async migrate(): Promise<void> {
+    await sql`pragma foreign_keys = off`.execute(this.db);
+    try {
+      await super.migrate();
+    } finally {
+      await sql`pragma foreign_keys = on`.execute(this.db);
+    }
+    const { rows } = await sql`pragma foreign_key_check`.execute(this.db);
+    if (rows.length > 0) {
+      throw new StorageError('UNAVAILABLE', `database migration left ${rows.length} foreign key violation(s)`);
+    }
+  }
+
+  async settings(): Promise<SqliteSettings> {
+    const pragma = async (name: string): Promise<unknown> => {
+      const { rows } = await sql<Record<string, unknown>>`pragma ${sql.raw(name)}`.execute(this.db);
+      return Object.values(rows[0] ?? {})[0];
+    };
+    return {
+      journalMode: String(await pragma('journal_mode')),
+      synchronous: Number(await pragma('synchronous')),
+      foreignKeys: Number(await pragma('foreign_keys')) === 1,
+      busyTimeoutMs: Number(await pragma('busy_timeout')),
+    };
+  }
+}
+
+/**
+ * Opens (creating with mode 0600 if needed) the SQLite database at `path`. Call `migrate()` before use.
+ * Several processes may open the same file: the nonce guarantee holds across them (see docs/storage.md).
+ */
+export async function openSqliteStorage(path: string): Promise<SqliteStorage> {
+  let connection: BetterSqlite3.Database;
+  try {
+    createPrivateFile(path);
+    connection = new BetterSqlite3(path, { timeout: SQLITE_BUSY_TIMEOUT_MS });
+  } catch (error) {
+    throw new StorageError('UNAVAILABLE', `cannot open SQLite database ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    configure(connection, path);
+  } catch (error) {
+    connection.close();
+    if (error instanceof StorageError) throw error;
+    throw new StorageError('UNAVAILABLE', `cannot configure SQLite database ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: connection }) });
+  return new SqliteStorage(db, sqliteDialect);
+}
+
+/**
+ * Durability: an answer must never leave before its JoinNonce is on disk, or a power cut could make us issue it
+ * again. WAL with synchronous=FULL fsyncs the WAL on every commit (synchronous=NORMAL would only sync at
+ * checkpoints and may lose the last commits on power loss). busy_timeout makes BEGIN IMMEDIATE wait for another
+ * process's write lock instead of failing at once. foreign_keys is off by default in SQLite and per connection.
+ */
+function configure(connection: BetterSqlite3.Database, path: string): void {
+  connection.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  const journalMode = String(connection.pragma('journal_mode = WAL', { simple: true }));
+  if (journalMode !== 'wal' && !(isMemory(path) && journalMode === 'memory')) {
+    throw new StorageError('UNAVAILABLE', `SQLite database ${path} cannot use WAL (journal_mode is ${journalMode})`);
+  }
+  connection.pragma('synchronous = FULL');
+  connection.pragma('foreign_keys = ON');
+}
+
+const isMemory = (path: string): boolean => path === ':memory:' || path === '';
+
+/**
+ * Creates the database file readable by its owner only: it holds sealed keys, peers' token hashes and the
+ * audit trail. SQLite gives the -wal and -shm files the database file's permissions. An existing file keeps
+ * the permissions its operator gave it.
+ */
+function createPrivateFile(path: string): void {
+  if (isMemory(path)) return;
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx', 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return;
+    throw error;
+  }
+  try {
+    fchmodSync(fd, 0o600); // exact, whatever the umask
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/*
+ * Kysely's SQLite driver starts transactions with a deferred BEGIN. A deferred transaction that reads and then
+ * writes fails with SQLITE_BUSY_SNAPSHOT, without waiting, when another process committed in between. Every
+ * transaction here starts with BEGIN IMMEDIATE instead: it takes the write lock up front (waiting up to
+ * busy_timeout), so reserveJoin reads the latest committed state and nobody else writes until it commits.
+ */
+class ImmediateTransactionDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+/**
+ * SQLite DDL is transactional; saying so makes Kysely's Migrator run each migration batch in one (immediate)
+ * transaction, so a migration is all-or-nothing and two processes starting at once cannot both apply it.
+ */
+class TransactionalDdlAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+
+  constructor(config: SqliteDialectConfig) {
+    super(config);
+    this.#config = config;
+  }
+
+  override createDriver(): Driver {
+    return new ImmediateTransactionDriver(this.#config);
+  }
+
+  override createAdapter(): DialectAdapter {
+    return new TransactionalDdlAdapter();
+  }
+}
+
+const sqliteDialect: DialectSupport = {
+  kind: 'sqlite',
+  migrations: sqliteMigrations,
+  // The transaction began IMMEDIATE and holds the database's write lock: a plain read is already exclusive.
+  lockDevice: (trx, devEui: Eui64) =>
+    trx.selectFrom('devices').select('last_join_nonce').where('dev_eui', '=', devEui).executeTakeFirst(),
+  classify: (error: unknown): ErrorClass => {
+    const code = (error as { code?: unknown } | null)?.code;
+    if (typeof code !== 'string') return 'other';
+    if (code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE') return 'unique-violation';
+    // busy_timeout has already waited; a further BUSY (e.g. during WAL recovery) is worth a fresh attempt.
+    if (code.startsWith('SQLITE_BUSY')) return 'retry';
+    return 'other';
+  },
+  maxAttempts: 3,
+};

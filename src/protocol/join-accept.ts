@@ -3,7 +3,7 @@ import { type DevAddr, devAddrFromLeBytes, devAddrToLeBytes } from './dev-addr.j
 import { type Eui64, eui64ToLeBytes } from './eui64.js';
 import { MHDR, expectMhdr } from './mhdr.js';
 import { type NetId, netIdFromLeBytes, netIdToLeBytes } from './net-id.js';
-import { assertUint24 } from './ranges.js';
+import { assertUint16, assertUint24 } from './ranges.js';
 
 export const CFLIST_LENGTH = 16;
 
@@ -56,6 +56,10 @@ export function joinAcceptMicInput11(
   ctx: { readonly joinReqType: JoinReqType; readonly joinEui: Eui64; readonly devNonce: number },
   body: Uint8Array,
 ): Buffer {
+  assertUint16(ctx.devNonce, 'DevNonce');
+  if (!(Object.values(JOIN_REQ_TYPE) as number[]).includes(ctx.joinReqType)) {
+    throw new ProtocolError('OUT_OF_RANGE', 'JoinReqType must be 0xFF, 0x00, 0x01 or 0x02', 'JoinReqType');
+  }
   const b = Buffer.alloc(11 + body.length);
   b[0] = ctx.joinReqType;
   eui64ToLeBytes(ctx.joinEui).copy(b, 1);

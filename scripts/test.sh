@@ -68,6 +68,8 @@ fi
 # errors fail the run at the end.
 build_status=0
 npm run build || build_status=$?
+# The dependency direction of docs/architecture.md is part of the build.
+node scripts/check-layers.mjs || build_status=$?
 
 # --- Throwaway PostgreSQL cluster ------------------------------------------------------------------------------
 TMP_ROOT="$(mktemp -d "${TMPDIR:-/tmp}/joinkeep-test.XXXXXX")"
@@ -119,5 +121,5 @@ test_status=0
 node --test --test-concurrency=2 "${test_files[@]}" || test_status=$?
 
 if [[ $test_status -ne 0 ]]; then exit "$test_status"; fi
-if [[ $build_status -ne 0 ]]; then die "tests passed, but the TypeScript build reported errors (see above)"; fi
+if [[ $build_status -ne 0 ]]; then die "tests passed, but the TypeScript build or the layer check reported errors (see above)"; fi
 exit 0

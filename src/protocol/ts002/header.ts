@@ -1,3 +1,4 @@
+import { eui64FromBeHex } from '../eui64.js';
 import type { RequestHeader } from './messages.js';
 
 /**
@@ -7,7 +8,8 @@ import type { RequestHeader } from './messages.js';
 export function answerHeader(req: RequestHeader, messageType: string, receiverId: string): Record<string, unknown> {
   const h: Record<string, unknown> = {
     ProtocolVersion: req.protocolVersion,
-    SenderID: req.receiverId,
+    // Exact in what we emit: the JoinEUI in canonical upper-case hex, however the requester spelt it.
+    SenderID: canonicalEui(req.receiverId),
     ReceiverID: receiverId,
     TransactionID: req.transactionId,
     MessageType: messageType,
@@ -15,4 +17,12 @@ export function answerHeader(req: RequestHeader, messageType: string, receiverId
   if (req.senderToken !== undefined) h['ReceiverToken'] = req.senderToken;
   if (req.protocolVersion === '1.1' && req.senderNsId !== undefined) h['ReceiverNSID'] = req.senderNsId;
   return h;
+}
+
+function canonicalEui(text: string): string {
+  try {
+    return eui64FromBeHex(text);
+  } catch {
+    return text;
+  }
 }

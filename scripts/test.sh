@@ -63,6 +63,13 @@ else
   RUN_AS=(env)
 fi
 
+# --- Other tools the tests use -----------------------------------------------------------------------------------
+# openssl makes throwaway certificates for the TLS client-certificate tests.
+if ! command -v openssl >/dev/null; then
+  [[ "$(id -u)" -eq 0 ]] || die "openssl not found; install it (Debian: sudo apt-get install -y openssl)"
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl
+fi
+
 # --- Build ------------------------------------------------------------------------------------------------------
 # tsc emits even when it reports type errors; the tests still run so their results are visible, and the type
 # errors fail the run at the end.

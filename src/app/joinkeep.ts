@@ -2,7 +2,7 @@ import { type KeyCustody, SoftwareKeyCustody, loadMasterKey } from '../custody/i
 import { type JoinService, createJoinService } from '../join/service.js';
 import type { AuditSink } from '../observability/audit.js';
 import { type Logger, createLogger } from '../observability/logger.js';
-import { openStorage } from '../storage/index.js';
+import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/storage.js';
 import { type JoinkeepConfig, POSTGRES_URL_ENV, loadConfig, resolveIn } from './config.js';
 import { AppError } from './errors.js';

@@ -1,7 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import pino from 'pino';
-import { type Joinkeep, openJoinkeep } from '../app/joinkeep.js';
-import { createLogger } from '../observability/logger.js';
+import type { Joinkeep } from '../app/joinkeep.js';
 
 export const DATA_DIR_ENV = 'JOINKEEP_DATA_DIR';
 
@@ -18,6 +16,8 @@ export function dataDirOf(options: { dataDir?: string }): string {
 
 /** Opens the data directory for one administrative command; logs go to stderr, warnings and above. */
 export async function withJoinkeep<T>(options: { dataDir?: string }, use: (jk: Joinkeep) => Promise<T>): Promise<T> {
+  // Loaded on use, so `--help` and usage errors start fast.
+  const [{ openJoinkeep }, { createLogger }, { default: pino }] = await Promise.all([import('../app/joinkeep.js'), import('../observability/logger.js'), import('pino')]);
   const jk = await openJoinkeep(dataDirOf(options), { logger: createLogger({ level: 'warn', destination: pino.destination(2) }) });
   try {
     return await use(jk);

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { initDataDir } from '../../app/init.js';
 import { dataDirOf, UsageError } from '../context.js';
 
 export function registerInit(program: Command): void {
@@ -15,6 +14,7 @@ export function registerInit(program: Command): void {
       const dataDir = dataDirOf(o);
       if (o.storage !== 'sqlite' && o.storage !== 'postgres') throw new UsageError('--storage must be sqlite or postgres');
       const storage = o.storage === 'sqlite' ? ({ kind: 'sqlite', path: 'joinkeep.db' } as const) : ({ kind: 'postgres', url: o.postgresUrl } as const);
+      const { initDataDir } = await import('../../app/init.js');
       const config = await initDataDir(dataDir, { storage, masterKeyEnv: o.masterKeyEnv, listen: o.listen });
       const key = 'file' in config.custody.masterKey ? `master key in ${dataDir}/${config.custody.masterKey.file} (0600) — back it up; without it no key can be opened` : `master key from $${config.custody.masterKey.env}`;
       process.stdout.write(`Initialised ${dataDir}: ${config.storage.kind} storage, software keystore, ${key}.\n`);

@@ -2,8 +2,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CONFIG_FILE } from '../../app/config.js';
-import { initDataDir } from '../../app/init.js';
-import { type Running, serve } from '../../app/serve.js';
+import type { Running } from '../../app/serve.js';
 import { DATA_DIR_ENV, dataDirOf } from '../context.js';
 
 async function runUntilSignal(running: Running): Promise<void> {
@@ -26,6 +25,7 @@ export function registerServe(program: Command): void {
     .option('--listen <host:port>', 'Backend Interfaces listener (default: from joinkeep.json, 127.0.0.1:8090)')
     .option('--admin-listen <host:port>', 'separate listener for /metrics and /healthz')
     .action(async (o: { dataDir?: string; listen?: string; adminListen?: string }) => {
+      const { serve } = await import('../../app/serve.js');
       await runUntilSignal(await serve(dataDirOf(o), { listen: o.listen, adminListen: o.adminListen }));
     });
   program
@@ -36,6 +36,7 @@ export function registerServe(program: Command): void {
     .action(async (o: { dataDir?: string; listen?: string }) => {
       const dataDir = o.dataDir ?? process.env[DATA_DIR_ENV] ?? 'data';
       const initialised = await stat(join(dataDir, CONFIG_FILE)).then(() => true, () => false);
+      const [{ initDataDir }, { serve }] = await Promise.all([import('../../app/init.js'), import('../../app/serve.js')]);
       if (!initialised) {
         await initDataDir(dataDir);
         process.stderr.write(`Created data directory ${dataDir} (SQLite + software keystore). Back up ${dataDir}/master.key.\n`);

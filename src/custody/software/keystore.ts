@@ -30,7 +30,7 @@ export class SoftwareKeyCustody implements KeyCustody {
   readonly kind = 'software';
   readonly #store: SealedKeyStore;
   readonly #masterKey: Buffer;
-  readonly #cache = new Map<KeyHandle, KeyObject>();
+  readonly #cache = new Map<KeyHandle, { readonly key: KeyObject; readonly usage: KeyUsage }>();
   readonly #cacheLimit: number;
   readonly #now: () => Date;
 
@@ -149,17 +149,23 @@ export class SoftwareKeyCustody implements KeyCustody {
   }
 
   async #key(handle: KeyHandle, usage: KeyUsage): Promise<KeyObject> {
-    const cached = this.#cache.get(handle);
-    if (cached) return cached;
+    const cached = this.#cache.get(handle) ?? (await this.#open(handle));
+    // Usage is checked on every use, cached or not: a KEK never MACs, encrypts or derives as a root key.
+    if (cached.usage !== usage) throw new CustodyError('KEY_NOT_FOUND', `${handle} is a ${cached.usage} key, not a ${usage} key`);
+    return cached.key;
+  }
+
+  async #open(handle: KeyHandle): Promise<{ key: KeyObject; usage: KeyUsage }> {
     const record = await this.#store.getKeyRecord(handle);
     if (!record) throw new CustodyError('KEY_NOT_FOUND', `no key named ${handle}`);
-    if (record.usage !== usage) throw new CustodyError('KEY_NOT_FOUND', `${handle} is a ${record.usage} key, not a ${usage} key`);
+    const usage = record.usage;
     const raw = openSealedKey(this.#masterKey, handle, usage, record.sealed);
     const key = createSecretKey(raw);
     raw.fill(0);
     if (this.#cache.size >= this.#cacheLimit) this.#cache.delete(this.#cache.keys().next().value as KeyHandle);
-    this.#cache.set(handle, key);
-    return key;
+    const entry = { key, usage };
+    this.#cache.set(handle, entry);
+    return entry;
   }
 }
 

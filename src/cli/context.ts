@@ -3,9 +3,14 @@ import type { Joinkeep } from '../app/joinkeep.js';
 
 export const DATA_DIR_ENV = 'JOINKEEP_DATA_DIR';
 
-/** A usage problem the user fixes by changing the command line. */
+/** A usage problem the user fixes by changing the command line (exit 2). */
 export class UsageError extends Error {
   override readonly name = 'UsageError';
+}
+
+/** The command was understood but what it names does not exist (exit 1). */
+export class NotFoundError extends Error {
+  override readonly name = 'NotFoundError';
 }
 
 export function dataDirOf(options: { dataDir?: string }): string {

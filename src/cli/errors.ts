@@ -4,7 +4,7 @@ import { CustodyError } from '../custody/errors.js';
 import { ProtocolError } from '../protocol/errors.js';
 import { ProvisioningError } from '../provisioning/errors.js';
 import { StorageError } from '../storage/errors.js';
-import { UsageError } from './context.js';
+import { NotFoundError, UsageError } from './context.js';
 
 /** Exit codes: 2 usage, 1 refused or failed (the message says what to do), 70 unexpected (sysexits EX_SOFTWARE). */
 export function exitCodeFor(error: unknown): number {
@@ -19,5 +19,5 @@ export function messageFor(error: unknown): string {
 }
 
 function isKnown(error: unknown): boolean {
-  return [AppError, CommissioningError, CustodyError, ProtocolError, ProvisioningError, StorageError].some((c) => error instanceof c);
+  return [AppError, CommissioningError, CustodyError, NotFoundError, ProtocolError, ProvisioningError, StorageError].some((c) => error instanceof c);
 }

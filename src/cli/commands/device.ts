@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { addDevice } from '../../provisioning/devices.js';
 import { eui64FromBeHex } from '../../protocol/index.js';
 import type { DeviceRecord } from '../../storage/storage.js';
-import { UsageError, print, withJoinkeep } from '../context.js';
+import { NotFoundError, UsageError, print, withJoinkeep } from '../context.js';
 
 function deviceJson(d: DeviceRecord) {
   return {
@@ -49,7 +49,7 @@ export function registerDevice(program: Command): void {
       const devEui = parseEui(o.devEui);
       const view = await withJoinkeep(o, async (jk) => {
         const d = await jk.storage.getDevice(devEui);
-        if (!d) throw new UsageError(`no device ${devEui}`);
+        if (!d) throw new NotFoundError(`no device ${devEui}`);
         const state = await jk.storage.getJoinState(d.devEui, d.joinEui);
         const sessions = await jk.storage.listSessions(d.devEui);
         return {

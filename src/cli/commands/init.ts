@@ -13,6 +13,9 @@ export function registerInit(program: Command): void {
     .action(async (o: { dataDir?: string; storage: string; postgresUrl?: string; masterKeyEnv?: string; listen: string }) => {
       const dataDir = dataDirOf(o);
       if (o.storage !== 'sqlite' && o.storage !== 'postgres') throw new UsageError('--storage must be sqlite or postgres');
+      if (o.postgresUrl !== undefined && /^[a-z]+:\/\/[^/@]*:[^/@]*@/i.test(o.postgresUrl)) {
+        process.stderr.write('joinkeep: warning: the PostgreSQL URL contains a password and will be written to joinkeep.json; prefer setting JOINKEEP_POSTGRES_URL when Joinkeep runs\n');
+      }
       const storage = o.storage === 'sqlite' ? ({ kind: 'sqlite', path: 'joinkeep.db' } as const) : ({ kind: 'postgres', url: o.postgresUrl } as const);
       const { initDataDir } = await import('../../app/init.js');
       const config = await initDataDir(dataDir, { storage, masterKeyEnv: o.masterKeyEnv, listen: o.listen });

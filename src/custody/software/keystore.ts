@@ -88,7 +88,8 @@ export class SoftwareKeyCustody implements KeyCustody {
       throw new CustodyError('UNWRAP_FAILED', `the key for ${handle} does not unwrap under KEK "${unwrapWithKekLabel}" (wrong KEK or corrupted envelope)`);
     }
     try {
-      if (key.length !== 16) throw new CustodyError('INVALID_KEY', `the key for ${handle} unwrapped to ${key.length} bytes; LoRaWAN root keys are 16 bytes`);
+      const sizes = usage === 'kek' ? [16, 24, 32] : [16];
+      if (!sizes.includes(key.length)) throw new CustodyError('INVALID_KEY', `the key for ${handle} unwrapped to ${key.length} bytes; ${usage === 'kek' ? 'a KEK is 16, 24 or 32' : 'LoRaWAN root keys are 16'} bytes`);
       await this.#insert(handle, usage, key);
     } finally {
       key.fill(0);

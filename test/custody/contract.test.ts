@@ -1,0 +1,564 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, beforeEach, afterEach, describe, it } from 'node:test';
+import {
+  CustodyError,
+  type CustodyErrorCode,
+  type KeyCustody,
+  SoftwareKeyCustody,
+  createMasterKeyFile,
+  kekHandle,
+  loadMasterKey,
+  rootKeyHandle,
+} from '../../src/custody/index.js';
+import { aesKeyWrap } from '../../src/custody/primitives.js';
+import { eui64FromBeHex, legacySessionKeyBlock, lifetimeKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
+import type { Storage } from '../../src/storage/index.js';
+import { storageBackends } from '../helpers/storages.js';
+import { type VectorSource, cite, hex, loadVectors, toHexUpper, watchInputs } from '../helpers/vectors.js';
+
+/*
+ * The custody contract (STYLE rule 4): every KeyCustody implementation passes the same tests, written only
+ * against the interface. A backend joins by adding one factory below; the PKCS#11 backend will.
+ * Vectors: spec-notes §1.12 A (LoRaWAN 1.0.3 join), B (1.1 join, JSIntKey MIC) and E (RFC 3394 wraps of A's session keys).
+ */
+
+// ---------------------------------------------------------------------------------------------------------------
+// Vectors, loaded from test/vectors by name so that every value keeps its source.
+
+interface JoinRequestVector { name: string; source: VectorSource[]; key: string; mic: string; phyPayload: string }
+interface JoinAcceptVector { name: string; source: VectorSource[]; micKey: string; encKey: string; body: string; micInput?: string; mic: string; phyPayload: string; joinEui?: string }
+interface DerivationVector { name: string; source: VectorSource[]; rootKey: string; inputs: Record<string, string | number>; expected: Record<string, string> }
+interface WrapVector { name: string; source: VectorSource[]; kek: string; keyData: string; ciphertext: string }
+
+function byName<T extends { name: string }>(list: readonly T[], name: string): T {
+  const v = list.find((x) => x.name === name);
+  if (!v) throw new Error(`vector "${name}" is missing from test/vectors`);
+  return v;
+}
+
+const joinFile = loadVectors<{ joinRequests: JoinRequestVector[]; joinAccepts: JoinAcceptVector[] }>('lorawan-join');
+const derivationFile = loadVectors<{ vectors: DerivationVector[] }>('key-derivation');
+const wrapFile = loadVectors<{ vectors: WrapVector[] }>('keywrap-rfc3394');
+
+const A = {
+  request: byName(joinFile.joinRequests, 'LoRaWAN 1.0.3 join A'),
+  accept: byName(joinFile.joinAccepts, 'LoRaWAN 1.0.3 join A, no CFList'),
+  sessionKeys: byName(derivationFile.vectors, 'LoRaWAN 1.0.3 join A / NwkSKey and AppSKey'),
+  nwkSKeyWrap: byName(wrapFile.vectors, 'NwkSKey of join A wrapped for the NS (JoinAns example)'),
+  appSKeyWrap: byName(wrapFile.vectors, 'AppSKey of join A wrapped for the AS (JoinAns example)'),
+  devEui: '0004A30B001C0530',
+};
+const B = {
+  accept: byName(joinFile.joinAccepts, 'LoRaWAN 1.1 join B, OptNeg=1, JoinReqType 0xFF, MIC under JSIntKey, encrypted under NwkKey'),
+  lifetimeKeys: byName(derivationFile.vectors, 'LoRaWAN 1.1 join B / JSIntKey and JSEncKey'),
+  devEui: '0004A30B001C0531',
+};
+
+// The spec-notes §1.12 A statement of the MICs the contract must reproduce; cross-checked with the files above.
+assert.equal(A.request.mic, '4F5CA349');
+assert.equal(A.accept.mic, '4E3A149A');
+assert.equal(B.accept.mic, 'A1C0A95A');
+
+const NS_KEK_LABEL = 'ns-000013';
+const AS_KEK_LABEL = 'as-1';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Implementations under contract.
+
+interface OpenedCustody {
+  readonly custody: KeyCustody;
+  /** Puts a KEK into custody the way an operator does for this backend. */
+  importKek(label: string, key: Uint8Array): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+interface CustodyFactory {
+  readonly name: string;
+  open(): Promise<OpenedCustody>;
+}
+
+const custodyFactories: readonly CustodyFactory[] = storageBackends.map((backend) => ({
+  name: `software on ${backend.name}`,
+  async open(): Promise<OpenedCustody> {
+    const opened = await backend.open();
+    const custody = new SoftwareKeyCustody(opened.storage, randomBytes(32));
+    return {
+      custody,
+      importKek: (label, key) => custody.importKek(label, key),
+      async cleanup() {
+        await custody.close();
+        await opened.cleanup();
+      },
+    };
+  },
+}));
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers.
+
+async function rejectsWith(promise: Promise<unknown>, code: CustodyErrorCode): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof CustodyError, `expected a CustodyError ${code}, got ${String(error)}`);
+    assert.equal(error.code, code, `expected ${code}, got ${error.code}: ${error.message}`);
+    return true;
+  });
+}
+
+/** Imports a root key the way provisioning does: RFC 3394-wrapped under a transport KEK already in custody. */
+async function importRoot(c: OpenedCustody, handle: string, key: Buffer, kekLabel = 'transport'): Promise<void> {
+  if (!(await c.custody.hasKek(kekLabel))) await c.importKek(kekLabel, transportKek);
+  await c.custody.importWrapped(handle, 'root', aesKeyWrap(transportKek, key), kekLabel);
+}
+
+const transportKek = randomBytes(16);
+
+function handles(list: readonly { handle: string }[]): string[] {
+  return list.map((k) => k.handle).sort();
+}
+
+/** Join-accept cipher input: everything after MHDR, then the MIC (LoRaWAN 1.1 §6.2.3). */
+function cipherInput(body: Buffer, mic: Buffer): Buffer {
+  return Buffer.concat([body.subarray(1), mic]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+for (const factory of custodyFactories) {
+  describe(`custody contract / ${factory.name}`, () => {
+    let c: OpenedCustody;
+    beforeEach(async () => {
+      c = await factory.open();
+    });
+    afterEach(async () => {
+      await c.cleanup();
+    });
+
+    const appKeyA = rootKeyHandle(A.devEui, 'AppKey', 'contract');
+    const nwkKeyB = rootKeyHandle(B.devEui, 'NwkKey', 'contract');
+
+    describe('vector A (LoRaWAN 1.0.3 join) [spec-notes §1.12 A]', () => {
+      it('importKek then importWrapped (RFC 3394 under that KEK): the root key is held, listed as root, KEK listed as kek', async () => {
+        const kek = randomBytes(16);
+        await c.importKek('provisioning', kek);
+        const wrapped = aesKeyWrap(kek, hex(A.request.key));
+        const unchanged = watchInputs(kek, wrapped);
+        await c.custody.importWrapped(appKeyA, 'root', wrapped, 'provisioning');
+        unchanged();
+        assert.equal(await c.custody.hasKey(appKeyA), true);
+        assert.equal(await c.custody.hasKek('provisioning'), true);
+        assert.equal(await c.custody.hasKek('other'), false);
+        const keys = await c.custody.listKeys();
+        assert.deepEqual(
+          keys.map((k) => [k.handle, k.usage]).sort(),
+          [[appKeyA, 'root'], [kekHandle('provisioning'), 'kek']].sort(),
+        );
+        for (const k of keys) assert.ok(k.createdAt instanceof Date && !Number.isNaN(k.createdAt.getTime()));
+      });
+
+      it(`verifyMic accepts the Join-request MIC ${A.request.mic} and refuses any other [${cite(A.request.source)}]`, async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        const phy = hex(A.request.phyPayload);
+        const micInput = phy.subarray(0, 19);
+        const mic = Buffer.from(phy.subarray(19));
+        const unchanged = watchInputs(phy, mic);
+        assert.equal(await c.custody.verifyMic({ handle: appKeyA }, micInput, mic), true);
+        const bad = Buffer.from(mic);
+        bad[3] = (bad[3] ?? 0) ^ 0x01;
+        assert.equal(await c.custody.verifyMic({ handle: appKeyA }, micInput, bad), false);
+        assert.equal(await c.custody.verifyMic({ handle: appKeyA }, micInput, mic.subarray(0, 3)), false, 'a 3-byte MIC never matches');
+        unchanged();
+      });
+
+      it(`computeMic gives the Join-request MIC ${A.request.mic} and the Join-accept MIC ${A.accept.mic}`, async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        const micInput = hex(A.request.phyPayload).subarray(0, 19);
+        const body = hex(A.accept.body);
+        const unchanged = watchInputs(micInput, body);
+        const jrMic = await c.custody.computeMic({ handle: appKeyA }, micInput);
+        assert.equal(jrMic.length, 4);
+        assert.equal(toHexUpper(jrMic), A.request.mic);
+        assert.equal(toHexUpper(await c.custody.computeMic({ handle: appKeyA }, body)), A.accept.mic);
+        unchanged();
+      });
+
+      it(`encryptJoinAccept reproduces the Join-accept ${A.accept.phyPayload} [${cite(A.accept.source)}]`, async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        const input = cipherInput(hex(A.accept.body), hex(A.accept.mic));
+        const unchanged = watchInputs(input);
+        const cipher = await c.custody.encryptJoinAccept({ handle: appKeyA }, input);
+        unchanged();
+        assert.equal(toHexUpper(Buffer.concat([Buffer.of(0x20), cipher])), A.accept.phyPayload);
+      });
+
+      it('encryptJoinAccept refuses a plaintext that is not 16 or 32 bytes (INVALID_KEY)', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        await rejectsWith(c.custody.encryptJoinAccept({ handle: appKeyA }, Buffer.alloc(17)), 'INVALID_KEY');
+      });
+
+      it('deriveAndExport wraps NwkSKey under the NS KEK and AppSKey under the AS KEK to the vector E wraps [spec-notes §1.12 E]', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        await c.importKek(NS_KEK_LABEL, hex(A.nwkSKeyWrap.kek));
+        await c.importKek(AS_KEK_LABEL, hex(A.appSKeyWrap.kek));
+        const input = {
+          joinNonce: Number(A.sessionKeys.inputs['joinNonce']),
+          netId: netIdFromBeHex(String(A.sessionKeys.inputs['netId'])),
+          devNonce: Number(A.sessionKeys.inputs['devNonce']),
+        };
+        const nwkBlock = legacySessionKeyBlock('NwkSKey', input);
+        const appBlock = legacySessionKeyBlock('AppSKey', input);
+        const unchanged = watchInputs(nwkBlock, appBlock);
+        const [nwk, app, ...rest] = await c.custody.deriveAndExport(appKeyA, [
+          { block: nwkBlock, to: { kekLabel: NS_KEK_LABEL } },
+          { block: appBlock, to: { kekLabel: AS_KEK_LABEL } },
+        ]);
+        unchanged();
+        assert.equal(rest.length, 0);
+        assert.equal(nwk?.kekLabel, NS_KEK_LABEL);
+        assert.equal(toHexUpper(nwk!.key), A.nwkSKeyWrap.ciphertext);
+        assert.equal(app?.kekLabel, AS_KEK_LABEL);
+        assert.equal(toHexUpper(app!.key), A.appSKeyWrap.ciphertext);
+        assert.equal(A.nwkSKeyWrap.keyData, A.sessionKeys.expected['NwkSKey'], 'vector E wraps the NwkSKey of vector A');
+      });
+
+      it('deriveAndExport gives a clear key only to a { clear: { peer, allowedBy: "operator-peer-setting" } } destination', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        const input = { joinNonce: 1, netId: netIdFromBeHex('000013'), devNonce: Number(A.sessionKeys.inputs['devNonce']) };
+        const [clear] = await c.custody.deriveAndExport(appKeyA, [
+          { block: legacySessionKeyBlock('NwkSKey', input), to: { clear: { peer: 'ns/000013', allowedBy: 'operator-peer-setting' } } },
+        ]);
+        assert.equal(clear?.kekLabel, null);
+        assert.equal(toHexUpper(clear!.key), A.sessionKeys.expected['NwkSKey']);
+      });
+
+      it('deriveAndExport refuses a clear destination without the operator authorisation (CLEAR_EXPORT_REFUSED) and exports nothing', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        const block = legacySessionKeyBlock('NwkSKey', { joinNonce: 1, netId: netIdFromBeHex('000013'), devNonce: 1 });
+        const forged = { clear: { peer: 'ns/000013', allowedBy: 'someone-else' } } as unknown as { clear: { peer: string; allowedBy: 'operator-peer-setting' } };
+        await rejectsWith(c.custody.deriveAndExport(appKeyA, [{ block, to: forged }]), 'CLEAR_EXPORT_REFUSED');
+      });
+
+      it('deriveAndExport to an unknown KEK label is refused (KEK_NOT_FOUND)', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        const block = legacySessionKeyBlock('NwkSKey', { joinNonce: 1, netId: netIdFromBeHex('000013'), devNonce: 1 });
+        await rejectsWith(c.custody.deriveAndExport(appKeyA, [{ block, to: { kekLabel: 'nobody' } }]), 'KEK_NOT_FOUND');
+      });
+
+      it('a derivation block that is not 16 bytes is refused (INVALID_KEY)', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        await c.importKek(NS_KEK_LABEL, hex(A.nwkSKeyWrap.kek));
+        await rejectsWith(c.custody.deriveAndExport(appKeyA, [{ block: Buffer.alloc(15), to: { kekLabel: NS_KEK_LABEL } }]), 'INVALID_KEY');
+        await rejectsWith(c.custody.computeMic({ handle: appKeyA, derive: Buffer.alloc(17) }, Buffer.alloc(4)), 'INVALID_KEY');
+      });
+    });
+
+    describe('vector B (LoRaWAN 1.1 join, OptNeg=1) [spec-notes §1.12 B]', () => {
+      it(`a derived KeyRef { handle: NwkKey, derive: JSIntKey block } gives the Join-accept MIC ${B.accept.mic}`, async () => {
+        await importRoot(c, nwkKeyB, hex(B.lifetimeKeys.rootKey));
+        const derive = lifetimeKeyBlock('JSIntKey', eui64FromBeHex(B.devEui));
+        const micInput = hex(B.accept.micInput ?? '');
+        const unchanged = watchInputs(derive, micInput);
+        assert.equal(toHexUpper(await c.custody.computeMic({ handle: nwkKeyB, derive }, micInput)), B.accept.mic);
+        assert.equal(await c.custody.verifyMic({ handle: nwkKeyB, derive }, micInput, hex(B.accept.mic)), true);
+        // The same bytes under NwkKey itself (no derivation) must not verify: the derivation is really applied.
+        assert.equal(await c.custody.verifyMic({ handle: nwkKeyB }, micInput, hex(B.accept.mic)), false);
+        unchanged();
+      });
+
+      it(`encryptJoinAccept under NwkKey reproduces ${B.accept.phyPayload} [${cite(B.accept.source)}]`, async () => {
+        await importRoot(c, nwkKeyB, hex(B.lifetimeKeys.rootKey));
+        const cipher = await c.custody.encryptJoinAccept({ handle: nwkKeyB }, cipherInput(hex(B.accept.body), hex(B.accept.mic)));
+        assert.equal(toHexUpper(Buffer.concat([Buffer.of(0x20), cipher])), B.accept.phyPayload);
+      });
+    });
+
+    describe('refusals', () => {
+      it('importWrapped under the wrong KEK is refused (UNWRAP_FAILED) and nothing is stored', async () => {
+        await c.importKek('right', randomBytes(16));
+        await c.importKek('wrong', randomBytes(16));
+        const before = handles(await c.custody.listKeys());
+        const wrapped = aesKeyWrap(randomBytes(16), randomBytes(16));
+        await rejectsWith(c.custody.importWrapped(appKeyA, 'root', wrapped, 'wrong'), 'UNWRAP_FAILED');
+        assert.deepEqual(handles(await c.custody.listKeys()), before);
+        assert.equal(await c.custody.hasKey(appKeyA), false);
+      });
+
+      it('importWrapped of a corrupted (truncated) envelope is refused and nothing is stored', async () => {
+        const kek = randomBytes(16);
+        await c.importKek('k', kek);
+        const before = handles(await c.custody.listKeys());
+        const wrapped = aesKeyWrap(kek, randomBytes(16)).subarray(0, 23);
+        await assert.rejects(c.custody.importWrapped(appKeyA, 'root', wrapped, 'k'), CustodyError);
+        assert.deepEqual(handles(await c.custody.listKeys()), before);
+      });
+
+      it('importWrapped under an unknown KEK label is refused (KEK_NOT_FOUND) and nothing is stored', async () => {
+        const before = handles(await c.custody.listKeys());
+        await rejectsWith(c.custody.importWrapped(appKeyA, 'root', aesKeyWrap(randomBytes(16), randomBytes(16)), 'nobody'), 'KEK_NOT_FOUND');
+        assert.deepEqual(handles(await c.custody.listKeys()), before);
+      });
+
+      it('importWrapped to a handle already held is refused (KEY_EXISTS) and the first key stays in use', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        await rejectsWith(importRoot(c, appKeyA, randomBytes(16)), 'KEY_EXISTS');
+        const micInput = hex(A.request.phyPayload).subarray(0, 19);
+        assert.equal(toHexUpper(await c.custody.computeMic({ handle: appKeyA }, micInput)), A.request.mic);
+      });
+
+      it('importKek with a label already held is refused (KEY_EXISTS)', async () => {
+        await c.custody.importKek('dup', randomBytes(16));
+        await rejectsWith(c.custody.importKek('dup', randomBytes(16)), 'KEY_EXISTS');
+      });
+
+      it('importKek of a key that is not 16, 24 or 32 bytes is refused (INVALID_KEY) and nothing is stored', async () => {
+        await rejectsWith(c.custody.importKek('short', randomBytes(15)), 'INVALID_KEY');
+        assert.equal(await c.custody.hasKek('short'), false);
+      });
+
+      it('an operation on an unknown handle is refused (KEY_NOT_FOUND)', async () => {
+        await rejectsWith(c.custody.computeMic({ handle: 'root/none' }, Buffer.alloc(4)), 'KEY_NOT_FOUND');
+      });
+
+      it('a KEK is refused as a root key: MIC, encryption and derivation (wrong usage)', async () => {
+        await c.importKek('k16', randomBytes(16));
+        const h = kekHandle('k16');
+        await assert.rejects(c.custody.computeMic({ handle: h }, Buffer.alloc(19)), CustodyError);
+        await assert.rejects(c.custody.verifyMic({ handle: h }, Buffer.alloc(19), Buffer.alloc(4)), CustodyError);
+        await assert.rejects(c.custody.encryptJoinAccept({ handle: h }, Buffer.alloc(16)), CustodyError);
+        await assert.rejects(c.custody.deriveAndExport(h, [{ block: Buffer.alloc(16), to: { clear: { peer: 'p', allowedBy: 'operator-peer-setting' } } }]), CustodyError);
+      });
+
+      it('a KEK is refused as a root key even after it has been used to unwrap (wrong usage)', async () => {
+        // The KEK is now opened (an implementation may cache it); its usage must still be checked on every use.
+        await importRoot(c, appKeyA, hex(A.request.key), 'k16');
+        const h = kekHandle('k16');
+        await assert.rejects(c.custody.computeMic({ handle: h }, Buffer.alloc(19)), CustodyError, 'computeMic ran with a KEK as its root key');
+        await assert.rejects(
+          c.custody.deriveAndExport(h, [{ block: Buffer.alloc(16), to: { clear: { peer: 'p', allowedBy: 'operator-peer-setting' } } }]),
+          CustodyError,
+          'deriveAndExport derived a key from a KEK and exported it in clear',
+        );
+      });
+
+      it('a root key is refused as a KEK (wrong usage)', async () => {
+        // A root key imported under a handle in the KEK namespace must still not wrap or unwrap.
+        await importRoot(c, kekHandle('posing'), randomBytes(16));
+        await assert.rejects(c.custody.importWrapped('root/x', 'root', aesKeyWrap(randomBytes(16), randomBytes(16)), 'posing'), CustodyError);
+        assert.equal(await c.custody.hasKey('root/x'), false);
+      });
+    });
+
+    describe('deleteKey', () => {
+      it('deletes a root key: hasKey false, no longer listed, operations refused (KEY_NOT_FOUND), other keys kept', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        const micInput = hex(A.request.phyPayload).subarray(0, 19);
+        await c.custody.computeMic({ handle: appKeyA }, micInput); // used once, so an implementation may have it cached
+        await c.custody.deleteKey(appKeyA);
+        assert.equal(await c.custody.hasKey(appKeyA), false);
+        assert.deepEqual(handles(await c.custody.listKeys()), [kekHandle('transport')]);
+        await rejectsWith(c.custody.computeMic({ handle: appKeyA }, micInput), 'KEY_NOT_FOUND');
+      });
+
+      it('after deletion the handle can be imported again with a new key', async () => {
+        await importRoot(c, appKeyA, randomBytes(16));
+        await c.custody.deleteKey(appKeyA);
+        await importRoot(c, appKeyA, hex(A.request.key));
+        const micInput = hex(A.request.phyPayload).subarray(0, 19);
+        assert.equal(toHexUpper(await c.custody.computeMic({ handle: appKeyA }, micInput)), A.request.mic);
+      });
+
+      it('deletes a KEK: hasKek false and unwrapping under it is refused (KEK_NOT_FOUND)', async () => {
+        await c.importKek('gone', transportKek);
+        await c.custody.deleteKey(kekHandle('gone'));
+        assert.equal(await c.custody.hasKek('gone'), false);
+        await rejectsWith(c.custody.importWrapped('root/y', 'root', aesKeyWrap(transportKek, randomBytes(16)), 'gone'), 'KEK_NOT_FOUND');
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The software keystore's own guarantees: sealing at rest and the master key.
+
+for (const backend of storageBackends) {
+  describe(`software keystore / sealed records on ${backend.name}`, () => {
+    let storage: Storage;
+    let cleanup: () => Promise<void>;
+    let masterKey: Buffer;
+    let custody: SoftwareKeyCustody;
+    beforeEach(async () => {
+      const opened = await backend.open();
+      storage = opened.storage;
+      cleanup = opened.cleanup;
+      masterKey = randomBytes(32);
+      custody = new SoftwareKeyCustody(storage, masterKey);
+    });
+    afterEach(async () => {
+      await custody.close();
+      await cleanup();
+    });
+
+    const rootKey = randomBytes(16);
+    const kek = randomBytes(16);
+    const handle = rootKeyHandle(A.devEui, 'AppKey', 'sealed');
+
+    async function provision(): Promise<void> {
+      await custody.importKek('k', kek);
+      await custody.importWrapped(handle, 'root', aesKeyWrap(kek, rootKey), 'k');
+    }
+
+    it('sealed records never contain the key bytes (root key and KEK), nor the master key', async () => {
+      await provision();
+      for (const h of [handle, kekHandle('k')]) {
+        const record = await storage.getKeyRecord(h);
+        assert.ok(record, `a record for ${h}`);
+        for (const secret of [rootKey, kek, masterKey]) {
+          assert.equal(record.sealed.includes(secret), false, `${h} holds a secret in clear`);
+          assert.equal(record.sealed.includes(Buffer.from(secret.toString('hex'))), false);
+          assert.equal(record.sealed.includes(Buffer.from(secret.toString('hex').toUpperCase())), false);
+        }
+      }
+    });
+
+    it('the custody does not keep a reference to the caller\'s master key buffer (zeroing it on close does not touch the caller\'s copy)', async () => {
+      const copy = Buffer.from(masterKey);
+      await provision();
+      await custody.close();
+      assert.deepEqual(masterKey, copy);
+      custody = new SoftwareKeyCustody(storage, masterKey);
+    });
+
+    it('a sealed record moved to another handle fails to open (SEALED_RECORD_CORRUPT)', async () => {
+      await provision();
+      const record = await storage.getKeyRecord(handle);
+      assert.ok(record);
+      const moved = rootKeyHandle(A.devEui, 'AppKey', 'moved');
+      await storage.insertKeyRecord({ handle: moved, usage: 'root', sealed: record.sealed, createdAt: new Date() });
+      await rejectsWith(custody.computeMic({ handle: moved }, Buffer.alloc(19)), 'SEALED_RECORD_CORRUPT');
+      // The original still opens.
+      await custody.computeMic({ handle }, Buffer.alloc(19));
+    });
+
+    it('a KEK record moved to a root handle fails to open (usage is bound too)', async () => {
+      await provision();
+      const record = await storage.getKeyRecord(kekHandle('k'));
+      assert.ok(record);
+      await storage.insertKeyRecord({ handle: 'root/moved-kek', usage: 'root', sealed: record.sealed, createdAt: new Date() });
+      await rejectsWith(custody.computeMic({ handle: 'root/moved-kek' }, Buffer.alloc(19)), 'SEALED_RECORD_CORRUPT');
+    });
+
+    it('a sealed record with one bit flipped fails to open (SEALED_RECORD_CORRUPT)', async () => {
+      await provision();
+      const record = await storage.getKeyRecord(handle);
+      assert.ok(record);
+      const sealed = Buffer.from(record.sealed);
+      sealed[14] = (sealed[14] ?? 0) ^ 0x01;
+      await storage.insertKeyRecord({ handle: 'root/flipped', usage: 'root', sealed, createdAt: new Date() });
+      await rejectsWith(custody.computeMic({ handle: 'root/flipped' }, Buffer.alloc(19)), 'SEALED_RECORD_CORRUPT');
+    });
+
+    it('a wrong master key fails to open every record (SEALED_RECORD_CORRUPT)', async () => {
+      await provision();
+      const other = new SoftwareKeyCustody(storage, randomBytes(32));
+      try {
+        await rejectsWith(other.computeMic({ handle }, Buffer.alloc(19)), 'SEALED_RECORD_CORRUPT');
+        await rejectsWith(other.importWrapped('root/z', 'root', aesKeyWrap(kek, rootKey), 'k'), 'SEALED_RECORD_CORRUPT');
+      } finally {
+        await other.close();
+      }
+    });
+
+    it('the same master key opens the records from a new instance (keys persist)', async () => {
+      await provision();
+      const again = new SoftwareKeyCustody(storage, masterKey);
+      try {
+        const micInput = randomBytes(19);
+        assert.deepEqual(await again.computeMic({ handle }, micInput), await custody.computeMic({ handle }, micInput));
+      } finally {
+        await again.close();
+      }
+    });
+
+    it('a master key that is not 32 bytes is refused (MASTER_KEY_INVALID)', () => {
+      assert.throws(() => new SoftwareKeyCustody(storage, randomBytes(16)), (e: unknown) => e instanceof CustodyError && e.code === 'MASTER_KEY_INVALID');
+    });
+  });
+}
+
+describe('software keystore / master key', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'joinkeep-master-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const goodHex = randomBytes(32).toString('hex');
+
+  it('createMasterKeyFile writes 64 hex digits with mode 0600, and loadMasterKey reads the same 32 bytes back', async () => {
+    const file = join(dir, 'created.key');
+    await createMasterKeyFile(file);
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    const text = await readFile(file, 'utf8');
+    assert.match(text, /^[0-9a-f]{64}\n$/);
+    const key = await loadMasterKey({ file });
+    assert.equal(key.length, 32);
+    assert.equal(key.toString('hex'), text.trim());
+  });
+
+  it('createMasterKeyFile refuses to overwrite an existing file, which keeps its content', async () => {
+    const file = join(dir, 'existing.key');
+    await createMasterKeyFile(file);
+    const before = await readFile(file, 'utf8');
+    await assert.rejects(createMasterKeyFile(file));
+    assert.equal(await readFile(file, 'utf8'), before);
+  });
+
+  for (const mode of [0o640, 0o604, 0o660, 0o644]) {
+    it(`loadMasterKey refuses a file readable by group or others (mode ${mode.toString(8)}) (MASTER_KEY_INVALID)`, async () => {
+      const file = join(dir, `mode-${mode.toString(8)}.key`);
+      await writeFile(file, `${goodHex}\n`);
+      await chmod(file, mode);
+      await rejectsWith(loadMasterKey({ file }), 'MASTER_KEY_INVALID');
+    });
+  }
+
+  for (const [what, text] of [
+    ['63 hex digits', goodHex.slice(1)],
+    ['65 hex digits', `${goodHex}0`],
+    ['a non-hex digit', `${goodHex.slice(1)}g`],
+    ['an empty file', ''],
+    ['base64 instead of hex', Buffer.from(goodHex, 'hex').toString('base64')],
+  ] as const) {
+    it(`loadMasterKey refuses a malformed file: ${what} (MASTER_KEY_INVALID), and the message does not echo the content`, async () => {
+      const file = join(dir, `bad-${what.replace(/\W+/g, '-')}.key`);
+      await writeFile(file, text, { mode: 0o600 });
+      await chmod(file, 0o600);
+      await assert.rejects(loadMasterKey({ file }), (e: unknown) => {
+        assert.ok(e instanceof CustodyError && e.code === 'MASTER_KEY_INVALID');
+        if (text.length > 8) assert.equal(e.message.includes(text.slice(0, 16)), false, 'the error message echoes the key file content');
+        return true;
+      });
+    });
+  }
+
+  it('loadMasterKey refuses a missing file (MASTER_KEY_INVALID)', async () => {
+    await rejectsWith(loadMasterKey({ file: join(dir, 'absent.key') }), 'MASTER_KEY_INVALID');
+  });
+
+  it('loadMasterKey accepts a 0600 file with surrounding whitespace and upper-case hex', async () => {
+    const file = join(dir, 'upper.key');
+    await writeFile(file, `  ${goodHex.toUpperCase()}\n\n`, { mode: 0o600 });
+    assert.equal((await loadMasterKey({ file })).toString('hex'), goodHex);
+  });
+
+  it('loadMasterKey accepts the environment variant, and refuses it when unset or malformed', async () => {
+    assert.equal((await loadMasterKey({ env: 'JK_TEST_MASTER' }, { JK_TEST_MASTER: goodHex })).toString('hex'), goodHex);
+    await rejectsWith(loadMasterKey({ env: 'JK_TEST_MASTER' }, {}), 'MASTER_KEY_INVALID');
+    await rejectsWith(loadMasterKey({ env: 'JK_TEST_MASTER' }, { JK_TEST_MASTER: goodHex.slice(2) }), 'MASTER_KEY_INVALID');
+  });
+});

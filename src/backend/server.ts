@@ -6,6 +6,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { Storage } from '../storage/storage.js';
 import { type Credentials } from './authenticate.js';
 import { type Outcome, dispatch } from './dispatch.js';
+import { answerTypeOf } from '../protocol/index.js';
 
 export interface BackendServerOptions {
   readonly storage: Storage;
@@ -41,8 +42,9 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
     const started = process.hrtime.bigint();
     const outcome = await dispatch(o, typeof raw === 'string' ? raw : '', credentials);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    o.metrics.backendRequests.inc({ message_type: outcome.messageType, result: outcome.resultCode, mac_version: outcome.macVersion });
-    o.metrics.backendDuration.observe({ message_type: outcome.messageType }, seconds);
+    const messageType = knownMessageType(outcome.messageType);
+    o.metrics.backendRequests.inc({ message_type: messageType, result: outcome.resultCode, mac_version: outcome.macVersion });
+    o.metrics.backendDuration.observe({ message_type: messageType }, seconds);
     await record(o, outcome, seconds);
     return outcome;
   };
@@ -62,6 +64,11 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
 export function addAdminRoutes(app: FastifyInstance, metrics: Metrics): void {
   app.get('/metrics', async (_req, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
   app.get('/healthz', async () => ({ status: 'ok' }));
+}
+
+/** MessageType comes from the request: only the types we serve become metric labels or audit actions. */
+function knownMessageType(messageType: string): string {
+  return messageType in answerTypeOf ? messageType : 'other';
 }
 
 function credentialsOf(authorization: string | undefined, socket: unknown): Credentials {
@@ -96,7 +103,7 @@ async function record(o: BackendServerOptions, outcome: Outcome, seconds: number
       .appendAudit({
         at: new Date(),
         actor: outcome.sender,
-        action: `${outcome.messageType}.refuse`,
+        action: `${knownMessageType(outcome.messageType)}.refuse`,
         subject: outcome.devEui ? `device/${outcome.devEui}` : 'backend',
         outcome: outcome.resultCode,
         details: { description: outcome.description },

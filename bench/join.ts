@@ -1,0 +1,126 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NetworkServerClient } from '../sim/network-server.js';
+import type { SimulatedDevice } from '../sim/device.js';
+import { BENCH_NET_ID, buildFleet } from './fleet.js';
+import { loadFleet, saveFleet } from './fleet-file.js';
+import { measureFloor } from './floor.js';
+import { fsyncMedianMs } from './fsync-probe.js';
+import { joinkeepCliExists, joinkeepMain, projectRoot } from '../sim/joinkeep-cli.js';
+import { driveLoad, keepAliveAgent } from './load.js';
+import { assertLoopbackUrl, parseBenchOptions } from './options.js';
+import { type Provisioned, provision } from './provision.js';
+import { type RunningServer, startServer } from '../sim/joinkeep-server.js';
+import { summarise } from './stats.js';
+import { renderTable } from './table.js';
+
+/*
+ * npm run bench: provision a temporary Joinkeep with the CLI, run `joinkeep serve` as its own process on
+ * loopback, drive joins at saturation from this process, and compare with the crypto floor measured here
+ * on one core. Bounded: a watchdog ends the run (and the server) whatever happens.
+ */
+
+const log = (s: string): void => void process.stderr.write(`${s}\n`);
+
+async function main(): Promise<void> {
+  const o = parseBenchOptions(process.argv.slice(2), availableParallelism());
+  if (!joinkeepCliExists()) throw new Error(`${joinkeepMain} not found: run npm run build first`);
+  // Generous bounds: `joinkeep device add` costs ~0.5–1.5 s of wall time per device on a 2-CPU VM
+  // (a process start each), plus start-up, floor and load; after that the watchdog ends the run.
+  const budgetMs = 180_000 + (o.reuse ? 0 : o.devices * 1500) + (o.warmupS + o.durationS + o.floorDurationS) * 1000;
+  const watchdog = setTimeout(() => {
+    log(`bench: watchdog after ${Math.round(budgetMs / 1000)} s — aborting`);
+    process.exit(3); // the exit hook in sim/joinkeep-server kills the server
+  }, budgetMs);
+  watchdog.unref();
+
+  const loadBefore = loadavg()[0] ?? 0;
+  if (loadBefore > availableParallelism() / 2) log(`bench: warning — load average ${loadBefore.toFixed(2)} on ${availableParallelism()} CPUs: other work will distort the figures`);
+  log(`bench: floor — server-side join crypto in-process, one core, ${o.floorDurationS} s`);
+  const floorFleet = buildFleet(Math.min(512, o.devices), o.macVersion);
+  const floor = measureFloor(floorFleet, o.floorDurationS * 1000, Buffer.alloc(16, 1), Buffer.alloc(16, 2));
+
+  const root = o.reuse ?? mkdtempSync(join(tmpdir(), 'joinkeep-bench-'));
+  let server: RunningServer | undefined;
+  let fleet: SimulatedDevice[] = [];
+  let prov: Provisioned | undefined;
+  try {
+    if (o.reuse) {
+      ({ provisioned: prov, fleet } = loadFleet(o.reuse));
+      log(`bench: reusing ${o.reuse}: ${fleet.length} devices provisioned earlier in ${prov.seconds.toFixed(1)} s`);
+    } else {
+      fleet = buildFleet(o.devices, o.macVersion);
+      log(`bench: provisioning ${o.devices} devices (${o.macVersion}) through the CLI, ${o.provisionParallelism} at a time, in ${root}`);
+      let lastShown = 0;
+      prov = await provision(root, fleet, { kind: o.storage, postgresUrl: o.postgresUrl }, o.provisionParallelism, (n) => {
+        if (n - lastShown >= 250 || n === o.devices) { lastShown = n; log(`  ${n}/${o.devices}`); }
+      });
+    }
+    log(`bench: provisioned in ${prov.seconds.toFixed(1)} s; starting joinkeep serve`);
+    server = await startServer(prov.dataDir, o.profileDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] } : {});
+    assertLoopbackUrl(server.url);
+    const ns = new NetworkServerClient({
+      url: server.url, token: prov.nsToken, netId: BENCH_NET_ID, kek: prov.nsKek, style: o.style,
+      protocolVersion: '1.0', agent: keepAliveAgent(o.concurrency), timeoutMs: 10_000,
+    });
+    log(`bench: load — ${o.concurrency} in flight, ${o.warmupS} s warm-up, ${o.durationS} s measured`);
+    const serverCpu0 = server.cpuSeconds();
+    const clientCpu0 = process.cpuUsage();
+    const load = await driveLoad(fleet, ns, { concurrency: o.concurrency, durationMs: o.durationS * 1000, warmupMs: o.warmupS * 1000, verifyEvery: o.verifyEvery });
+    const clientCpu = process.cpuUsage(clientCpu0);
+    const serverCpuS = server.cpuSeconds() - serverCpu0;
+    const clientCpuS = (clientCpu.user + clientCpu.system) / 1e6;
+    await server.stop();
+    const loadAfter = loadavg()[0] ?? 0;
+    const fsyncMs = fsyncMedianMs(root);
+
+    const e2eRate = load.joins / load.seconds;
+    const floorRate = floor.joins / floor.seconds;
+    const errorCount = [...load.errors.values()].reduce((a, b) => a + b, 0);
+    const rows = [
+      { name: `end-to-end HTTP (${o.storage}, ${o.concurrency} conns)`, joinsPerSecond: e2eRate, latency: summarise(load.latenciesNs), errors: errorCount },
+      { name: 'floor: join crypto, 1 core', joinsPerSecond: floorRate, latency: summarise(floor.latenciesNs), errors: 0 },
+    ];
+    const machine = machineInfo();
+    const out = [
+      '',
+      `machine  ${machine.nproc} CPUs, ${machine.cpu}; Node ${process.version}; commit ${machine.commit}`,
+      `host     load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after; fsync (128 B, data dir file system) median ${fsyncMs.toFixed(2)} ms`,
+      `cpu      during load (warm-up + measured, ${o.warmupS + o.durationS} s): server ${serverCpuS.toFixed(2)} s, load generator ${clientCpuS.toFixed(2)} s; server CPU per join ≈ ${((serverCpuS / (o.warmupS + o.durationS)) / e2eRate * 1e3).toFixed(2)} ms`,
+      `run      ${fleet.length} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
+      '',
+      renderTable(rows),
+      '',
+      `ratio end-to-end / floor = ${(e2eRate / floorRate).toFixed(3)}  (floor is ${(floorRate / e2eRate).toFixed(1)}× end-to-end)`,
+      ...(errorCount > 0 ? ['', 'errors:', ...[...load.errors].map(([k, v]) => `  ${v} × ${k}`)] : []),
+    ];
+    process.stdout.write(`${out.join('\n')}\n`);
+    if (o.json) writeFileSync(o.json, `${JSON.stringify({ options: o, machine, loadBefore, loadAfter, fsyncMs, serverCpuS, clientCpuS, rows, ratio: e2eRate / floorRate, errors: Object.fromEntries(load.errors), provisionSeconds: prov.seconds }, null, 2)}\n`);
+    if (errorCount > 0) process.exitCode = 1;
+  } finally {
+    await server?.stop();
+    if (prov && (o.keep || o.reuse)) saveFleet(prov, fleet);
+    if (o.keep || o.reuse) log(`bench: kept ${root} (measure again with --reuse ${root})`);
+    else rmSync(root, { recursive: true, force: true });
+    clearTimeout(watchdog);
+  }
+}
+
+function machineInfo(): { nproc: number; cpu: string; commit: string } {
+  let cpu = 'unknown CPU';
+  try {
+    cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu;
+  } catch { /* not Linux */ }
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: process.env['JOINKEEP_GIT_DIR'] ?? projectRoot, encoding: 'utf8' }).trim();
+  } catch { /* not a checkout */ }
+  return { nproc: availableParallelism(), cpu, commit };
+}
+
+main().catch((e: unknown) => {
+  log(`bench: ${(e as Error).message}`);
+  process.exitCode = 2;
+});

@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { SimulatedDevice } from '../sim/device.js';
+import { wrapEnvelope } from '../sim/key-envelope.js';
+import { BENCH_NET_ID } from './fleet.js';
+import { runJoinkeep } from '../sim/joinkeep-cli.js';
+
+/** A data directory provisioned through the Joinkeep CLI only: init, KEKs, the two peers, every device. */
+
+export interface Provisioned {
+  /** Temporary root holding data/ and secrets/; remove it when done. */
+  readonly root: string;
+  readonly dataDir: string;
+  readonly nsToken: string;
+  readonly nsKek: { readonly label: string; readonly key: Buffer };
+  readonly asKek: { readonly label: string; readonly key: Buffer };
+  readonly asId: string;
+  readonly seconds: number;
+}
+
+export interface StorageChoice {
+  readonly kind: 'sqlite' | 'postgres';
+  readonly postgresUrl?: string | undefined;
+}
+
+export async function provision(root: string, fleet: readonly SimulatedDevice[], storage: StorageChoice, parallelism: number, progress: (done: number) => void): Promise<Provisioned> {
+  const started = Date.now();
+  // `root` is this run's temporary directory: data/ is created by `joinkeep init`, secrets/ holds the peers' files.
+  const dataDir = join(root, 'data');
+  const secrets = join(root, 'secrets');
+  mkdirSync(secrets, { mode: 0o700 });
+  const file = (name: string, content: string): string => {
+    const p = join(secrets, name);
+    writeFileSync(p, `${content}\n`, { mode: 0o600 });
+    return p;
+  };
+  const importKek = { label: 'bench-import', key: randomBytes(16) };
+  const nsKek = { label: `ns-${BENCH_NET_ID}`, key: randomBytes(16) };
+  const asKek = { label: 'as-bench', key: randomBytes(16) };
+  const nsToken = randomBytes(32).toString('hex');
+  const asToken = randomBytes(32).toString('hex');
+  const asId = 'bench-as';
+
+  await runJoinkeep(['init', '--data-dir', dataDir, ...(storage.kind === 'postgres' ? ['--storage', 'postgres', '--postgres-url', storage.postgresUrl ?? ''] : [])], dataDir);
+  for (const k of [importKek, nsKek, asKek]) {
+    await runJoinkeep(['kek', 'add', '--data-dir', dataDir, '--label', k.label, '--key-file', file(`${k.label}.hex`, k.key.toString('hex'))], dataDir);
+  }
+  await runJoinkeep(['peer', 'add-ns', '--data-dir', dataDir, '--net-id', BENCH_NET_ID, '--token-file', file('ns.token', nsToken), '--kek-label', nsKek.label], dataDir);
+  await runJoinkeep(['peer', 'add-as', '--data-dir', dataDir, '--as-id', asId, '--token-file', file('as.token', asToken), '--kek-label', asKek.label], dataDir);
+
+  let next = 0;
+  let done = 0;
+  const worker = async (): Promise<void> => {
+    while (next < fleet.length) {
+      const d = fleet[next++]!;
+      const { devEui, joinEui, macVersion, roots } = d.identity;
+      const args = [
+        'device', 'add', '--data-dir', dataDir, '--dev-eui', devEui, '--join-eui', joinEui, '--mac-version', macVersion,
+        '--home-net-id', BENCH_NET_ID, '--as-id', asId, '--app-key', JSON.stringify(wrapEnvelope(importKek, roots.appKey)),
+        ...(roots.nwkKey ? ['--nwk-key', JSON.stringify(wrapEnvelope(importKek, roots.nwkKey))] : []),
+      ];
+      await withRetry(() => runJoinkeep(args, dataDir));
+      progress(++done);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, parallelism) }, worker));
+  return { root, dataDir, nsToken, nsKek, asKek, asId, seconds: (Date.now() - started) / 1000 };
+}
+
+/** Concurrent CLI writers can meet a locked SQLite database; a real operator would simply run it again. */
+async function withRetry<T>(f: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await f();
+    } catch (e) {
+      if (i >= attempts || !/busy|locked/i.test((e as Error).message)) throw e;
+      await new Promise((r) => setTimeout(r, 50 * i));
+    }
+  }
+}

@@ -1,0 +1,116 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { createServer } from 'node:net';
+import { joinkeepMain } from './joinkeep-cli.js';
+
+/*
+ * `joinkeep serve` as a child process on a loopback port. Whatever happens in the benchmark, the child is
+ * killed: on normal exit, on signals, and on uncaught errors.
+ */
+
+export interface RunningServer {
+  readonly url: string;
+  /** CPU seconds (user + system) the server process has used so far (Linux /proc; NaN elsewhere). */
+  cpuSeconds(): number;
+  readonly port: number;
+  readonly pid: number;
+  /** Last lines of the server's stderr, for error reports. */
+  stderrTail(): string;
+  stop(): Promise<void>;
+}
+
+const children = new Set<ChildProcess>();
+let hooksInstalled = false;
+
+function killAll(): void {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+}
+
+function installHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      killAll();
+      process.exit(130);
+    });
+  }
+}
+
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startServer(
+  dataDir: string,
+  opts: { readyTimeoutMs?: number; extraEnv?: Record<string, string>; nodeArgs?: readonly string[] } = {},
+): Promise<RunningServer> {
+  installHooks();
+  const port = await freeLoopbackPort();
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), joinkeepMain, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
+    env: { ...process.env, JOINKEEP_DATA_DIR: dataDir, ...opts.extraEnv },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.add(child);
+  let tail = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    tail = (tail + c.toString('utf8')).slice(-4000);
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => { children.delete(child); resolve(); }));
+  const url = `http://127.0.0.1:${port}/`;
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 20_000);
+  while (!(await healthy(port))) {
+    if (child.exitCode !== null) throw new Error(`joinkeep serve exited with ${child.exitCode}: ${tail.trim()}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`joinkeep serve not healthy on 127.0.0.1:${port} within ${opts.readyTimeoutMs ?? 20_000} ms: ${tail.trim()}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    port,
+    pid: child.pid ?? -1,
+    stderrTail: () => tail,
+    cpuSeconds: () => procCpuSeconds(child.pid),
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+function healthy(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/healthz', timeout: 1_000, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => { req.destroy(); resolve(false); });
+  });
+}
+
+function procCpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14 and 15 of /proc/PID/stat (utime, stime) in clock ticks; Linux uses 100 ticks per second.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}

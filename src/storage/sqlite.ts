@@ -10,6 +10,7 @@ import {
   type DatabaseConnection,
   type DialectAdapter,
   type Driver,
+  type SqliteDatabase,
   type SqliteDialectConfig,
 } from 'kysely';
 import type { Eui64 } from '../protocol/index.js';
@@ -83,7 +84,7 @@ export async function openSqliteStorage(path: string): Promise<SqliteStorage> {
     if (error instanceof StorageError) throw error;
     throw new StorageError('UNAVAILABLE', `cannot configure SQLite database ${path}: ${(error as Error).message}`, { cause: error });
   }
-  const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: connection }) });
+  const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: withStatementCache(connection) }) });
   return new SqliteStorage(db, sqliteDialect);
 }
 
@@ -101,6 +102,27 @@ function configure(connection: BetterSqlite3.Database, path: string): void {
   }
   connection.pragma('synchronous = FULL');
   connection.pragma('foreign_keys = ON');
+}
+
+/**
+ * Kysely prepares every statement it runs; preparing is most of the cost of a short SQLite statement. The join
+ * path runs the same dozen statements again and again, so prepared statements are kept by their SQL text.
+ * Safe because the driver executes one statement at a time on this one connection, to completion.
+ */
+function withStatementCache(connection: BetterSqlite3.Database, limit = 256): SqliteDatabase {
+  const statements = new Map<string, BetterSqlite3.Statement>();
+  return {
+    close: () => connection.close(),
+    prepare(text: string) {
+      let statement = statements.get(text);
+      if (statement === undefined) {
+        statement = connection.prepare(text);
+        if (statements.size >= limit) statements.delete(statements.keys().next().value as string);
+        statements.set(text, statement);
+      }
+      return statement;
+    },
+  };
 }
 
 const isMemory = (path: string): boolean => path === ':memory:' || path === '';

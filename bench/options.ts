@@ -38,7 +38,7 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     .option('--floor-duration <s>', 'crypto floor loop, seconds', int(1, 60), 3)
     .option('--verify-every <n>', 'check every n-th accept as the device (0 = never)', int(0, 1_000_000), 16)
     .addOption(new Option('--style <style>', 'NS wire style').choices(['tts', 'chirpstack']).default('tts'))
-    .option('--provision-parallelism <n>', 'concurrent `joinkeep device add` processes', int(1, 64), Math.max(2, cpus * 2))
+    .option('--provision-parallelism <n>', 'devices provisioned concurrently (through the provisioning service)', int(1, 64), Math.max(2, cpus * 2))
     .option('--keep', 'keep the run directory (data, secrets, device states) for --reuse')
     .option('--reuse <dir>', 'measure again a run directory kept with --keep (skips provisioning)')
     .option('--json <file>', 'also write the results as JSON')

@@ -5,8 +5,15 @@ import type { SimulatedDevice } from '../sim/device.js';
 import { wrapEnvelope } from '../sim/key-envelope.js';
 import { BENCH_NET_ID } from './fleet.js';
 import { runJoinkeep } from '../sim/joinkeep-cli.js';
+import pino from 'pino';
+import { openJoinkeep } from '../src/app/joinkeep.js';
+import { addDevice } from '../src/provisioning/devices.js';
 
-/** A data directory provisioned through the Joinkeep CLI only: init, KEKs, the two peers, every device. */
+/**
+ * A data directory provisioned as an operator would: `joinkeep init`, `kek add` and `peer add-*` through the CLI,
+ * then every device through the same provisioning service `joinkeep device add` calls (root keys as KeyEnvelopes
+ * under the import KEK), in this process rather than one CLI process per device.
+ */
 
 export interface Provisioned {
   /** Temporary root holding data/ and secrets/; remove it when done. */
@@ -49,33 +56,29 @@ export async function provision(root: string, fleet: readonly SimulatedDevice[],
   await runJoinkeep(['peer', 'add-ns', '--data-dir', dataDir, '--net-id', BENCH_NET_ID, '--token-file', file('ns.token', nsToken), '--kek-label', nsKek.label], dataDir);
   await runJoinkeep(['peer', 'add-as', '--data-dir', dataDir, '--as-id', asId, '--token-file', file('as.token', asToken), '--kek-label', asKek.label], dataDir);
 
-  let next = 0;
-  let done = 0;
-  const worker = async (): Promise<void> => {
-    while (next < fleet.length) {
-      const d = fleet[next++]!;
-      const { devEui, joinEui, macVersion, roots } = d.identity;
-      const args = [
-        'device', 'add', '--data-dir', dataDir, '--dev-eui', devEui, '--join-eui', joinEui, '--mac-version', macVersion,
-        '--home-net-id', BENCH_NET_ID, '--as-id', asId, '--app-key', JSON.stringify(wrapEnvelope(importKek, roots.appKey)),
-        ...(roots.nwkKey ? ['--nwk-key', JSON.stringify(wrapEnvelope(importKek, roots.nwkKey))] : []),
-      ];
-      await withRetry(() => runJoinkeep(args, dataDir));
-      progress(++done);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, parallelism) }, worker));
-  return { root, dataDir, nsToken, nsKek, asKek, asId, seconds: (Date.now() - started) / 1000 };
-}
-
-/** Concurrent CLI writers can meet a locked SQLite database; a real operator would simply run it again. */
-async function withRetry<T>(f: () => Promise<T>, attempts = 5): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await f();
-    } catch (e) {
-      if (i >= attempts || !/busy|locked/i.test((e as Error).message)) throw e;
-      await new Promise((r) => setTimeout(r, 50 * i));
-    }
+  const jk = await openJoinkeep(dataDir, { logger: pino({ level: 'warn' }), env: storage.kind === 'postgres' ? { ...process.env, JOINKEEP_POSTGRES_URL: storage.postgresUrl } : process.env });
+  try {
+    const deps = { storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'bench' };
+    let next = 0;
+    let done = 0;
+    const worker = async (): Promise<void> => {
+      while (next < fleet.length) {
+        const { devEui, joinEui, macVersion, roots } = fleet[next++]!.identity;
+        await addDevice(deps, {
+          devEui,
+          joinEui,
+          macVersion,
+          homeNetId: BENCH_NET_ID,
+          asId,
+          appKey: JSON.stringify(wrapEnvelope(importKek, roots.appKey)),
+          nwkKey: roots.nwkKey ? JSON.stringify(wrapEnvelope(importKek, roots.nwkKey)) : undefined,
+        });
+        progress(++done);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, parallelism) }, worker));
+  } finally {
+    await jk.close();
   }
+  return { root, dataDir, nsToken, nsKek, asKek, asId, seconds: (Date.now() - started) / 1000 };
 }

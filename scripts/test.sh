@@ -108,8 +108,24 @@ export JOINKEEP_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 log "PostgreSQL listening on 127.0.0.1:$PG_PORT"
 
 # --- SoftHSM2 -----------------------------------------------------------------------------------------------------
-# Reserved: the PKCS#11 custody change sets up SoftHSM2 here (install softhsm2 if missing, create a token in
-# $TMP_ROOT, export its module path, PIN and token label for the custody contract tests).
+# The PKCS#11 custody tests run against SoftHSM2. Each test process makes its own softhsm2.conf and tokens
+# (test/helpers/softhsm.ts); here we only make sure the library and softhsm2-util are installed.
+softhsm_module() {
+  local p
+  for p in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so /usr/local/lib/softhsm/libsofthsm2.so; do
+    [[ -f "$p" ]] && { echo "$p"; return 0; }
+  done
+  return 1
+}
+if ! softhsm_module >/dev/null || ! command -v softhsm2-util >/dev/null; then
+  [[ "$(id -u)" -eq 0 ]] || die "SoftHSM2 not found; install it (Debian: sudo apt-get install -y softhsm2) or run this script as root"
+  log "SoftHSM2 not found: installing the softhsm2 package"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends softhsm2
+fi
+JOINKEEP_TEST_PKCS11_MODULE="$(softhsm_module)" || die "softhsm2 installed, but libsofthsm2.so still not found"
+export JOINKEEP_TEST_PKCS11_MODULE
+log "SoftHSM2 module: $JOINKEEP_TEST_PKCS11_MODULE"
 
 # --- Tests --------------------------------------------------------------------------------------------------------
 # Every test/**/*.test.ts runs from its compiled file. Going from the sources (not from dist/) means output of

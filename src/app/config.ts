@@ -13,7 +13,18 @@ export const CONFIG_FILE = 'joinkeep.json';
 export const POSTGRES_URL_ENV = 'JOINKEEP_POSTGRES_URL';
 
 export type StorageConfig = { readonly kind: 'sqlite'; readonly path: string } | { readonly kind: 'postgres'; readonly url?: string };
-export type CustodyConfig = { readonly kind: 'software'; readonly masterKey: { readonly file: string } | { readonly env: string } };
+/** Where a PIN comes from: a file (first line) or an environment variable; never the command line or this file. */
+export type PinSource = { readonly pinFile: string } | { readonly pinEnv: string };
+
+export type CustodyConfig =
+  | { readonly kind: 'software'; readonly masterKey: { readonly file: string } | { readonly env: string } }
+  | {
+      readonly kind: 'pkcs11';
+      /** Path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so. */
+      readonly module: string;
+      /** Tokens by label, each with its PIN source; every key is kept on every token. */
+      readonly tokens: readonly ({ readonly label: string } & PinSource)[];
+    };
 
 export interface BackendConfig {
   /** HOST:PORT of the Backend Interfaces listener. */
@@ -67,7 +78,19 @@ export function validateConfig(raw: unknown, where: string): JoinkeepConfig {
   if (!storage || (storage.kind !== 'sqlite' && storage.kind !== 'postgres')) fail('storage.kind must be "sqlite" or "postgres"');
   if (storage!.kind === 'sqlite' && typeof storage!.path !== 'string') fail('storage.path must be a file name');
   const custody = o.custody;
-  if (!custody || custody.kind !== 'software' || typeof custody.masterKey !== 'object') fail('custody must be {"kind":"software","masterKey":{"file":…}|{"env":…}}');
+  if (custody?.kind === 'pkcs11') {
+    if (typeof custody.module !== 'string' || custody.module === '') fail('custody.module must be the path of a PKCS#11 library');
+    const tokens: unknown = custody.tokens;
+    const valid = (t: unknown): boolean => {
+      const x = t as Record<string, unknown> | null;
+      return typeof x?.['label'] === 'string' && x['label'] !== '' && (typeof x['pinFile'] === 'string' || typeof x['pinEnv'] === 'string');
+    };
+    if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every(valid)) {
+      fail('custody.tokens must list tokens as {"label":…,"pinFile":…} or {"label":…,"pinEnv":…}');
+    }
+  } else if (!custody || custody.kind !== 'software' || typeof custody.masterKey !== 'object') {
+    fail('custody must be {"kind":"software","masterKey":{"file":…}|{"env":…}} or {"kind":"pkcs11","module":…,"tokens":[…]}');
+  }
   const backend = { listen: DEFAULT_LISTEN, paths: ['/'], bodyLimit: 64 * 1024, ...o.backend };
   parseListen(backend.listen, `${where}: backend.listen`);
   if (!Array.isArray(backend.paths) || backend.paths.some((p) => typeof p !== 'string' || !p.startsWith('/'))) fail('backend.paths must be a list of paths starting with "/"');

@@ -1,12 +1,14 @@
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MASTER_KEY_ENV, createMasterKeyFile } from '../custody/index.js';
-import { CONFIG_FILE, type JoinkeepConfig, type StorageConfig, defaultConfig, parseListen, resolveIn } from './config.js';
+import { CONFIG_FILE, type CustodyConfig, type JoinkeepConfig, type StorageConfig, defaultConfig, parseListen, resolveIn } from './config.js';
 import { AppError } from './errors.js';
 import { openJoinkeep } from './joinkeep.js';
 
 export interface InitOptions {
   readonly storage?: StorageConfig;
+  /** PKCS#11 custody (keys in an HSM); the software keystore when absent. */
+  readonly pkcs11?: Extract<CustodyConfig, { kind: 'pkcs11' }> | undefined;
   /** Take the master key from this environment variable instead of creating a file. */
   readonly masterKeyEnv?: string | undefined;
   readonly listen?: string | undefined;
@@ -23,18 +25,16 @@ export async function initDataDir(dataDir: string, options: InitOptions = {}, en
     throw new AppError('DATA_DIR_EXISTS', `${dataDir} is already a Joinkeep data directory; choose another directory`);
   }
   if (options.listen !== undefined) parseListen(options.listen, '--listen');
-  const masterKeyEnv = options.masterKeyEnv ?? (env[MASTER_KEY_ENV] !== undefined ? MASTER_KEY_ENV : undefined);
-  const base = defaultConfig(options.storage ?? { kind: 'sqlite', path: 'joinkeep.db' }, {
-    kind: 'software',
-    masterKey: masterKeyEnv ? { env: masterKeyEnv } : { file: MASTER_KEY_FILE },
-  });
+  const masterKeyEnv = options.pkcs11 ? undefined : (options.masterKeyEnv ?? (env[MASTER_KEY_ENV] !== undefined ? MASTER_KEY_ENV : undefined));
+  const custody: CustodyConfig = options.pkcs11 ?? { kind: 'software', masterKey: masterKeyEnv ? { env: masterKeyEnv } : { file: MASTER_KEY_FILE } };
+  const base = defaultConfig(options.storage ?? { kind: 'sqlite', path: 'joinkeep.db' }, custody);
   const config: JoinkeepConfig = options.listen ? { ...base, backend: { ...base.backend, listen: options.listen } } : base;
 
   const created: string[] = [];
   const dirExisted = await exists(dataDir);
   try {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    if (!masterKeyEnv) {
+    if (custody.kind === 'software' && !masterKeyEnv) {
       const keyPath = join(dataDir, MASTER_KEY_FILE);
       if (await exists(keyPath)) throw new AppError('DATA_DIR_EXISTS', `${keyPath} already exists; refusing to overwrite a master key`);
       await createMasterKeyFile(keyPath);

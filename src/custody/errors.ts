@@ -7,6 +7,10 @@ export const custodyErrorCodes = [
   'CLEAR_EXPORT_REFUSED',
   'MASTER_KEY_INVALID',
   'SEALED_RECORD_CORRUPT',
+  /** PKCS#11: the module cannot be loaded, the token label is not present, or the PIN is refused. */
+  'TOKEN_UNAVAILABLE',
+  /** PKCS#11: the token refused an operation for a reason other than the key or its envelope (the CKR_ name is in the message). */
+  'TOKEN_ERROR',
 ] as const;
 export type CustodyErrorCode = (typeof custodyErrorCodes)[number];
 

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, beforeEach, afterEach, describe, it } from 'node:test';
 import {
   CustodyError,
@@ -14,9 +16,11 @@ import {
   loadMasterKey,
   rootKeyHandle,
 } from '../../src/custody/index.js';
+import { openPkcs11Custody } from '../../src/custody/pkcs11/index.js';
 import { aesKeyWrap } from '../../src/custody/primitives.js';
 import { eui64FromBeHex, legacySessionKeyBlock, lifetimeKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
 import type { Storage } from '../../src/storage/index.js';
+import { createTestToken, softhsmModulePath, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
 import { storageBackends } from '../helpers/storages.js';
 import { type VectorSource, cite, hex, loadVectors, toHexUpper, watchInputs } from '../helpers/vectors.js';
 
@@ -81,7 +85,7 @@ interface CustodyFactory {
   open(): Promise<OpenedCustody>;
 }
 
-const custodyFactories: readonly CustodyFactory[] = storageBackends.map((backend) => ({
+const softwareFactories: readonly CustodyFactory[] = storageBackends.map((backend) => ({
   name: `software on ${backend.name}`,
   async open(): Promise<OpenedCustody> {
     const opened = await backend.open();
@@ -96,6 +100,40 @@ const custodyFactories: readonly CustodyFactory[] = storageBackends.map((backend
     };
   },
 }));
+
+// PKCS#11 on SoftHSM2: a fresh token per test (as a fresh database per test). The storage is opened to keep the
+// shape of a deployment (PKCS#11 custody keeps nothing in it); the token is deleted afterwards, and the process's
+// temporary SoftHSM2 configuration when the process exits.
+let softHsmDirRemovedOnExit = false;
+const pkcs11Factories: readonly CustodyFactory[] = storageBackends.map((backend) => ({
+  name: `pkcs11 (SoftHSM2) on ${backend.name}`,
+  async open(): Promise<OpenedCustody> {
+    const tokenDir = useTemporarySoftHsmConfig();
+    if (!softHsmDirRemovedOnExit) process.once('exit', () => rmSync(dirname(tokenDir), { recursive: true, force: true }));
+    softHsmDirRemovedOnExit = true;
+    const opened = await backend.open();
+    const token = createTestToken('contract');
+    const dropToken = (): void => {
+      execFileSync('softhsm2-util', ['--delete-token', '--token', token.label], { env: process.env, stdio: 'pipe' });
+    };
+    const custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: token.label, pin: token.pin }] }).catch(async (error: unknown) => {
+      dropToken();
+      await opened.cleanup();
+      throw error;
+    });
+    return {
+      custody,
+      importKek: (label, key) => custody.importKek(label, key),
+      async cleanup() {
+        await custody.close();
+        dropToken();
+        await opened.cleanup();
+      },
+    };
+  },
+}));
+
+const custodyFactories: readonly CustodyFactory[] = [...softwareFactories, ...pkcs11Factories];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers.

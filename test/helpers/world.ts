@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { initDataDir } from '../../src/app/init.js';
+import { type InitOptions, initDataDir } from '../../src/app/init.js';
 import { type Running, serve } from '../../src/app/serve.js';
 import { addApplicationServer, addNetworkServer } from '../../src/commissioning/peers.js';
 import { aesKeyWrap } from '../../src/custody/primitives.js';
@@ -11,6 +11,8 @@ import { addKek } from '../../src/provisioning/keks.js';
 import { type AddDeviceInput, addDevice } from '../../src/provisioning/devices.js';
 import type { DeviceRecord, Storage } from '../../src/storage/storage.js';
 import { createTestDatabase } from './postgres.js';
+import { createTestToken, softhsmModulePath } from './softhsm.js';
+import { writeFile } from 'node:fs/promises';
 
 /*
  * A running Joinkeep for end-to-end tests: a real data directory (SQLite file or PostgreSQL database),
@@ -42,6 +44,18 @@ export const TOKENS = {
 /** NetIDs: 000013 home with KEK; 000042 another network with KEK; 000099 no KEK and no clear permission; 000077 clear keys allowed; 000055 registered with an NSID. */
 export const NS_ID_OF_000055 = '00000000000000A5';
 
+/**
+ * The combinations the end-to-end suites run on: both databases with the software keystore, and keys in a
+ * SoftHSM2 token over PKCS#11 (on SQLite; custody and storage are independent, the contract suites cover the rest).
+ */
+export const WORLDS = [
+  { storage: 'sqlite', custody: 'software' },
+  { storage: 'postgres', custody: 'software' },
+  { storage: 'sqlite', custody: 'pkcs11' },
+] as const;
+export type WorldKind = (typeof WORLDS)[number];
+export const worldName = (w: WorldKind): string => `${w.storage} + ${w.custody === 'pkcs11' ? 'PKCS#11 (SoftHSM2)' : 'software keystore'}`;
+
 export interface World {
   readonly backend: 'sqlite' | 'postgres';
   readonly url: string;
@@ -59,10 +73,17 @@ export interface ProvisionInput extends Omit<AddDeviceInput, 'appKey' | 'nwkKey'
   readonly nwkKey?: Buffer | undefined;
 }
 
-export async function startWorld(backend: 'sqlite' | 'postgres'): Promise<World> {
+export async function startWorld(backend: 'sqlite' | 'postgres', custody: 'software' | 'pkcs11' = 'software'): Promise<World> {
   const dataDir = await mkdtemp(join(tmpdir(), `joinkeep-world-${backend}-`));
   const database = backend === 'postgres' ? await createTestDatabase() : undefined;
-  await initDataDir(join(dataDir, 'jk'), { storage: database ? { kind: 'postgres', url: database.url } : undefined });
+  let pkcs11: InitOptions['pkcs11'];
+  if (custody === 'pkcs11') {
+    const token = createTestToken('world');
+    const pinFile = join(dataDir, 'token.pin');
+    await writeFile(pinFile, `${token.pin}\n`, { mode: 0o600 });
+    pkcs11 = { kind: 'pkcs11', module: softhsmModulePath(), tokens: [{ label: token.label, pinFile }] };
+  }
+  await initDataDir(join(dataDir, 'jk'), { storage: database ? { kind: 'postgres', url: database.url } : undefined, pkcs11 });
   const running = await serve(join(dataDir, 'jk'), { listen: '127.0.0.1:0', logger: pino({ level: 'silent' }) });
   const jk = running.joinkeep;
   const deps = { storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'test' };

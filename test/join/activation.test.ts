@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { aesKeyUnwrap } from '../../src/custody/primitives.js';
 import type { Eui64, MacVersion } from '../../src/protocol/index.js';
 import { SimulatedDevice } from '../../sim/device.js';
-import { KEKS, TOKENS, type World, randomEui, randomKey, startWorld } from '../helpers/world.js';
+import { KEKS, TOKENS, WORLDS, type World, randomEui, randomKey, startWorld, worldName } from '../helpers/world.js';
 import { appSKeyReq, homeNsReq, joinReq, rejoin02Frame, resultCode } from '../helpers/ts002.js';
 
 /*
@@ -73,11 +73,11 @@ async function joinWithDevice(world: World, device: SimulatedDevice, style: 'tts
   return { answer, outcome };
 }
 
-for (const backend of ['sqlite', 'postgres'] as const) {
-  describe(`${backend} / activation`, () => {
+for (const kind of WORLDS) {
+  describe(`${worldName(kind)} / activation`, () => {
     let world: World;
     before(async () => {
-      world = await startWorld(backend);
+      world = await startWorld(kind.storage, kind.custody);
     });
     after(async () => {
       await world?.stop();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Eui64 } from '../../src/protocol/index.js';
 import { SimulatedDevice } from '../../sim/device.js';
-import { NS_ID_OF_000055, TOKENS, type World, randomEui, randomKey, startWorld } from '../helpers/world.js';
+import { NS_ID_OF_000055, TOKENS, WORLDS, type World, randomEui, randomKey, startWorld, worldName } from '../helpers/world.js';
 import { appSKeyReq, homeNsReq, joinReq, joinRequestFrame, rejoin1Frame, resultCode } from '../helpers/ts002.js';
 
 /*
@@ -38,8 +38,8 @@ async function refused(world: World, devEui: string, req: unknown, token: string
   return answer;
 }
 
-for (const backend of ['sqlite', 'postgres'] as const) {
-  describe(`${backend} / refusals`, () => {
+for (const kind of WORLDS) {
+  describe(`${worldName(kind)} / refusals`, () => {
     let world: World;
     let dev10: Fixture; // LoRaWAN 1.0.3, joined once with DevNonce 100
     let dev104: Fixture; // LoRaWAN 1.0.4, joined once with DevNonce 10
@@ -47,7 +47,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     let sessionOf10: string;
 
     before(async () => {
-      world = await startWorld(backend);
+      world = await startWorld(kind.storage, kind.custody);
       dev10 = { devEui: randomEui('10'), appKey: randomKey() };
       dev104 = { devEui: randomEui('14'), appKey: randomKey() };
       dev11 = { devEui: randomEui('11'), appKey: randomKey(), nwkKey: randomKey() };

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { resolve } from 'node:path';
 import { dataDirOf, UsageError } from '../context.js';
 
 export function registerInit(program: Command): void {
@@ -10,16 +11,48 @@ export function registerInit(program: Command): void {
     .option('--postgres-url <url>', 'PostgreSQL URL (or JOINKEEP_POSTGRES_URL at run time, to keep passwords out of the file)')
     .option('--master-key-env <name>', 'read the master key from this environment variable instead of a file')
     .option('--listen <host:port>', 'Backend Interfaces listener', '127.0.0.1:8090')
-    .action(async (o: { dataDir?: string; storage: string; postgresUrl?: string; masterKeyEnv?: string; listen: string }) => {
+    .option('--custody <kind>', 'software (embedded default) or pkcs11 (keys in an HSM)', 'software')
+    .option('--pkcs11-module <path>', 'PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so')
+    .option('--token-label <label>', 'HSM token label (repeat for a pool of HSMs, each with its --pin-file or --pin-env)', collect, [])
+    .option('--pin-file <file>', 'file holding the PIN of the token named by the matching --token-label', collect, [])
+    .option('--pin-env <var>', 'environment variable holding the PIN of the matching --token-label', collect, [])
+    .action(async (o: { dataDir?: string; storage: string; postgresUrl?: string; masterKeyEnv?: string; listen: string; custody: string; pkcs11Module?: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[] }) => {
       const dataDir = dataDirOf(o);
+      const pkcs11 = pkcs11Custody(o);
       if (o.storage !== 'sqlite' && o.storage !== 'postgres') throw new UsageError('--storage must be sqlite or postgres');
       if (o.postgresUrl !== undefined && /^[a-z]+:\/\/[^/@]*:[^/@]*@/i.test(o.postgresUrl)) {
         process.stderr.write('joinkeep: warning: the PostgreSQL URL contains a password and will be written to joinkeep.json; prefer setting JOINKEEP_POSTGRES_URL when Joinkeep runs\n');
       }
       const storage = o.storage === 'sqlite' ? ({ kind: 'sqlite', path: 'joinkeep.db' } as const) : ({ kind: 'postgres', url: o.postgresUrl } as const);
       const { initDataDir } = await import('../../app/init.js');
-      const config = await initDataDir(dataDir, { storage, masterKeyEnv: o.masterKeyEnv, listen: o.listen });
-      const key = 'file' in config.custody.masterKey ? `master key in ${dataDir}/${config.custody.masterKey.file} (0600) — back it up; without it no key can be opened` : `master key from $${config.custody.masterKey.env}`;
-      process.stdout.write(`Initialised ${dataDir}: ${config.storage.kind} storage, software keystore, ${key}.\n`);
+      const config = await initDataDir(dataDir, { storage, masterKeyEnv: o.masterKeyEnv, listen: o.listen, pkcs11 });
+      const c = config.custody;
+      const custody =
+        c.kind === 'pkcs11'
+          ? `keys in PKCS#11 token${c.tokens.length > 1 ? 's' : ''} ${c.tokens.map((t) => `"${t.label}"`).join(', ')}`
+          : 'file' in c.masterKey
+            ? `software keystore, master key in ${dataDir}/${c.masterKey.file} (0600) — back it up; without it no key can be opened`
+            : `software keystore, master key from $${c.masterKey.env}`;
+      process.stdout.write(`Initialised ${dataDir}: ${config.storage.kind} storage, ${custody}.\n`);
     });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Pairs each --token-label with the PIN source given for it, in order; PINs never appear on the command line. */
+function pkcs11Custody(o: { custody: string; pkcs11Module?: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[] }) {
+  if (o.custody === 'software') {
+    if (o.pkcs11Module || o.tokenLabel.length > 0) throw new UsageError('--pkcs11-module and --token-label go with --custody pkcs11');
+    return undefined;
+  }
+  if (o.custody !== 'pkcs11') throw new UsageError('--custody must be software or pkcs11');
+  if (!o.pkcs11Module) throw new UsageError('--custody pkcs11 needs --pkcs11-module PATH (the HSM vendor\'s PKCS#11 library)');
+  if (o.tokenLabel.length === 0) throw new UsageError('--custody pkcs11 needs at least one --token-label with its --pin-file or --pin-env');
+  if (o.pinFile.length + o.pinEnv.length !== o.tokenLabel.length || (o.pinFile.length > 0 && o.pinEnv.length > 0)) {
+    throw new UsageError('give one --pin-file (or one --pin-env) per --token-label, in the same order');
+  }
+  const tokens = o.tokenLabel.map((label, i) => (o.pinFile.length > 0 ? { label, pinFile: resolve(o.pinFile[i]!) } : { label, pinEnv: o.pinEnv[i]! }));
+  return { kind: 'pkcs11' as const, module: resolve(o.pkcs11Module), tokens };
 }

@@ -1,0 +1,463 @@
+import { createHash } from 'node:crypto';
+import { endianness } from 'node:os';
+import type { Template } from 'pkcs11js';
+import type { KeyHandle, KeyInfo, KeyUsage } from '../custody.js';
+import { CustodyError } from '../errors.js';
+import { type LoadedModule, type ObjectHandle, acquireLogin, ckrName, pkcs11Lib, releaseLogin } from './module.js';
+
+/*
+ * The primitive operations on one token, synchronous, in one PKCS#11 session. Everything that touches a root key
+ * or a KEK runs inside the token: this module only names objects, passes blocks and reads back MICs, ciphertexts
+ * and wrapped keys. It has no async code and no reference to the custody class, so a worker thread can host it
+ * unchanged (next step), and a pool can hold one per token.
+ *
+ * Objects on the token (all CKO_SECRET_KEY, CKK_AES, CKA_TOKEN=true, CKA_PRIVATE=true, CKA_SENSITIVE=true,
+ * CKA_EXTRACTABLE=false):
+ *   CKA_LABEL = the Joinkeep handle (`root/…`, `kek/<label>`);
+ *   CKA_ID    = SHA-256(handle)[0..16) ‖ creation time (ms since 1970, 8 bytes big-endian).
+ *   CKA_START_DATE = creation day (for HSM tooling; pkcs11js 2.1.7 cannot read it back from SoftHSM 2.6.1,
+ *                    CKR_GENERAL_ERROR, measured — hence the time in CKA_ID).
+ * Usage is the attribute set, checked on every use (a key is root or KEK by what it can do, never by its name):
+ *   root: SIGN (CMAC), ENCRYPT, DECRYPT (Join-accept), DERIVE; no VERIFY, WRAP, UNWRAP;
+ *   kek:  WRAP, UNWRAP; no SIGN, VERIFY, ENCRYPT, DECRYPT, DERIVE.
+ * Every usage flag is written explicitly: SoftHSM 2.6.1 defaults SIGN/VERIFY/ENCRYPT/DECRYPT/WRAP/UNWRAP to true.
+ */
+
+const ZERO_IV = Buffer.alloc(16);
+const ID_HASH_BYTES = 16;
+const LE = endianness() === 'LE';
+
+type UsageFlags = Readonly<Record<'SIGN' | 'VERIFY' | 'ENCRYPT' | 'DECRYPT' | 'DERIVE' | 'WRAP' | 'UNWRAP', boolean>>;
+
+const ROOT_FLAGS: UsageFlags = { SIGN: true, VERIFY: false, ENCRYPT: true, DECRYPT: true, DERIVE: true, WRAP: false, UNWRAP: false };
+const KEK_FLAGS: UsageFlags = { SIGN: false, VERIFY: false, ENCRYPT: false, DECRYPT: false, DERIVE: false, WRAP: true, UNWRAP: true };
+/** A derived key used inside the token for one CMAC or one Join-accept decryption. */
+const USE_FLAGS: UsageFlags = { SIGN: true, VERIFY: false, ENCRYPT: false, DECRYPT: true, DERIVE: false, WRAP: false, UNWRAP: false };
+/** A derived key that only leaves: wrapped under a KEK, or read in clear. */
+const EXPORT_FLAGS: UsageFlags = { SIGN: false, VERIFY: false, ENCRYPT: false, DECRYPT: false, DERIVE: false, WRAP: false, UNWRAP: false };
+const FLAG_NAMES = Object.keys(ROOT_FLAGS) as (keyof UsageFlags)[];
+
+/** Errors that mean a cached object handle no longer names an object (deleted, or the session was replaced). */
+const STALE_HANDLE = new Set(['CKR_OBJECT_HANDLE_INVALID', 'CKR_KEY_HANDLE_INVALID', 'CKR_WRAPPING_KEY_HANDLE_INVALID', 'CKR_UNWRAPPING_KEY_HANDLE_INVALID']);
+
+/** C_UnwrapKey failures that concern the token, not the envelope or the KEK. */
+const TOKEN_FAILURE = /^CKR_(SESSION_|DEVICE_|TOKEN_|USER_NOT_LOGGED_IN|CRYPTOKI_NOT_INITIALIZED|HOST_MEMORY|FUNCTION_FAILED|OPERATION_ACTIVE)/;
+
+interface TokenKey {
+  readonly object: ObjectHandle;
+  readonly usage: KeyUsage;
+}
+
+export interface TokenIdentity {
+  readonly label: string;
+  readonly pin: string;
+}
+
+export class TokenSession {
+  readonly label: string;
+  readonly #module: LoadedModule;
+  readonly #slotKey: string;
+  readonly #session: ObjectHandle;
+  /** Object handles by Joinkeep handle; re-found when the token says a handle is stale, dropped by destroy(). */
+  readonly #cache = new Map<KeyHandle, TokenKey>();
+  #open = true;
+
+  private constructor(module: LoadedModule, label: string, slotKey: string, session: ObjectHandle) {
+    this.#module = module;
+    this.label = label;
+    this.#slotKey = slotKey;
+    this.#session = session;
+  }
+
+  /** Opens a read-write session on the token labelled `token.label` and logs the user in. */
+  static open(module: LoadedModule, token: TokenIdentity): TokenSession {
+    const K = pkcs11Lib();
+    const p = module.pkcs11;
+    let slots: ObjectHandle[];
+    try {
+      slots = p.C_GetSlotList(true);
+    } catch (error) {
+      throw new CustodyError('TOKEN_UNAVAILABLE', `cannot list the slots of ${module.path}: ${ckrName(error) ?? String(error)}`);
+    }
+    const present: string[] = [];
+    let slot: ObjectHandle | undefined;
+    for (const s of slots) {
+      const label = p.C_GetTokenInfo(s).label.trimEnd();
+      present.push(label);
+      if (label === token.label && slot === undefined) slot = s;
+    }
+    if (slot === undefined) {
+      const list = present.length === 0 ? 'none' : present.map((l) => `"${l}"`).join(', ');
+      throw new CustodyError('TOKEN_UNAVAILABLE', `no PKCS#11 token labelled "${token.label}" in ${module.path} (tokens present: ${list})`);
+    }
+    let session: ObjectHandle;
+    try {
+      session = p.C_OpenSession(slot, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION);
+    } catch (error) {
+      throw new CustodyError('TOKEN_UNAVAILABLE', `cannot open a session on token "${token.label}": ${ckrName(error) ?? String(error)}`);
+    }
+    const slotKey = slot.toString('hex');
+    try {
+      acquireLogin(module, slotKey, session, token.pin, token.label);
+    } catch (error) {
+      p.C_CloseSession(session);
+      throw error;
+    }
+    return new TokenSession(module, token.label, slotKey, session);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Operations. Each maps PKCS#11 failures to CustodyErrors naming handles and labels, never key material.
+
+  /** The full 16-byte AES-CMAC (RFC 4493): SoftHSM 2.6.1 has no truncated CMAC (spec-notes §9.1). */
+  cmac(handle: KeyHandle, derive: Uint8Array | undefined, message: Uint8Array): Buffer {
+    return this.#op(`CMAC with ${handle}`, [handle], () =>
+      this.#withRootOrDerived(handle, derive, (key) => {
+        const p = this.#p;
+        p.C_SignInit(this.#session, { mechanism: pkcs11Lib().CKM_AES_CMAC }, key);
+        return Buffer.from(p.C_Sign(this.#session, Buffer.from(message), Buffer.alloc(16)));
+      }),
+    );
+  }
+
+  /** AES-128-ECB decryption of whole blocks (the Join-accept "encryption", LoRaWAN 1.1 §6.2.3). */
+  ecbDecrypt(handle: KeyHandle, derive: Uint8Array | undefined, data: Uint8Array): Buffer {
+    return this.#op(`AES decryption with ${handle}`, [handle], () =>
+      this.#withRootOrDerived(handle, derive, (key) => {
+        const p = this.#p;
+        p.C_DecryptInit(this.#session, { mechanism: pkcs11Lib().CKM_AES_ECB }, key);
+        return Buffer.from(p.C_Decrypt(this.#session, Buffer.from(data), Buffer.alloc(data.length)));
+      }),
+    );
+  }
+
+  /** Derives AES(root, block) as a session object and wraps it (RFC 3394) under the KEK; the object is destroyed. */
+  deriveWrapped(root: KeyHandle, block: Uint8Array, kekLabel: string, kek: KeyHandle): Buffer {
+    return this.#op(`deriving from ${root} and wrapping under KEK "${kekLabel}"`, [root, kek], () => {
+      const rootKey = this.#key(root, 'root');
+      const kekKey = this.#kek(kek, kekLabel);
+      // Sensitive but extractable: C_WrapKey refuses a non-extractable key (CKR_KEY_UNEXTRACTABLE, spec-notes §9.1).
+      return this.#withDerived(rootKey.object, block, { sensitive: true, extractable: true, flags: EXPORT_FLAGS }, (derived) =>
+        Buffer.from(this.#p.C_WrapKey(this.#session, { mechanism: pkcs11Lib().CKM_AES_KEY_WRAP }, kekKey.object, derived, Buffer.alloc(48))),
+      );
+    });
+  }
+
+  /** Derives AES(root, block) as a non-sensitive session object and reads its value; the object is destroyed. */
+  deriveClear(root: KeyHandle, block: Uint8Array): Buffer {
+    return this.#op(`deriving from ${root} for a clear export`, [root], () => {
+      const rootKey = this.#key(root, 'root');
+      return this.#withDerived(rootKey.object, block, { sensitive: false, extractable: true, flags: EXPORT_FLAGS }, (derived) => {
+        const [value] = this.#p.C_GetAttributeValue(this.#session, derived, [{ type: pkcs11Lib().CKA_VALUE }]);
+        return Buffer.from(value?.value ?? Buffer.alloc(0));
+      });
+    });
+  }
+
+  /** The one clear import: a KEK from the operator's file, created sensitive and non-extractable. */
+  createKek(handle: KeyHandle, value: Uint8Array, createdAt: Date): void {
+    this.#op(`creating ${handle}`, [], () => {
+      if (this.#find(handle) !== undefined) throw new CustodyError('KEY_EXISTS', `a key named ${handle} already exists`);
+      const K = pkcs11Lib();
+      this.#p.C_CreateObject(this.#session, [...tokenKeyTemplate(handle, 'kek', createdAt), { type: K.CKA_VALUE, value: Buffer.from(value) }]);
+    });
+  }
+
+  /**
+   * C_UnwrapKey (RFC 3394) under the KEK straight into a token object. The order of refusals is the software
+   * keystore's: KEK_NOT_FOUND, then UNWRAP_FAILED, then INVALID_KEY (size), then KEY_EXISTS. When the size is wrong
+   * or the handle is taken, the envelope is first checked by an unwrap into a capability-less session object,
+   * destroyed at once, so that a bad envelope still reads as UNWRAP_FAILED.
+   */
+  unwrapInto(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, kekLabel: string, kek: KeyHandle, createdAt: Date): void {
+    this.#op(`unwrapping ${handle} under KEK "${kekLabel}"`, [kek], () => {
+      const kekKey = this.#kek(kek, kekLabel);
+      const refused = (): CustodyError =>
+        new CustodyError('UNWRAP_FAILED', `the key for ${handle} does not unwrap under KEK "${kekLabel}" (wrong KEK or corrupted envelope)`);
+      // RFC 3394: the envelope is the key plus one 8-byte integrity block.
+      const keyLength = wrapped.length - 8;
+      const sizes = usage === 'kek' ? [16, 24, 32] : [16];
+      const exists = this.#find(handle) !== undefined;
+      const mechanism = { mechanism: pkcs11Lib().CKM_AES_KEY_WRAP };
+      if (!sizes.includes(keyLength) || exists) {
+        let probe: ObjectHandle;
+        try {
+          probe = this.#p.C_UnwrapKey(this.#session, mechanism, kekKey.object, Buffer.from(wrapped), probeTemplate());
+        } catch (error) {
+          throw this.#unwrapError(error, refused);
+        }
+        this.#p.C_DestroyObject(this.#session, probe);
+        if (!sizes.includes(keyLength)) {
+          throw new CustodyError('INVALID_KEY', `the key for ${handle} unwrapped to ${keyLength} bytes; ${usage === 'kek' ? 'a KEK is 16, 24 or 32' : 'LoRaWAN root keys are 16'} bytes`);
+        }
+        throw new CustodyError('KEY_EXISTS', `a key named ${handle} already exists`);
+      }
+      // No CKA_VALUE_LEN in the template: SoftHSM 2.6.1 refuses it on unwrap (CKR_ATTRIBUTE_READ_ONLY, measured);
+      // the length was checked above from the envelope.
+      try {
+        this.#p.C_UnwrapKey(this.#session, mechanism, kekKey.object, Buffer.from(wrapped), tokenKeyTemplate(handle, usage, createdAt));
+      } catch (error) {
+        throw this.#unwrapError(error, refused);
+      }
+    });
+  }
+
+  /** Refuses (KEY_NOT_FOUND / KEK_NOT_FOUND, as the operations would) unless `handle` is a key of that usage. */
+  check(handle: KeyHandle, usage: KeyUsage, kekLabel?: string): void {
+    this.#op(`looking up ${handle}`, [], () => {
+      if (usage === 'kek') this.#kek(handle, kekLabel ?? handle);
+      else this.#key(handle, usage);
+    });
+  }
+
+  /** Any secret-key token object labelled `handle`, whatever its usage (as the software keystore's hasKey). */
+  has(handle: KeyHandle): boolean {
+    return this.#op(`looking up ${handle}`, [], () => this.#cache.has(handle) || this.#findObjects(handle).length > 0);
+  }
+
+  /** Destroys the token object(s) labelled `handle` and forgets the cached object handle. */
+  destroy(handle: KeyHandle): void {
+    this.#cache.delete(handle);
+    this.#op(`deleting ${handle}`, [], () => {
+      for (const object of this.#findObjects(handle)) this.#p.C_DestroyObject(this.#session, object);
+    });
+  }
+
+  /** Joinkeep's keys on this token: labelled secret keys whose attribute set is a root key's or a KEK's. */
+  list(): KeyInfo[] {
+    return this.#op('listing keys', [], () => {
+      const K = pkcs11Lib();
+      const out: KeyInfo[] = [];
+      for (const object of this.#findAll([{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }])) {
+        const [label, id] = this.#p.C_GetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL }, { type: K.CKA_ID }]);
+        const handle = label?.value.toString('utf8') ?? '';
+        const usage = handle === '' ? undefined : this.#classify(object);
+        if (usage === undefined) continue;
+        out.push({ handle, usage, createdAt: createdAtFromId(handle, id?.value) });
+      }
+      return out;
+    });
+  }
+
+  close(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#cache.clear();
+    // Closing the session also destroys any session object, should one have survived.
+    releaseLogin(this.#module, this.#slotKey, this.#session);
+    try {
+      this.#p.C_CloseSession(this.#session);
+    } catch {
+      // CKR_SESSION_HANDLE_INVALID / CKR_CRYPTOKI_NOT_INITIALIZED: already gone
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+
+  get #p() {
+    return this.#module.pkcs11;
+  }
+
+  /** Runs `body`; a stale cached object handle is dropped and the body runs once more with fresh look-ups. */
+  #op<T>(what: string, handles: readonly KeyHandle[], body: () => T): T {
+    if (!this.#open) throw new CustodyError('TOKEN_UNAVAILABLE', `the session on token "${this.label}" is closed`);
+    try {
+      try {
+        return body();
+      } catch (error) {
+        if (!STALE_HANDLE.has(ckrName(error) ?? '')) throw error;
+        for (const h of handles) this.#cache.delete(h);
+        return body();
+      }
+    } catch (error) {
+      if (error instanceof CustodyError) throw error;
+      const ckr = ckrName(error);
+      throw new CustodyError('TOKEN_ERROR', `${what} on token "${this.label}" failed: ${ckr ?? (error instanceof Error ? error.message : String(error))}`);
+    }
+  }
+
+  #unwrapError(error: unknown, refused: () => CustodyError): unknown {
+    const ckr = ckrName(error);
+    if (ckr === undefined || STALE_HANDLE.has(ckr) || TOKEN_FAILURE.test(ckr)) return error;
+    // SoftHSM 2.6.1 answers a wrong KEK with CKR_GENERAL_ERROR, a truncated envelope with CKR_WRAPPED_KEY_LEN_RANGE.
+    return refused();
+  }
+
+  #withRootOrDerived<T>(handle: KeyHandle, derive: Uint8Array | undefined, use: (key: ObjectHandle) => T): T {
+    const root = this.#key(handle, 'root');
+    if (derive === undefined) return use(root.object);
+    return this.#withDerived(root.object, derive, { sensitive: true, extractable: false, flags: USE_FLAGS }, use);
+  }
+
+  /**
+   * Derives AES-128-ECB(root, block) as a session object (CKA_TOKEN=false), runs `use`, and destroys the object
+   * whatever happens. CKM_AES_CBC_ENCRYPT_DATA with a zero IV over one block is that one ECB encryption;
+   * CKM_AES_ECB_ENCRYPT_DATA's parameter cannot be passed through pkcs11js (spec-notes §9.1).
+   */
+  #withDerived<T>(
+    root: ObjectHandle,
+    block: Uint8Array,
+    kind: { readonly sensitive: boolean; readonly extractable: boolean; readonly flags: UsageFlags },
+    use: (derived: ObjectHandle) => T,
+  ): T {
+    assertBlock(block);
+    const K = pkcs11Lib();
+    const derived = this.#p.C_DeriveKey(
+      this.#session,
+      { mechanism: K.CKM_AES_CBC_ENCRYPT_DATA, parameter: { type: K.CK_PARAMS_AES_CBC, iv: ZERO_IV, data: Buffer.from(block) } as { type: number } },
+      root,
+      [
+        { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
+        { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
+        { type: K.CKA_VALUE_LEN, value: 16 },
+        { type: K.CKA_TOKEN, value: false },
+        { type: K.CKA_PRIVATE, value: true },
+        { type: K.CKA_SENSITIVE, value: kind.sensitive },
+        { type: K.CKA_EXTRACTABLE, value: kind.extractable },
+        ...flagAttributes(kind.flags),
+      ],
+    );
+    try {
+      return use(derived);
+    } finally {
+      this.#p.C_DestroyObject(this.#session, derived);
+    }
+  }
+
+  #kek(handle: KeyHandle, label: string): TokenKey {
+    try {
+      return this.#key(handle, 'kek');
+    } catch (error) {
+      if (error instanceof CustodyError && error.code === 'KEY_NOT_FOUND') {
+        throw new CustodyError('KEK_NOT_FOUND', `no KEK labelled "${label}"; add it with \`joinkeep kek add\``);
+      }
+      throw error;
+    }
+  }
+
+  #key(handle: KeyHandle, usage: KeyUsage): TokenKey {
+    const key = this.#cache.get(handle) ?? this.#find(handle);
+    if (key === undefined) throw new CustodyError('KEY_NOT_FOUND', `no key named ${handle}`);
+    // Usage is checked on every use, cached or not: a KEK never MACs, encrypts or derives as a root key.
+    if (key.usage !== usage) throw new CustodyError('KEY_NOT_FOUND', `${handle} is a ${key.usage} key, not a ${usage} key`);
+    return key;
+  }
+
+  #find(handle: KeyHandle): TokenKey | undefined {
+    const objects = this.#findObjects(handle);
+    if (objects.length === 0) return undefined;
+    if (objects.length > 1) throw new CustodyError('TOKEN_ERROR', `token "${this.label}" holds ${objects.length} keys labelled ${handle}; remove the extra ones`);
+    const object = objects[0]!;
+    const usage = this.#classify(object);
+    if (usage === undefined) {
+      throw new CustodyError('KEY_NOT_FOUND', `${handle} on token "${this.label}" is not a Joinkeep root key or KEK (unexpected attributes)`);
+    }
+    const key = { object, usage };
+    this.#cache.set(handle, key);
+    return key;
+  }
+
+  #findObjects(handle: KeyHandle): ObjectHandle[] {
+    const K = pkcs11Lib();
+    return this.#findAll([
+      { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
+      { type: K.CKA_TOKEN, value: true },
+      { type: K.CKA_LABEL, value: handle },
+    ]);
+  }
+
+  #findAll(template: Template): ObjectHandle[] {
+    const p = this.#p;
+    p.C_FindObjectsInit(this.#session, template);
+    try {
+      const out: ObjectHandle[] = [];
+      for (;;) {
+        const batch = p.C_FindObjects(this.#session, 256);
+        out.push(...batch);
+        if (batch.length < 256) return out;
+      }
+    } finally {
+      p.C_FindObjectsFinal(this.#session);
+    }
+  }
+
+  /** Root or KEK by the attribute set; undefined for anything else (including an extractable or non-sensitive key). */
+  #classify(object: ObjectHandle): KeyUsage | undefined {
+    const K = pkcs11Lib();
+    const types = [K.CKA_KEY_TYPE, K.CKA_SENSITIVE, K.CKA_EXTRACTABLE, ...FLAG_NAMES.map((f) => K[`CKA_${f}` as const])];
+    const values = this.#p.C_GetAttributeValue(this.#session, object, types.map((type) => ({ type })));
+    const at = (i: number): Buffer => values[i]?.value ?? Buffer.alloc(0);
+    if (ulong(at(0)) !== K.CKK_AES || !bool(at(1)) || bool(at(2))) return undefined;
+    const flags = Object.fromEntries(FLAG_NAMES.map((f, i) => [f, bool(at(i + 3))])) as UsageFlags;
+    if (sameFlags(flags, ROOT_FLAGS)) return 'root';
+    if (sameFlags(flags, KEK_FLAGS)) return 'kek';
+    return undefined;
+  }
+}
+
+function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: Date): Template {
+  const K = pkcs11Lib();
+  return [
+    { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
+    { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
+    { type: K.CKA_TOKEN, value: true },
+    { type: K.CKA_PRIVATE, value: true },
+    { type: K.CKA_LABEL, value: handle },
+    { type: K.CKA_ID, value: objectId(handle, createdAt) },
+    { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
+    { type: K.CKA_SENSITIVE, value: true },
+    { type: K.CKA_EXTRACTABLE, value: false },
+    ...flagAttributes(usage === 'root' ? ROOT_FLAGS : KEK_FLAGS),
+  ];
+}
+
+/** An unwrap that only checks the envelope: a session object that can do nothing, destroyed at once. */
+function probeTemplate(): Template {
+  const K = pkcs11Lib();
+  return [
+    { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
+    { type: K.CKA_KEY_TYPE, value: K.CKK_GENERIC_SECRET },
+    { type: K.CKA_TOKEN, value: false },
+    { type: K.CKA_SENSITIVE, value: true },
+    { type: K.CKA_EXTRACTABLE, value: false },
+    ...flagAttributes(EXPORT_FLAGS),
+  ];
+}
+
+function flagAttributes(flags: UsageFlags): Template {
+  const K = pkcs11Lib();
+  return FLAG_NAMES.map((f) => ({ type: K[`CKA_${f}` as const], value: flags[f] }));
+}
+
+function sameFlags(a: UsageFlags, b: UsageFlags): boolean {
+  return FLAG_NAMES.every((f) => a[f] === b[f]);
+}
+
+export function objectId(handle: KeyHandle, createdAt: Date): Buffer {
+  const id = Buffer.alloc(ID_HASH_BYTES + 8);
+  createHash('sha256').update(handle).digest().copy(id, 0, 0, ID_HASH_BYTES);
+  id.writeBigUInt64BE(BigInt(Math.max(0, createdAt.getTime())), ID_HASH_BYTES);
+  return id;
+}
+
+/** Creation time from CKA_ID; a key made by other tooling (no time in its ID) reads as 1970-01-01. */
+function createdAtFromId(handle: KeyHandle, id: Buffer | undefined): Date {
+  if (id === undefined || id.length !== ID_HASH_BYTES + 8) return new Date(0);
+  if (!id.subarray(0, ID_HASH_BYTES).equals(createHash('sha256').update(handle).digest().subarray(0, ID_HASH_BYTES))) return new Date(0);
+  return new Date(Number(id.readBigUInt64BE(ID_HASH_BYTES)));
+}
+
+function bool(value: Buffer): boolean {
+  return value.length > 0 && value[0] !== 0;
+}
+
+/** CK_ULONG in the platform's byte order (4 or 8 bytes). */
+function ulong(value: Buffer): number {
+  if (value.length === 8) return Number(LE ? value.readBigUInt64LE(0) : value.readBigUInt64BE(0));
+  if (value.length === 4) return LE ? value.readUInt32LE(0) : value.readUInt32BE(0);
+  return -1;
+}
+
+function assertBlock(block: Uint8Array): void {
+  if (block.length !== 16) throw new CustodyError('INVALID_KEY', 'a derivation block is 16 bytes');
+}

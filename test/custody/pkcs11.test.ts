@@ -1,0 +1,411 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type * as Pkcs11js from 'pkcs11js';
+import {
+  CustodyError,
+  type CustodyErrorCode,
+  type KeyCustody,
+  type KeyUsage,
+  SoftwareKeyCustody,
+  type SealedKeyStore,
+  kekHandle,
+  rootKeyHandle,
+} from '../../src/custody/index.js';
+import { openPkcs11Custody } from '../../src/custody/pkcs11/index.js';
+import { aes128EcbDecrypt, aesKeyWrap } from '../../src/custody/primitives.js';
+import { eui64FromBeHex, legacySessionKeyBlock, lifetimeKeyBlock, lorawan11SessionKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
+import { type TestToken, createTestToken, softhsmModulePath, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
+import { hex, loadVectors, toHexUpper } from '../helpers/vectors.js';
+
+/*
+ * PKCS#11 custody's own guarantees, checked with a PKCS#11 client of our own (pkcs11js directly, not the custody
+ * code): keys on the token are sensitive and non-extractable, no session object outlives an operation, results
+ * equal the software keystore's byte for byte (spec-notes §1.12 A–E), and token problems read as clear errors.
+ *
+ * The inspector initialises the library first, so the custody instances join that initialisation and never
+ * finalize it under the inspector (module.ts: only the initialiser finalizes).
+ */
+
+const K = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11js;
+
+// ---------------------------------------------------------------------------------------------------------------
+// An independent PKCS#11 client.
+
+class Inspector {
+  readonly p = new K.PKCS11();
+  readonly session: Buffer;
+  constructor(token: TestToken) {
+    this.p.load(softhsmModulePath());
+    this.p.C_Initialize();
+    const slot = this.p.C_GetSlotList(true).find((s) => this.p.C_GetTokenInfo(s).label.trimEnd() === token.label);
+    assert.ok(slot, `inspector: token ${token.label} present`);
+    this.session = this.p.C_OpenSession(slot, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION);
+    this.p.C_Login(this.session, K.CKU_USER, token.pin);
+  }
+
+  find(template: Pkcs11js.Template): Buffer[] {
+    this.p.C_FindObjectsInit(this.session, template);
+    try {
+      return this.p.C_FindObjects(this.session, 1000);
+    } finally {
+      this.p.C_FindObjectsFinal(this.session);
+    }
+  }
+
+  byLabel(label: string): Buffer {
+    const found = this.find([{ type: K.CKA_LABEL, value: label }, { type: K.CKA_TOKEN, value: true }]);
+    assert.equal(found.length, 1, `one token object labelled ${label}`);
+    return found[0]!;
+  }
+
+  sessionObjects(): number {
+    return this.find([{ type: K.CKA_TOKEN, value: false }]).length;
+  }
+
+  attribute(object: Buffer, type: number): Buffer {
+    return this.p.C_GetAttributeValue(this.session, object, [{ type }])[0]!.value;
+  }
+
+  close(): void {
+    this.p.C_Logout(this.session);
+    this.p.C_CloseSession(this.session);
+    this.p.C_Finalize();
+    this.p.close();
+  }
+}
+
+/** The software keystore on an in-memory record store: the reference the token's results must equal. */
+function softwareCustody(): KeyCustody {
+  const records = new Map<string, { handle: string; usage: KeyUsage; sealed: Buffer; createdAt: Date }>();
+  const store: SealedKeyStore = {
+    async insertKeyRecord(r) { records.set(r.handle, r); },
+    async getKeyRecord(h) { return records.get(h); },
+    async listKeyRecords() { return [...records.values()]; },
+    async deleteKeyRecord(h) { return records.delete(h); },
+  };
+  return new SoftwareKeyCustody(store, randomBytes(32));
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: CustodyErrorCode, message?: RegExp): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof CustodyError, `expected a CustodyError ${code}, got ${String(error)}`);
+    assert.equal(error.code, code, `expected ${code}, got ${error.code}: ${error.message}`);
+    if (message) assert.match(error.message, message);
+    return true;
+  });
+}
+
+const CLEAR = { clear: { peer: 'ns/000013', allowedBy: 'operator-peer-setting' } } as const;
+
+// ---------------------------------------------------------------------------------------------------------------
+
+let tokenDir: string;
+let main: TestToken;
+let pinToken: TestToken;
+let inspector: Inspector;
+let custody: KeyCustody;
+
+before(async () => {
+  tokenDir = useTemporarySoftHsmConfig();
+  main = createTestToken('pkcs11');
+  pinToken = createTestToken('pin');
+  inspector = new Inspector(main);
+  custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: main.label, pin: main.pin }] });
+});
+
+after(async () => {
+  await custody?.close();
+  inspector?.close();
+  rmSync(dirname(tokenDir), { recursive: true, force: true });
+});
+
+describe('pkcs11 custody / keys on the token', () => {
+  const transport = randomBytes(16);
+  const cases: { how: string; handle: string; usage: KeyUsage; make: () => Promise<void> }[] = [
+    { how: 'importKek (C_CreateObject)', handle: kekHandle('t-created'), usage: 'kek', make: () => custody.importKek('t-created', transport) },
+    { how: 'importWrapped, 16-byte KEK (C_UnwrapKey)', handle: kekHandle('t-unwrapped-16'), usage: 'kek', make: () => custody.importWrapped(kekHandle('t-unwrapped-16'), 'kek', aesKeyWrap(transport, randomBytes(16)), 't-created') },
+    { how: 'importWrapped, 32-byte KEK (C_UnwrapKey)', handle: kekHandle('t-unwrapped-32'), usage: 'kek', make: () => custody.importWrapped(kekHandle('t-unwrapped-32'), 'kek', aesKeyWrap(transport, randomBytes(32)), 't-created') },
+    { how: 'importWrapped root key (C_UnwrapKey)', handle: rootKeyHandle('0004A30B001C0530', 'AppKey', 'attrs'), usage: 'root', make: () => custody.importWrapped(rootKeyHandle('0004A30B001C0530', 'AppKey', 'attrs'), 'root', aesKeyWrap(transport, randomBytes(16)), 't-created') },
+  ];
+
+  for (const c of cases) {
+    it(`${c.usage} key by ${c.how}: a token object labelled with its handle, CKA_VALUE unreadable (CKR_ATTRIBUTE_SENSITIVE), sensitive, non-extractable, usage flags as specified`, async () => {
+      await c.make();
+      const object = inspector.byLabel(c.handle);
+      assert.throws(() => inspector.attribute(object, K.CKA_VALUE), /CKR_ATTRIBUTE_SENSITIVE/);
+      assert.deepEqual(inspector.attribute(object, K.CKA_SENSITIVE), Buffer.of(1));
+      assert.deepEqual(inspector.attribute(object, K.CKA_EXTRACTABLE), Buffer.of(0));
+      assert.deepEqual(inspector.attribute(object, K.CKA_TOKEN), Buffer.of(1));
+      const id = inspector.attribute(object, K.CKA_ID);
+      assert.deepEqual(id.subarray(0, 16), createHash('sha256').update(c.handle).digest().subarray(0, 16), 'CKA_ID starts with SHA-256(handle)[0..16)');
+      const flags = { SIGN: K.CKA_SIGN, ENCRYPT: K.CKA_ENCRYPT, DECRYPT: K.CKA_DECRYPT, DERIVE: K.CKA_DERIVE, WRAP: K.CKA_WRAP, UNWRAP: K.CKA_UNWRAP, VERIFY: K.CKA_VERIFY };
+      const expected = c.usage === 'root'
+        ? { SIGN: 1, ENCRYPT: 1, DECRYPT: 1, DERIVE: 1, WRAP: 0, UNWRAP: 0, VERIFY: 0 }
+        : { SIGN: 0, ENCRYPT: 0, DECRYPT: 0, DERIVE: 0, WRAP: 1, UNWRAP: 1, VERIFY: 0 };
+      for (const [name, type] of Object.entries(flags)) {
+        assert.deepEqual(inspector.attribute(object, type), Buffer.of(expected[name as keyof typeof expected]), `CKA_${name}`);
+      }
+      const listed = (await custody.listKeys()).find((k) => k.handle === c.handle);
+      assert.equal(listed?.usage, c.usage);
+      assert.ok(Math.abs(listed.createdAt.getTime() - Date.now()) < 60_000, 'createdAt is the import time');
+    });
+  }
+});
+
+describe('pkcs11 custody / no session object outlives an operation', () => {
+  it('after MICs, encryptions and exports, including failing ones mid-batch, no CKA_TOKEN=false object is left', async () => {
+    // Positive control: the inspector does see session objects of another session of this process.
+    const other = inspector.p.C_OpenSession(inspector.p.C_GetSessionInfo(inspector.session).slotID, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION);
+    const probe = inspector.p.C_CreateObject(other, [
+      { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_KEY_TYPE, value: K.CKK_AES }, { type: K.CKA_TOKEN, value: false }, { type: K.CKA_VALUE, value: randomBytes(16) },
+    ]);
+    assert.equal(inspector.sessionObjects(), 1, 'a session object of another session is visible');
+    inspector.p.C_DestroyObject(other, probe);
+    inspector.p.C_CloseSession(other);
+
+    const kek = randomBytes(16);
+    await custody.importKek('batch', kek);
+    const root = rootKeyHandle('0004A30B001C0531', 'NwkKey', 'batch');
+    await custody.importWrapped(root, 'root', aesKeyWrap(kek, randomBytes(16)), 'batch');
+    const derive = lifetimeKeyBlock('JSIntKey', eui64FromBeHex('0004A30B001C0531'));
+    const block = Buffer.alloc(16, 7);
+    for (let i = 0; i < 20; i++) {
+      await custody.verifyMic({ handle: root }, randomBytes(19), randomBytes(4));
+      await custody.computeMic({ handle: root, derive }, randomBytes(24));
+      await custody.encryptJoinAccept({ handle: root, derive }, randomBytes(32));
+      await custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block, to: CLEAR }]);
+    }
+    // Failures: an unknown KEK after a good destination, a short block after a good one (the first is already
+    // derived and wrapped when the second fails), a KEK used as a root key, a bad envelope, a taken handle.
+    await rejectsWith(custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block, to: { kekLabel: 'nobody' } }]), 'KEK_NOT_FOUND');
+    await rejectsWith(custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block: Buffer.alloc(15), to: { kekLabel: 'batch' } }]), 'INVALID_KEY');
+    await rejectsWith(custody.computeMic({ handle: root, derive: Buffer.alloc(17) }, Buffer.alloc(4)), 'INVALID_KEY');
+    await rejectsWith(custody.computeMic({ handle: kekHandle('batch') }, Buffer.alloc(4)), 'KEY_NOT_FOUND', /is a kek key, not a root key/);
+    await rejectsWith(custody.importWrapped('root/bad', 'root', aesKeyWrap(randomBytes(16), randomBytes(16)), 'batch'), 'UNWRAP_FAILED');
+    await rejectsWith(custody.importWrapped('root/long', 'root', aesKeyWrap(kek, randomBytes(24)), 'batch'), 'INVALID_KEY');
+    await rejectsWith(custody.importWrapped(root, 'root', aesKeyWrap(kek, randomBytes(16)), 'batch'), 'KEY_EXISTS');
+    assert.equal(inspector.sessionObjects(), 0);
+    assert.equal(inspector.find([{ type: K.CKA_LABEL, value: 'root/bad' }]).length + inspector.find([{ type: K.CKA_LABEL, value: 'root/long' }]).length, 0, 'refused imports created nothing');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Byte-identical to the software keystore on the spec-notes §1.12 vectors.
+
+interface Source { section?: string }
+interface JoinRequestVector { name: string; source: Source[]; key: string; mic: string; phyPayload: string }
+interface JoinAcceptVector {
+  name: string; source: Source[]; micKey: string; encKey: string; body: string; micInput?: string; mic: string; phyPayload: string;
+  micFormula?: string; joinReqType?: number; joinEui?: string; devNonce?: number;
+}
+
+/** LoRaWAN 1.1 §6.2.3 (spec-notes §1.5): JoinReqType | JoinEUI (LE) | DevNonce or RJcount (LE) | MHDR … CFList. */
+function joinAcceptMicInput(v: JoinAcceptVector): Buffer {
+  if (v.micInput) return hex(v.micInput);
+  const body = hex(v.body);
+  if (v.micFormula !== 'lorawan11') return body;
+  const head = Buffer.alloc(11);
+  head[0] = v.joinReqType ?? 0xff;
+  hex(v.joinEui ?? '').reverse().copy(head, 1);
+  head.writeUInt16LE(v.devNonce ?? 0, 9);
+  return Buffer.concat([head, body]);
+}
+interface DerivationVector { name: string; source: Source[]; formula: 'legacy' | 'lorawan11' | 'lifetime'; rootKey: string; inputs: Record<string, string | number>; expected: Record<string, string> }
+interface WrapVector { name: string; kek: string; keyData: string; ciphertext: string }
+
+const fromSection112 = (v: { source: Source[] }): boolean => v.source.some((s) => s.section?.startsWith('§1.12') === true);
+const joins = loadVectors<{ joinRequests: JoinRequestVector[]; joinAccepts: JoinAcceptVector[] }>('lorawan-join');
+const derivations = loadVectors<{ vectors: DerivationVector[] }>('key-derivation').vectors.filter(fromSection112);
+const wraps = loadVectors<{ vectors: WrapVector[] }>('keywrap-rfc3394').vectors.filter((v) => v.keyData.length === 32);
+
+function derivationBlock(v: DerivationVector, key: string): Buffer {
+  const i = v.inputs;
+  if (v.formula === 'lifetime') return lifetimeKeyBlock(key as 'JSIntKey' | 'JSEncKey', eui64FromBeHex(String(i['devEui'])));
+  if (v.formula === 'legacy') {
+    return legacySessionKeyBlock(key as 'NwkSKey' | 'AppSKey', { joinNonce: Number(i['joinNonce']), netId: netIdFromBeHex(String(i['netId'])), devNonce: Number(i['devNonce']) });
+  }
+  return lorawan11SessionKeyBlock(key as 'FNwkSIntKey' | 'SNwkSIntKey' | 'NwkSEncKey' | 'AppSKey', {
+    joinNonce: Number(i['joinNonce']),
+    joinEui: eui64FromBeHex(String(i['joinEui'])),
+    devNonce: Number(i['devNonce']),
+  });
+}
+
+describe('pkcs11 custody / byte-identical to the software keystore [spec-notes §1.12 A–E]', () => {
+  let software: KeyCustody;
+  const transport = randomBytes(16);
+  let n = 0;
+  /** Imports the same root key into both custodies under a fresh handle. */
+  async function rootInBoth(key: Buffer): Promise<string> {
+    const handle = `root/vector/${n++}`;
+    for (const c of [custody, software]) {
+      if (!(await c.hasKek('vectors'))) await c.importKek('vectors', transport);
+      await c.importWrapped(handle, 'root', aesKeyWrap(transport, key), 'vectors');
+    }
+    return handle;
+  }
+
+  before(() => {
+    software = softwareCustody();
+  });
+  after(async () => {
+    await software.close();
+  });
+
+  it('vectors are present (A–D joins, A–D derivations, E wraps)', () => {
+    assert.ok(joins.joinRequests.filter(fromSection112).length >= 2);
+    assert.ok(joins.joinAccepts.filter(fromSection112).length >= 5);
+    assert.ok(derivations.length >= 7);
+    assert.ok(wraps.length >= 6);
+  });
+
+  for (const v of joins.joinRequests.filter(fromSection112)) {
+    it(`Join-request MIC ${v.mic}: ${v.name}`, async () => {
+      const handle = await rootInBoth(hex(v.key));
+      const phy = hex(v.phyPayload);
+      const input = phy.subarray(0, phy.length - 4);
+      for (const c of [custody, software]) {
+        assert.equal(toHexUpper(await c.computeMic({ handle }, input)), v.mic, c.kind);
+        assert.equal(await c.verifyMic({ handle }, input, hex(v.mic)), true, c.kind);
+      }
+    });
+  }
+
+  for (const v of joins.joinAccepts.filter(fromSection112)) {
+    it(`Join-accept ${v.phyPayload}: ${v.name}`, async () => {
+      const micHandle = await rootInBoth(hex(v.micKey));
+      const encHandle = await rootInBoth(hex(v.encKey));
+      const body = hex(v.body);
+      const micInput = joinAcceptMicInput(v);
+      const results: string[] = [];
+      for (const c of [custody, software]) {
+        const mic = await c.computeMic({ handle: micHandle }, micInput);
+        const cipher = await c.encryptJoinAccept({ handle: encHandle }, Buffer.concat([body.subarray(1), mic]));
+        results.push(`${toHexUpper(mic)} ${toHexUpper(Buffer.concat([body.subarray(0, 1), cipher]))}`);
+      }
+      assert.equal(results[0], `${v.mic} ${v.phyPayload.replace(/\s+/g, '').toUpperCase()}`);
+      assert.equal(results[0], results[1]);
+    });
+  }
+
+  for (const v of derivations) {
+    it(`derivations in clear and wrapped: ${v.name}`, async () => {
+      const handle = await rootInBoth(hex(v.rootKey));
+      const kek = hex('000102030405060708090A0B0C0D0E0F');
+      for (const c of [custody, software]) if (!(await c.hasKek('derive-kek'))) await c.importKek('derive-kek', kek);
+      for (const [name, expected] of Object.entries(v.expected)) {
+        const block = derivationBlock(v, name);
+        const out: string[] = [];
+        for (const c of [custody, software]) {
+          const [clear, wrapped] = await c.deriveAndExport(handle, [{ block, to: CLEAR }, { block, to: { kekLabel: 'derive-kek' } }]);
+          out.push(`${toHexUpper(clear!.key)} ${toHexUpper(wrapped!.key)}`);
+        }
+        assert.equal(out[0], `${expected} ${toHexUpper(aesKeyWrap(kek, hex(expected)))}`, name);
+        assert.equal(out[0], out[1], name);
+      }
+    });
+  }
+
+  for (const v of wraps) {
+    it(`RFC 3394 wrap ${v.ciphertext} under a ${v.kek.length * 4}-bit KEK: ${v.name}`, async () => {
+      // A root key R and the block AES-ECB-decrypt(R, keyData) derive exactly keyData, which is then wrapped.
+      const r = randomBytes(16);
+      const handle = await rootInBoth(r);
+      const label = `e-${n++}`;
+      const block = aes128EcbDecrypt(r, hex(v.keyData));
+      const out: string[] = [];
+      for (const c of [custody, software]) {
+        await c.importKek(label, hex(v.kek));
+        const [w] = await c.deriveAndExport(handle, [{ block, to: { kekLabel: label } }]);
+        out.push(toHexUpper(w!.key));
+      }
+      assert.equal(out[0], v.ciphertext);
+      assert.equal(out[0], out[1]);
+    });
+  }
+
+  it('timings on SoftHSM2 (diagnostic only)', async (t) => {
+    const kek = randomBytes(16);
+    await custody.importKek('timing', kek);
+    const root = 'root/timing';
+    await custody.importWrapped(root, 'root', aesKeyWrap(kek, randomBytes(16)), 'timing');
+    const derive = Buffer.alloc(16, 6);
+    const rounds = 500;
+    const time = async (what: string, op: () => Promise<unknown>): Promise<void> => {
+      for (let i = 0; i < 20; i++) await op();
+      const start = process.hrtime.bigint();
+      for (let i = 0; i < rounds; i++) await op();
+      t.diagnostic(`${what}: ${(Number(process.hrtime.bigint() - start) / rounds / 1000).toFixed(1)} µs`);
+    };
+    const msg = randomBytes(19);
+    const mic = randomBytes(4);
+    await time('verifyMic (root key)', () => custody.verifyMic({ handle: root }, msg, mic));
+    await time('computeMic (derived JSIntKey-style key)', () => custody.computeMic({ handle: root, derive }, msg));
+    await time('encryptJoinAccept 32 B (root key)', () => custody.encryptJoinAccept({ handle: root }, randomBytes(32)));
+    await time('deriveAndExport, 1 key wrapped', () => custody.deriveAndExport(root, [{ block: derive, to: { kekLabel: 'timing' } }]));
+    await time('deriveAndExport, 2 keys wrapped', () => custody.deriveAndExport(root, [{ block: derive, to: { kekLabel: 'timing' } }, { block: msg.subarray(0, 16), to: { kekLabel: 'timing' } }]));
+    assert.equal(inspector.sessionObjects(), 0);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+
+describe('pkcs11 custody / opening', () => {
+  it('a wrong PIN is refused with TOKEN_UNAVAILABLE naming the token, not the PIN', async () => {
+    const wrong = `${pinToken.pin}x`;
+    await rejectsWith(openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: pinToken.label, pin: wrong }] }), 'TOKEN_UNAVAILABLE', new RegExp(`PIN for token "${pinToken.label}" is refused`));
+    await assert.rejects(openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: pinToken.label, pin: wrong }] }), (e: unknown) => e instanceof CustodyError && !e.message.includes(wrong));
+  });
+
+  it('the right PIN opens it; a second instance with another PIN is refused; both instances share one login', async () => {
+    const first = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: pinToken.label, pin: pinToken.pin }] });
+    const second = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: pinToken.label, pin: pinToken.pin }] });
+    try {
+      await rejectsWith(openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: pinToken.label, pin: 'not-the-pin' }] }), 'TOKEN_UNAVAILABLE');
+      await first.importKek('shared', randomBytes(16));
+      await first.close();
+      // The other instance still works after the first has closed.
+      assert.equal(await second.hasKek('shared'), true);
+      await second.deleteKey(kekHandle('shared'));
+    } finally {
+      await first.close();
+      await second.close();
+    }
+    await rejectsWith(second.hasKek('shared'), 'TOKEN_UNAVAILABLE');
+  });
+
+  it('an unknown token label is refused with TOKEN_UNAVAILABLE naming the label', async () => {
+    await rejectsWith(openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: 'no-such-token', pin: '1234' }] }), 'TOKEN_UNAVAILABLE', /no PKCS#11 token labelled "no-such-token"/);
+  });
+
+  it('a module that cannot be loaded is refused with TOKEN_UNAVAILABLE naming the path', async () => {
+    await rejectsWith(openPkcs11Custody({ modulePath: '/nonexistent/libpkcs11.so', tokens: [{ label: main.label, pin: main.pin }] }), 'TOKEN_UNAVAILABLE', /\/nonexistent\/libpkcs11\.so/);
+  });
+
+  it('deleteKey destroys the token object and a cached handle is not used afterwards', async () => {
+    const kek = randomBytes(16);
+    await custody.importKek('del', kek);
+    await custody.importWrapped('root/del', 'root', aesKeyWrap(kek, randomBytes(16)), 'del');
+    await custody.computeMic({ handle: 'root/del' }, Buffer.alloc(4));
+    await custody.deleteKey('root/del');
+    assert.equal(inspector.find([{ type: K.CKA_LABEL, value: 'root/del' }]).length, 0);
+    await rejectsWith(custody.computeMic({ handle: 'root/del' }, Buffer.alloc(4)), 'KEY_NOT_FOUND');
+  });
+
+  it('a key destroyed behind the custody\'s back (stale cached object handle) is re-found, not misused', async () => {
+    const kek = randomBytes(16);
+    await custody.importKek('stale', kek);
+    const key = randomBytes(16);
+    await custody.importWrapped('root/stale', 'root', aesKeyWrap(kek, key), 'stale');
+    const before = await custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)); // cached now
+    inspector.p.C_DestroyObject(inspector.session, inspector.byLabel('root/stale'));
+    await rejectsWith(custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)), 'KEY_NOT_FOUND');
+    await custody.importWrapped('root/stale', 'root', aesKeyWrap(kek, key), 'stale');
+    assert.deepEqual(await custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)), before);
+  });
+});
+

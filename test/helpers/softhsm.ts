@@ -1,0 +1,52 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/*
+ * SoftHSM2 for tests: one temporary configuration per test process (SoftHSM reads SOFTHSM2_CONF once, at
+ * C_Initialize), and as many fresh tokens in it as a test asks for. `npm test` installs softhsm2 when missing;
+ * without it these helpers fail, they never skip.
+ */
+
+const MODULE_CANDIDATES = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so', '/usr/local/lib/softhsm/libsofthsm2.so'];
+
+export function softhsmModulePath(): string {
+  const path = process.env['JOINKEEP_TEST_PKCS11_MODULE'] ?? MODULE_CANDIDATES.find((p) => existsSync(p));
+  if (path === undefined || !existsSync(path)) {
+    throw new Error('SoftHSM2 is not installed (libsofthsm2.so not found): run `npm test`, which installs it (Debian package softhsm2)');
+  }
+  return path;
+}
+
+let tokenDir: string | undefined;
+
+/** Points this process at its own SoftHSM2 configuration; idempotent. Call before the module is loaded. */
+export function useTemporarySoftHsmConfig(): string {
+  if (tokenDir !== undefined) return tokenDir;
+  const root = mkdtempSync(join(tmpdir(), 'joinkeep-softhsm-'));
+  tokenDir = join(root, 'tokens');
+  mkdirSync(tokenDir, { mode: 0o700 });
+  const conf = join(root, 'softhsm2.conf');
+  writeFileSync(conf, `directories.tokendir = ${tokenDir}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
+  process.env['SOFTHSM2_CONF'] = conf;
+  return tokenDir;
+}
+
+export interface TestToken {
+  readonly label: string;
+  readonly pin: string;
+  readonly soPin: string;
+}
+
+/** Initialises a fresh token (its own label and PIN) in this process's SoftHSM2 configuration. */
+export function createTestToken(prefix = 'jk'): TestToken {
+  useTemporarySoftHsmConfig();
+  const token = { label: `${prefix}-${randomBytes(4).toString('hex')}`, pin: randomBytes(8).toString('hex'), soPin: randomBytes(8).toString('hex') };
+  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.label, '--pin', token.pin, '--so-pin', token.soPin], {
+    env: process.env,
+    stdio: 'pipe',
+  });
+  return token;
+}

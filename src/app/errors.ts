@@ -1,4 +1,4 @@
-export const appErrorCodes = ['CONFIG_INVALID', 'DATA_DIR_MISSING', 'DATA_DIR_EXISTS'] as const;
+export const appErrorCodes = ['CONFIG_INVALID', 'DATA_DIR_MISSING', 'DATA_DIR_EXISTS', 'MIGRATION_FAILED'] as const;
 export type AppErrorCode = (typeof appErrorCodes)[number];
 
 export class AppError extends Error {

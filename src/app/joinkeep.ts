@@ -4,8 +4,8 @@ import type { AuditSink } from '../observability/audit.js';
 import { type Logger, createLogger } from '../observability/logger.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/storage.js';
-import { type JoinkeepConfig, POSTGRES_URL_ENV, type PinSource, loadConfig, resolveIn } from './config.js';
-import { readFile } from 'node:fs/promises';
+import { type JoinkeepConfig, POSTGRES_URL_ENV, loadConfig, resolveIn } from './config.js';
+import { openPkcs11 } from './pkcs11.js';
 import { AppError } from './errors.js';
 
 /** One opened data directory: configuration, storage, custody and the services wired on them. */
@@ -56,13 +56,7 @@ async function openConfiguredStorage(dataDir: string, config: JoinkeepConfig, en
 }
 
 async function openCustody(dataDir: string, config: JoinkeepConfig, storage: Storage, env: NodeJS.ProcessEnv): Promise<KeyCustody> {
-  if (config.custody.kind === 'pkcs11') {
-    const tokens = [];
-    for (const t of config.custody.tokens) tokens.push({ label: t.label, pin: await readPin(dataDir, t, env) });
-    // Loaded only for PKCS#11 data directories: the software keystore never loads the native module.
-    const { openPkcs11Custody } = await import('../custody/pkcs11/index.js');
-    return openPkcs11Custody({ modulePath: config.custody.module, tokens });
-  }
+  if (config.custody.kind === 'pkcs11') return openPkcs11(dataDir, config.custody, env);
   const source = 'file' in config.custody.masterKey ? { file: resolveIn(dataDir, config.custody.masterKey.file) } : config.custody.masterKey;
   const masterKey = await loadMasterKey(source, env);
   try {
@@ -70,19 +64,4 @@ async function openCustody(dataDir: string, config: JoinkeepConfig, storage: Sto
   } finally {
     masterKey.fill(0);
   }
-}
-
-async function readPin(dataDir: string, t: { readonly label: string } & PinSource, env: NodeJS.ProcessEnv): Promise<string> {
-  if ('pinEnv' in t) {
-    const pin = env[t.pinEnv];
-    if (pin === undefined || pin === '') throw new AppError('CONFIG_INVALID', `the PIN of token "${t.label}" comes from $${t.pinEnv}, which is not set`);
-    return pin;
-  }
-  const path = resolveIn(dataDir, t.pinFile);
-  const text = await readFile(path, 'utf8').catch(() => {
-    throw new AppError('CONFIG_INVALID', `the PIN file of token "${t.label}" (${path}) cannot be read`);
-  });
-  const pin = text.split(/\r?\n/)[0]?.trim() ?? '';
-  if (pin === '') throw new AppError('CONFIG_INVALID', `the PIN file of token "${t.label}" (${path}) is empty`);
-  return pin;
 }

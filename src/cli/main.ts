@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { registerAudit } from './commands/audit.js';
+import { registerCustody } from './commands/custody.js';
 import { registerDevice } from './commands/device.js';
 import { registerInit } from './commands/init.js';
 import { registerKek } from './commands/kek.js';
@@ -19,6 +20,7 @@ registerKek(program);
 registerPeer(program);
 registerDevice(program);
 registerAudit(program);
+registerCustody(program);
 registerServe(program);
 
 try {

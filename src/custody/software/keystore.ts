@@ -103,6 +103,20 @@ export class SoftwareKeyCustody implements KeyCustody {
     await this.#insert(kekHandle(label), 'kek', key);
   }
 
+  /**
+   * Moving to another custody (`joinkeep custody migrate`): the key leaves wrapped (RFC 3394) under a one-time
+   * transport KEK that the caller also creates in the destination, never in clear. Software keystore only.
+   */
+  async wrapForTransfer(handle: KeyHandle, transportKek: Uint8Array): Promise<{ usage: KeyUsage; wrapped: Buffer }> {
+    const entry = this.#cache.get(handle) ?? (await this.#open(handle));
+    const raw = entry.key.export();
+    try {
+      return { usage: entry.usage, wrapped: aesKeyWrap(transportKek, raw) };
+    } finally {
+      raw.fill(0);
+    }
+  }
+
   async hasKey(handle: KeyHandle): Promise<boolean> {
     return this.#cache.has(handle) || (await this.#store.getKeyRecord(handle)) !== undefined;
   }

@@ -1,0 +1,28 @@
+import { readFile } from 'node:fs/promises';
+import type { KeyCustody } from '../custody/custody.js';
+import { type CustodyConfig, type PinSource, resolveIn } from './config.js';
+import { AppError } from './errors.js';
+
+/** Opens PKCS#11 custody for a data directory, reading each token's PIN from its file or variable. */
+export async function openPkcs11(dataDir: string, custody: Extract<CustodyConfig, { kind: 'pkcs11' }>, env: NodeJS.ProcessEnv): Promise<KeyCustody> {
+  const tokens = [];
+  for (const t of custody.tokens) tokens.push({ label: t.label, pin: await readPin(dataDir, t, env) });
+  // Loaded only for PKCS#11 data directories: the software keystore never loads the native module.
+  const { openPkcs11Custody } = await import('../custody/pkcs11/index.js');
+  return openPkcs11Custody({ modulePath: custody.module, tokens });
+}
+
+export async function readPin(dataDir: string, t: { readonly label: string } & PinSource, env: NodeJS.ProcessEnv): Promise<string> {
+  if ('pinEnv' in t) {
+    const pin = env[t.pinEnv];
+    if (pin === undefined || pin === '') throw new AppError('CONFIG_INVALID', `the PIN of token "${t.label}" comes from $${t.pinEnv}, which is not set`);
+    return pin;
+  }
+  const path = resolveIn(dataDir, t.pinFile);
+  const text = await readFile(path, 'utf8').catch(() => {
+    throw new AppError('CONFIG_INVALID', `the PIN file of token "${t.label}" (${path}) cannot be read`);
+  });
+  const pin = text.split(/\r?\n/)[0]?.trim() ?? '';
+  if (pin === '') throw new AppError('CONFIG_INVALID', `the PIN file of token "${t.label}" (${path}) is empty`);
+  return pin;
+}

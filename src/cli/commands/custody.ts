@@ -1,0 +1,27 @@
+import type { Command } from 'commander';
+import { dataDirOf } from '../context.js';
+import { collect, pkcs11Custody } from '../pkcs11-options.js';
+
+export function registerCustody(program: Command): void {
+  const custody = program.command('custody').description('where the keys are kept');
+  custody
+    .command('migrate')
+    .description('move every key from the software keystore into PKCS#11 tokens; keys travel only wrapped')
+    .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
+    .requiredOption('--pkcs11-module <path>', 'PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so')
+    .option('--token-label <label>', 'HSM token label (repeat for a pool, each with its --pin-file or --pin-env)', collect, [])
+    .option('--pin-file <file>', 'file holding the PIN of the token named by the matching --token-label', collect, [])
+    .option('--pin-env <var>', 'environment variable holding the PIN of the matching --token-label', collect, [])
+    .action(async (o: { dataDir?: string; pkcs11Module: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[] }) => {
+      const dataDir = dataDirOf(o);
+      const target = pkcs11Custody({ ...o, custody: 'pkcs11' })!;
+      const [{ migrateToPkcs11 }, { createLogger }, { default: pino }] = await Promise.all([import('../../app/migrate-custody.js'), import('../../observability/logger.js'), import('pino')]);
+      const r = await migrateToPkcs11(dataDir, target, { logger: createLogger({ level: 'warn', destination: pino.destination(2) }) });
+      process.stdout.write(
+        `Moved ${r.migrated.length} key(s) into ${target.tokens.map((t) => `"${t.label}"`).join(', ')}` +
+          (r.alreadyPresent.length ? ` (${r.alreadyPresent.length} already there from an earlier run)` : '') +
+          `; ${r.verified} checked against the software keystore. ${dataDir} now uses PKCS#11 and the sealed copies are gone from the database.\n` +
+          `The master key no longer protects anything: destroy ${dataDir}/master.key and its backups.\n`,
+      );
+    });
+}

@@ -1,0 +1,22 @@
+import { resolve } from 'node:path';
+import { UsageError } from './context.js';
+
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Pairs each --token-label with the PIN source given for it, in order; PINs never appear on the command line. */
+export function pkcs11Custody(o: { custody: string; pkcs11Module?: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[] }) {
+  if (o.custody === 'software') {
+    if (o.pkcs11Module || o.tokenLabel.length > 0) throw new UsageError('--pkcs11-module and --token-label go with --custody pkcs11');
+    return undefined;
+  }
+  if (o.custody !== 'pkcs11') throw new UsageError('--custody must be software or pkcs11');
+  if (!o.pkcs11Module) throw new UsageError('--custody pkcs11 needs --pkcs11-module PATH (the HSM vendor\'s PKCS#11 library)');
+  if (o.tokenLabel.length === 0) throw new UsageError('--custody pkcs11 needs at least one --token-label with its --pin-file or --pin-env');
+  if (o.pinFile.length + o.pinEnv.length !== o.tokenLabel.length || (o.pinFile.length > 0 && o.pinEnv.length > 0)) {
+    throw new UsageError('give one --pin-file (or one --pin-env) per --token-label, in the same order');
+  }
+  const tokens = o.tokenLabel.map((label, i) => (o.pinFile.length > 0 ? { label, pinFile: resolve(o.pinFile[i]!) } : { label, pinEnv: o.pinEnv[i]! }));
+  return { kind: 'pkcs11' as const, module: resolve(o.pkcs11Module), tokens };
+}

@@ -6,7 +6,9 @@ import { NetworkServerClient } from '../sim/network-server.js';
 import type { SimulatedDevice } from '../sim/device.js';
 import { BENCH_NET_ID, buildFleet } from './fleet.js';
 import { loadFleet, saveFleet } from './fleet-file.js';
-import { measureFloor } from './floor.js';
+import { type FloorResult, measureFloor } from './floor.js';
+import { measureCustodyFloor } from './floor-custody.js';
+import { createToken, softhsmModule, useSoftHsmIn } from './softhsm.js';
 import { fsyncMedianMs } from './fsync-probe.js';
 import { joinkeepCliExists, joinkeepMain, projectRoot } from '../sim/joinkeep-cli.js';
 import { driveLoad, keepAliveAgent } from './load.js';
@@ -43,6 +45,20 @@ async function main(): Promise<void> {
   const floor = measureFloor(floorFleet, o.floorDurationS * 1000, Buffer.alloc(16, 1), Buffer.alloc(16, 2));
 
   const root = o.reuse ?? mkdtempSync(join(tmpdir(), 'joinkeep-bench-'));
+  // With PKCS#11, the floor that matters is the same join crypto in the token (SoftHSM2), through the custody.
+  let hsmFloor: FloorResult | undefined;
+  if (o.custody === 'pkcs11') {
+    log(`bench: floor — the same join crypto through PKCS#11 custody on SoftHSM2, ${o.floorDurationS} s`);
+    useSoftHsmIn(root);
+    const token = createToken('bench-floor');
+    const { openPkcs11Custody } = await import('../src/custody/pkcs11/index.js');
+    const custody = await openPkcs11Custody({ modulePath: softhsmModule(), tokens: [token] });
+    try {
+      hsmFloor = await measureCustodyFloor(custody, floorFleet, o.floorDurationS * 1000);
+    } finally {
+      await custody.close();
+    }
+  }
   let server: RunningServer | undefined;
   let fleet: SimulatedDevice[] = [];
   let prov: Provisioned | undefined;
@@ -54,7 +70,7 @@ async function main(): Promise<void> {
       fleet = buildFleet(o.devices, o.macVersion);
       log(`bench: provisioning ${o.devices} devices (${o.macVersion}) through the CLI, ${o.provisionParallelism} at a time, in ${root}`);
       let lastShown = 0;
-      prov = await provision(root, fleet, { kind: o.storage, postgresUrl: o.postgresUrl }, o.provisionParallelism, (n) => {
+      prov = await provision(root, fleet, { kind: o.storage, postgresUrl: o.postgresUrl, custody: o.custody }, o.provisionParallelism, (n) => {
         if (n - lastShown >= 250 || n === o.devices) { lastShown = n; log(`  ${n}/${o.devices}`); }
       });
     }
@@ -77,11 +93,13 @@ async function main(): Promise<void> {
     const fsyncMs = fsyncMedianMs(root);
 
     const e2eRate = load.joins / load.seconds;
-    const floorRate = floor.joins / floor.seconds;
+    const softwareFloorRate = floor.joins / floor.seconds;
+    const floorRate = hsmFloor ? hsmFloor.joins / hsmFloor.seconds : softwareFloorRate;
     const errorCount = [...load.errors.values()].reduce((a, b) => a + b, 0);
     const rows = [
-      { name: `end-to-end HTTP (${o.storage}, ${o.concurrency} conns)`, joinsPerSecond: e2eRate, latency: summarise(load.latenciesNs), errors: errorCount },
-      { name: 'floor: join crypto, 1 core', joinsPerSecond: floorRate, latency: summarise(floor.latenciesNs), errors: 0 },
+      { name: `end-to-end HTTP (${o.storage}, ${o.custody}, ${o.concurrency} conns)`, joinsPerSecond: e2eRate, latency: summarise(load.latenciesNs), errors: errorCount },
+      ...(hsmFloor ? [{ name: 'floor: join crypto in SoftHSM2 (PKCS#11 custody)', joinsPerSecond: floorRate, latency: summarise(hsmFloor.latenciesNs), errors: 0 }] : []),
+      { name: 'floor: join crypto in software, 1 core', joinsPerSecond: softwareFloorRate, latency: summarise(floor.latenciesNs), errors: 0 },
     ];
     const machine = machineInfo();
     const out = [
@@ -89,11 +107,12 @@ async function main(): Promise<void> {
       `machine  ${machine.nproc} CPUs, ${machine.cpu}; Node ${process.version}; commit ${machine.commit}`,
       `host     load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after; fsync (128 B, data dir file system) median ${fsyncMs.toFixed(2)} ms`,
       `cpu      during load (warm-up + measured, ${o.warmupS + o.durationS} s): server ${serverCpuS.toFixed(2)} s, load generator ${clientCpuS.toFixed(2)} s; server CPU per join ≈ ${((serverCpuS / (o.warmupS + o.durationS)) / e2eRate * 1e3).toFixed(2)} ms`,
-      `run      ${fleet.length} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
+      `run      ${fleet.length} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, custody ${o.custody}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
       '',
       renderTable(rows),
       '',
-      `ratio end-to-end / floor = ${(e2eRate / floorRate).toFixed(3)}  (floor is ${(floorRate / e2eRate).toFixed(1)}× end-to-end)`,
+      `ratio end-to-end / ${hsmFloor ? 'SoftHSM2 ' : ''}floor = ${(e2eRate / floorRate).toFixed(3)}  (floor is ${(floorRate / e2eRate).toFixed(1)}× end-to-end)`,
+      ...(hsmFloor ? ['objects created in the token per join: 2 (LoRaWAN 1.0.x: NwkSKey, AppSKey), 5 (1.1: JSIntKey + 4 session keys); each destroyed in the same call'] : []),
       ...(errorCount > 0 ? ['', 'errors:', ...[...load.errors].map(([k, v]) => `  ${v} × ${k}`)] : []),
     ];
     process.stdout.write(`${out.join('\n')}\n`);

@@ -8,6 +8,7 @@ export interface BenchOptions {
   readonly concurrency: number;
   readonly macVersion: MacMix;
   readonly storage: 'sqlite' | 'postgres';
+  readonly custody: 'software' | 'pkcs11';
   readonly postgresUrl: string | undefined;
   readonly floorDurationS: number;
   readonly verifyEvery: number;
@@ -35,6 +36,7 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     .addOption(new Option('--mac-version <v>', 'device LoRaWAN versions').choices(['1.0.3', '1.1', 'mix']).default('mix'))
     .addOption(new Option('--storage <kind>', 'Join Server storage').choices(['sqlite', 'postgres']).default('sqlite'))
     .option('--postgres-url <url>', 'PostgreSQL URL, loopback only (with --storage postgres)')
+    .addOption(new Option('--custody <kind>', 'key custody: software keystore, or PKCS#11 on a fresh SoftHSM2 token').choices(['software', 'pkcs11']).default('software'))
     .option('--floor-duration <s>', 'crypto floor loop, seconds', int(1, 60), 3)
     .option('--verify-every <n>', 'check every n-th accept as the device (0 = never)', int(0, 1_000_000), 16)
     .addOption(new Option('--style <style>', 'NS wire style').choices(['tts', 'chirpstack']).default('tts'))
@@ -58,6 +60,7 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     concurrency: o['concurrency'] as number,
     macVersion: o['macVersion'] as MacMix,
     storage,
+    custody: o['custody'] as 'software' | 'pkcs11',
     postgresUrl,
     floorDurationS: o['floorDuration'] as number,
     verifyEvery: o['verifyEvery'] as number,

@@ -5,6 +5,7 @@ import type { SimulatedDevice } from '../sim/device.js';
 import { wrapEnvelope } from '../sim/key-envelope.js';
 import { BENCH_NET_ID } from './fleet.js';
 import { runJoinkeep } from '../sim/joinkeep-cli.js';
+import { createToken, softhsmModule, useSoftHsmIn } from './softhsm.js';
 import pino from 'pino';
 import { openJoinkeep } from '../src/app/joinkeep.js';
 import { addDevice } from '../src/provisioning/devices.js';
@@ -29,6 +30,8 @@ export interface Provisioned {
 export interface StorageChoice {
   readonly kind: 'sqlite' | 'postgres';
   readonly postgresUrl?: string | undefined;
+  /** Keys in a SoftHSM2 token over PKCS#11 instead of the software keystore. */
+  readonly custody?: 'software' | 'pkcs11';
 }
 
 export async function provision(root: string, fleet: readonly SimulatedDevice[], storage: StorageChoice, parallelism: number, progress: (done: number) => void): Promise<Provisioned> {
@@ -49,7 +52,13 @@ export async function provision(root: string, fleet: readonly SimulatedDevice[],
   const asToken = randomBytes(32).toString('hex');
   const asId = 'bench-as';
 
-  await runJoinkeep(['init', '--data-dir', dataDir, ...(storage.kind === 'postgres' ? ['--storage', 'postgres', '--postgres-url', storage.postgresUrl ?? ''] : [])], dataDir);
+  const custodyArgs: string[] = [];
+  if (storage.custody === 'pkcs11') {
+    useSoftHsmIn(root);
+    const token = createToken('bench-server');
+    custodyArgs.push('--custody', 'pkcs11', '--pkcs11-module', softhsmModule(), '--token-label', token.label, '--pin-file', file('token.pin', token.pin));
+  }
+  await runJoinkeep(['init', '--data-dir', dataDir, ...(storage.kind === 'postgres' ? ['--storage', 'postgres', '--postgres-url', storage.postgresUrl ?? ''] : []), ...custodyArgs], dataDir);
   for (const k of [importKek, nsKek, asKek]) {
     await runJoinkeep(['kek', 'add', '--data-dir', dataDir, '--label', k.label, '--key-file', file(`${k.label}.hex`, k.key.toString('hex'))], dataDir);
   }

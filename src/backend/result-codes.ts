@@ -1,6 +1,7 @@
 import { JoinError, type JoinErrorCode } from '../join/errors.js';
 import { ProtocolError, type ProtocolErrorCode, type ResultCode } from '../protocol/index.js';
 import { BackendError, type BackendErrorCode } from './errors.js';
+import { CustodyError } from '../custody/errors.js';
 
 /*
  * The one place where errors become TS002 result codes (STYLE rule 6). Consensus of The Things Stack,
@@ -60,6 +61,11 @@ export function resultFor(error: unknown): ResultFor {
     // TS002 FrameSizeError: "wrong size of PHYPayload".
     const frameSize = error.code === 'INVALID_LENGTH' && error.field === 'PHYPayload';
     return { resultCode: frameSize ? 'FrameSizeError' : protocolErrorResults[error.code], description: error.message, internal: false };
+  }
+  // Load shedding: the HSM's queue is full. TS002 has no busy code; Other with a plain reason tells the network
+  // server to retry later instead of waiting for a timeout.
+  if (error instanceof CustodyError && error.code === 'OVERLOADED') {
+    return { resultCode: 'Other', description: 'the Join Server is overloaded (HSM queue full); retry later', internal: false };
   }
   // Our own failure: the peer learns only that processing failed; details go to our log.
   return { resultCode: 'Other', description: 'the Join Server could not process the request; see its log', internal: true };

@@ -11,6 +11,8 @@ export const custodyErrorCodes = [
   'TOKEN_UNAVAILABLE',
   /** PKCS#11: the token refused an operation for a reason other than the key or its envelope (the CKR_ name is in the message). */
   'TOKEN_ERROR',
+  /** PKCS#11: every worker is busy and the queue is full; the operation was refused at once, not queued (the HSM is saturated). */
+  'OVERLOADED',
 ] as const;
 export type CustodyErrorCode = (typeof custodyErrorCodes)[number];
 

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { BackendError, backendErrorCodes } from '../../src/backend/errors.js';
+import { CustodyError } from '../../src/custody/errors.js';
 import { backendErrorResults, joinErrorResults, protocolErrorResults, resultFor } from '../../src/backend/result-codes.js';
 import { JoinError, joinErrorCodes } from '../../src/join/errors.js';
 import { ProtocolError, protocolErrorCodes, resultCodeText } from '../../src/protocol/index.js';
@@ -37,6 +38,10 @@ describe('result codes / one mapping, every code documented', () => {
     assert.equal(resultFor(new BackendError('UNKNOWN_SENDER', 'x')).resultCode, 'UnknownSender');
     assert.equal(resultFor(new ProtocolError('INVALID_LENGTH', 'x', 'PHYPayload')).resultCode, 'FrameSizeError');
     assert.equal(resultFor(new ProtocolError('INVALID_LENGTH', 'x', 'CFList')).resultCode, 'MalformedRequest');
+    const shed = resultFor(new CustodyError('OVERLOADED', 'the HSM is saturated'));
+    assert.equal(shed.resultCode, 'Other');
+    assert.equal(shed.internal, false);
+    assert.match(shed.description, /retry later/);
     const other = resultFor(new Error('SQLITE_BUSY at /var/lib/joinkeep/joinkeep.db'));
     assert.equal(other.resultCode, 'Other');
     assert.equal(other.internal, true);

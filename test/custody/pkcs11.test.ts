@@ -40,7 +40,8 @@ class Inspector {
   readonly session: Buffer;
   constructor(token: TestToken) {
     this.p.load(softhsmModulePath());
-    this.p.C_Initialize();
+    // Initialises the library before the custody does: declare threads (the custody's workers call it concurrently).
+    this.p.C_Initialize({ flags: K.CKF_OS_LOCKING_OK });
     const slot = this.p.C_GetSlotList(true).find((s) => this.p.C_GetTokenInfo(s).label.trimEnd() === token.label);
     assert.ok(slot, `inspector: token ${token.label} present`);
     this.session = this.p.C_OpenSession(slot, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION);

@@ -10,6 +10,12 @@ import { CustodyError } from '../errors.js';
  * every session). So several custody instances in one process (tests, or a token pool) share one initialisation and
  * one login per token, and only the last one out logs out and finalizes — and only if this registry did the
  * C_Initialize / C_Login itself (another PKCS#11 client in the process keeps its own).
+ *
+ * This registry is per JavaScript thread (module state is per isolate) while the native library is per process.
+ * The worker pool (worker-pool.ts) therefore keeps the lifecycle on the main thread: the main thread initialises
+ * and logs in first and holds both until every worker has ended; a worker's C_Initialize / C_Login then return
+ * ALREADY_INITIALIZED / ALREADY_LOGGED_IN, so the worker's registry never finalizes or logs out (only dlclose, which
+ * the dynamic loader reference-counts).
  */
 
 export type Pkcs11Lib = typeof Pkcs11js;
@@ -66,7 +72,10 @@ export function acquireModule(path: string): LoadedModule {
   }
   let initializedHere = true;
   try {
-    pkcs11.C_Initialize();
+    // Worker threads share this native library and call it concurrently (one session each): CKF_OS_LOCKING_OK lets
+    // the library lock with the OS's primitives. C_Initialize(NULL) would declare a single-threaded application
+    // (SoftHSM2 then disables its mutexes). A worker's own call returns CKR_CRYPTOKI_ALREADY_INITIALIZED (below).
+    pkcs11.C_Initialize({ flags: pkcs11Lib().CKF_OS_LOCKING_OK });
   } catch (error) {
     if (ckrName(error) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') {
       closeQuietly(pkcs11);

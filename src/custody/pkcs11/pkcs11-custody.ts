@@ -1,54 +1,53 @@
-import {
-  type ExportedKey,
-  type KeyCustody,
-  type KeyDestination,
-  type KeyHandle,
-  type KeyInfo,
-  type KeyRef,
-  type KeyUsage,
-  kekHandle,
-} from '../custody.js';
+import type { Worker } from 'node:worker_threads';
+import type { ExportedKey, KeyCustody, KeyDestination, KeyHandle, KeyInfo, KeyRef, KeyUsage } from '../custody.js';
+import { kekHandle } from '../custody.js';
 import { CustodyError } from '../errors.js';
-import { micEquals } from '../primitives.js';
 import { type LoadedModule, releaseModule } from './module.js';
+import { asBuffer } from './operations.js';
 import type { TokenSession } from './token-session.js';
+import type { WorkerPool, WorkerPoolOptions } from './worker-pool.js';
 
-export interface Pkcs11CustodyOptions {
+export interface Pkcs11CustodyOptions extends WorkerPoolOptions {
   /** Creation time recorded on new token objects (CKA_ID, millisecond resolution; CKA_START_DATE, day). */
   readonly now?: () => Date;
 }
+
+/** Set by Pkcs11KeyCustody's static block: reaches the private pool for pkcs11WorkersForTest. */
+let workersOf: (custody: Pkcs11KeyCustody) => readonly Worker[];
 
 /**
  * KeyCustody on a PKCS#11 token: root keys and KEKs are token objects (sensitive, non-extractable) and every
  * operation that uses them runs inside the token; derived keys are session objects destroyed after each call.
  * The semantics — error codes, order of refusals, usage checks, clear-export rule — are the software keystore's.
  *
- * Today one token is used (the first configured). The custody chooses a token per operation through #token(),
- * so a pool (every key imported into each token, failover on TOKEN_ERROR) plugs in there. pkcs11js calls are
- * synchronous and run on this thread for now; TokenSession is self-contained so a worker can host it.
+ * pkcs11js calls are synchronous, so they run in a pool of worker threads (worker-pool.ts), each with its own
+ * session; this class checks arguments, sends operations and rebuilds CustodyErrors. The main thread keeps one
+ * session of its own (`login`): it holds the process-wide login and initialisation, released once on close after
+ * every worker has ended. Today one token is used (the first configured).
  */
 export class Pkcs11KeyCustody implements KeyCustody {
   readonly kind = 'pkcs11';
   readonly #module: LoadedModule;
-  readonly #tokens: readonly TokenSession[];
+  readonly #login: TokenSession;
+  readonly #pool: WorkerPool;
   readonly #now: () => Date;
-  #closed = false;
+  #closed: Promise<void> | undefined;
 
-  /** Takes ownership of the module reference and the opened sessions; use openPkcs11Custody. */
-  constructor(module: LoadedModule, tokens: readonly TokenSession[], options: Pkcs11CustodyOptions = {}) {
-    if (tokens.length === 0) throw new CustodyError('TOKEN_UNAVAILABLE', 'no PKCS#11 token is configured');
+  /** Takes ownership of the module reference, the login session and the pool; use openPkcs11Custody. */
+  constructor(module: LoadedModule, login: TokenSession, pool: WorkerPool, options: Pkcs11CustodyOptions = {}) {
     this.#module = module;
-    this.#tokens = tokens;
+    this.#login = login;
+    this.#pool = pool;
     this.#now = options.now ?? (() => new Date());
   }
 
   async verifyMic(ref: KeyRef, message: Uint8Array, mic: Uint8Array): Promise<boolean> {
-    // The token signs the full 16-byte CMAC; the 4-byte MIC is compared here in constant time.
-    return micEquals(this.#token().cmac(ref.handle, ref.derive, message), mic);
+    // The 4-byte MIC is compared in the worker, in constant time, against the token's full 16-byte CMAC.
+    return this.#run('verifyMic', { handle: ref.handle, derive: ref.derive, message, mic });
   }
 
   async computeMic(ref: KeyRef, message: Uint8Array): Promise<Buffer> {
-    return this.#token().cmac(ref.handle, ref.derive, message).subarray(0, 4);
+    return asBuffer(await this.#run('computeMic', { handle: ref.handle, derive: ref.derive, message }));
   }
 
   async encryptJoinAccept(ref: KeyRef, plaintext: Uint8Array): Promise<Buffer> {
@@ -56,42 +55,27 @@ export class Pkcs11KeyCustody implements KeyCustody {
       throw new CustodyError('INVALID_KEY', 'a Join-accept to encrypt is 16 or 32 bytes');
     }
     // LoRaWAN 1.1 §6.2.3: the network "encrypts" with AES decrypt so the device only needs AES encrypt.
-    return this.#token().ecbDecrypt(ref.handle, ref.derive, plaintext);
+    return asBuffer(await this.#run('ecbDecrypt', { handle: ref.handle, derive: ref.derive, data: plaintext }));
   }
 
   async deriveAndExport(root: KeyHandle, requests: readonly { block: Uint8Array; to: KeyDestination }[]): Promise<ExportedKey[]> {
-    const token = this.#token();
-    // Every refusal before any derivation, in the software keystore's order: root key, then each destination.
-    token.check(root, 'root');
-    const checked = new Set<string>();
-    for (const r of requests) {
-      if ('kekLabel' in r.to && !checked.has(r.to.kekLabel)) {
-        token.check(kekHandle(r.to.kekLabel), 'kek', r.to.kekLabel);
-        checked.add(r.to.kekLabel);
-      }
-      if ('clear' in r.to && r.to.clear.allowedBy !== 'operator-peer-setting') {
-        throw new CustodyError('CLEAR_EXPORT_REFUSED', `clear export to ${r.to.clear.peer} is not authorised`);
-      }
-    }
-    return requests.map((r) => {
-      if ('clear' in r.to) return { kekLabel: null, key: token.deriveClear(root, r.block) };
-      return { kekLabel: r.to.kekLabel, key: token.deriveWrapped(root, r.block, r.to.kekLabel, kekHandle(r.to.kekLabel)) };
-    });
+    const exported = await this.#run('deriveAndExport', { root, requests });
+    return exported.map((e) => ({ kekLabel: e.kekLabel, key: asBuffer(e.key) }));
   }
 
   async importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {
-    this.#token().unwrapInto(handle, usage, wrapped, unwrapWithKekLabel, kekHandle(unwrapWithKekLabel), this.#now());
+    await this.#serialised(() => this.#run('unwrapInto', { handle, usage, wrapped, kekLabel: unwrapWithKekLabel, createdAt: this.#now() }));
   }
 
   async importKek(label: string, key: Uint8Array): Promise<void> {
     if (key.length !== 16 && key.length !== 24 && key.length !== 32) {
       throw new CustodyError('INVALID_KEY', `KEK "${label}" must be 16, 24 or 32 bytes`);
     }
-    this.#token().createKek(kekHandle(label), key, this.#now());
+    await this.#serialised(() => this.#run('createKek', { label, key, createdAt: this.#now() }));
   }
 
   async hasKey(handle: KeyHandle): Promise<boolean> {
-    return this.#token().has(handle);
+    return this.#run('has', { handle });
   }
 
   async hasKek(label: string): Promise<boolean> {
@@ -99,23 +83,54 @@ export class Pkcs11KeyCustody implements KeyCustody {
   }
 
   async listKeys(): Promise<KeyInfo[]> {
-    return this.#token().list();
+    return this.#run('list', {});
   }
 
   async deleteKey(handle: KeyHandle): Promise<void> {
-    for (const token of this.#tokens) token.destroy(handle);
+    try {
+      await this.#serialised(() => this.#run('destroy', { handle }));
+    } finally {
+      // Every other worker drops its cached object handle, so none can use a handle the token may reassign.
+      this.#pool.forget(handle);
+    }
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    for (const token of this.#tokens) token.close();
-    releaseModule(this.#module);
+  /** In-flight operations finish, queued ones are rejected, workers end; then one logout and finalize. */
+  close(): Promise<void> {
+    return (this.#closed ??= (async () => {
+      try {
+        await this.#pool.close();
+      } finally {
+        this.#login.close();
+        releaseModule(this.#module);
+      }
+    })());
   }
 
-  /** The token an operation runs on: the first for now; the place where a pool chooses and fails over. */
-  #token(): TokenSession {
-    if (this.#closed) throw new CustodyError('TOKEN_UNAVAILABLE', 'the PKCS#11 custody is closed');
-    return this.#tokens[0]!;
+  /*
+   * Token-object creation and destruction run one at a time. SoftHSM2 2.6.1 sometimes fails C_UnwrapKey into a
+   * token object (CKR_GENERAL_ERROR) while another session creates one (reproduced: 200 concurrent imports over
+   * 2 workers, 3–4 % failed; none with this lane). Imports are rare, joins are not: crypto stays parallel.
+   */
+  #writes: Promise<unknown> = Promise.resolve();
+
+  #serialised<T>(operation: () => Promise<T>): Promise<T> {
+    const result = this.#writes.then(operation, operation);
+    this.#writes = result.catch(() => undefined);
+    return result;
   }
+
+  #run: WorkerPool['run'] = (op, args) => {
+    if (this.#closed !== undefined) return Promise.reject(new CustodyError('TOKEN_UNAVAILABLE', 'the PKCS#11 custody is closed'));
+    return this.#pool.run(op, args);
+  };
+
+  static {
+    workersOf = (custody) => custody.#pool.workers();
+  }
+}
+
+/** Test hook: the pool's worker threads, e.g. to end one mid-operation. Not for production code. */
+export function pkcs11WorkersForTest(custody: Pkcs11KeyCustody): readonly Worker[] {
+  return workersOf(custody);
 }

@@ -24,6 +24,10 @@ export type CustodyConfig =
       readonly module: string;
       /** Tokens by label, each with its PIN source; every key is kept on every token. */
       readonly tokens: readonly ({ readonly label: string } & PinSource)[];
+      /** Worker threads running PKCS#11 calls off the event loop (default 2). */
+      readonly workers?: number;
+      /** Operations that may wait for a worker before new ones are refused as overload (default 1024). */
+      readonly maxQueue?: number;
     };
 
 export interface BackendConfig {
@@ -88,6 +92,8 @@ export function validateConfig(raw: unknown, where: string): JoinkeepConfig {
     if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every(valid)) {
       fail('custody.tokens must list tokens as {"label":…,"pinFile":…} or {"label":…,"pinEnv":…}');
     }
+    if (custody.workers !== undefined && (!Number.isInteger(custody.workers) || custody.workers < 1 || custody.workers > 64)) fail('custody.workers must be an integer 1..64');
+    if (custody.maxQueue !== undefined && (!Number.isInteger(custody.maxQueue) || custody.maxQueue < 0)) fail('custody.maxQueue must be a non-negative integer');
   } else if (!custody || custody.kind !== 'software' || typeof custody.masterKey !== 'object') {
     fail('custody must be {"kind":"software","masterKey":{"file":…}|{"env":…}} or {"kind":"pkcs11","module":…,"tokens":[…]}');
   }

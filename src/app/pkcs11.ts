@@ -9,7 +9,10 @@ export async function openPkcs11(dataDir: string, custody: Extract<CustodyConfig
   for (const t of custody.tokens) tokens.push({ label: t.label, pin: await readPin(dataDir, t, env) });
   // Loaded only for PKCS#11 data directories: the software keystore never loads the native module.
   const { openPkcs11Custody } = await import('../custody/pkcs11/index.js');
-  return openPkcs11Custody({ modulePath: custody.module, tokens });
+  return openPkcs11Custody(
+    { modulePath: custody.module, tokens },
+    { ...(custody.workers !== undefined ? { workers: custody.workers } : {}), ...(custody.maxQueue !== undefined ? { maxQueue: custody.maxQueue } : {}) },
+  );
 }
 
 export async function readPin(dataDir: string, t: { readonly label: string } & PinSource, env: NodeJS.ProcessEnv): Promise<string> {

@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { aes128EcbEncrypt, aesCmac, aesKeyUnwrap, aesKeyWrap } from '../../src/custody/primitives.js';
 import { type NetId, legacySessionKeyBlock } from '../../src/protocol/index.js';
-import { CLI, cliEnv, cliJson, cliOk, runCli } from '../helpers/cli-run.js';
+import { cliJson, cliOk, runCli } from '../helpers/cli-run.js';
+import { startServer } from '../../sim/joinkeep-server.js';
 import { createTestToken, softhsmModulePath } from '../helpers/softhsm.js';
-import { projectRoot } from '../helpers/vectors.js';
 import { joinReq, joinRequestFrame, resultCode } from '../helpers/ts002.js';
 
 /*
@@ -21,33 +20,6 @@ const APP_KEY = Buffer.from('2B7E151628AED2A6ABF7158809CF4F3C', 'hex'); // spec-
 const NS_KEK = Buffer.from('000102030405060708090A0B0C0D0E0F', 'hex');
 const DEV_EUI = '0004A30B001C0530';
 const JOIN_EUI = '70B3D57ED0000001';
-
-async function startServe(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [join(projectRoot(), CLI), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0'], { env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`serve did not start: ${out}`)), 20_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
-  });
-  return { child, url };
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.on('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
 
 /** One join as the network server sends it; returns the JoinNonce the device reads and checks the NS key. */
 async function joinOnce(url: string, devNonce: number): Promise<number> {
@@ -92,11 +64,11 @@ describe('CLI / custody migrate from the software keystore to PKCS#11 (SoftHSM2)
   });
 
   it('a device joins, the keys move into the token, the device joins again with the next JoinNonce', async () => {
-    const before = await startServe(dataDir);
+    const before = await startServer(dataDir);
     try {
       assert.equal(await joinOnce(before.url, 0x1234), 1);
     } finally {
-      await stop(before.child);
+      await before.stop();
     }
 
     const r = await cliOk(['custody', 'migrate', '--data-dir', dataDir, '--pkcs11-module', softhsmModulePath(), '--token-label', token.label, '--pin-file', pinFile]);
@@ -111,11 +83,11 @@ describe('CLI / custody migrate from the software keystore to PKCS#11 (SoftHSM2)
     const audit = await cliJson<{ items: { action: string }[] }>(['audit', 'list', '--data-dir', dataDir, '--action', 'custody.migrate']);
     assert.equal(audit.items.length, 1);
 
-    const after = await startServe(dataDir);
+    const after = await startServer(dataDir);
     try {
       assert.equal(await joinOnce(after.url, 0x1235), 2);
     } finally {
-      await stop(after.child);
+      await after.stop();
     }
   });
 

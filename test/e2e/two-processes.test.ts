@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +12,7 @@ import { addDevice } from '../../src/provisioning/devices.js';
 import { addKek } from '../../src/provisioning/keks.js';
 import type { Eui64 } from '../../src/protocol/index.js';
 import { createTestDatabase } from '../helpers/postgres.js';
-import { projectRoot } from '../helpers/vectors.js';
+import { type RunningServer, startServer } from '../../sim/joinkeep-server.js';
 import { joinReq, joinRequestFrame, resultCode } from '../helpers/ts002.js';
 
 /*
@@ -26,28 +25,6 @@ const TOKEN = 'race-ns-token-0123456789abcdef0123';
 const JOIN_EUI = '70B3D57ED0000777';
 const ROUNDS = 25;
 
-async function startServe(dataDir: string, env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [join(projectRoot(), 'dist/src/cli/main.js'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0'], {
-    env: { ...process.env, ...env, JOINKEEP_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`serve did not start: ${out}`)), 20_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
-  });
-  return { child, url };
-}
-
 async function post(url: string, body: unknown): Promise<Record<string, any>> {
   const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: JSON.stringify(body) });
   assert.equal(res.status, 200);
@@ -58,8 +35,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
   describe(`${backend} / two serve processes, one database`, () => {
     let dir: string;
     let drop: (() => Promise<void>) | undefined;
-    let env: NodeJS.ProcessEnv = {};
-    const servers: ChildProcess[] = [];
+    const servers: RunningServer[] = [];
     const urls: string[] = [];
     const appKey = Buffer.from('00112233445566778899AABBCCDDEEFF', 'hex');
     const devEui = '0011223344556677';
@@ -92,17 +68,15 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         await jk.close();
       }
       for (let i = 0; i < 2; i++) {
-        const s = await startServe(dataDir, env);
-        servers.push(s.child);
+        const s = await startServer(dataDir);
+        servers.push(s);
         urls.push(s.url);
       }
     });
     after(async () => {
-      for (const s of servers) s.kill('SIGTERM');
-      await Promise.all(servers.map((s) => new Promise((r) => (s.exitCode !== null ? r(null) : s.on('exit', r)))));
+      await Promise.all(servers.map((s) => s.stop()));
       await drop?.();
       await rm(dir, { recursive: true, force: true });
-      env = {};
     });
 
     test(`${ROUNDS} Join-requests, each sent to both processes at once / one Success per DevNonce, JoinNonces unique and contiguous`, async () => {

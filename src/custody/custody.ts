@@ -43,6 +43,10 @@ export interface KeyInfo {
   readonly handle: KeyHandle;
   readonly usage: KeyUsage;
   readonly createdAt: Date;
+  /** Where the key is kept, e.g. `software keystore` or `PKCS#11 token "joinkeep-a"`. */
+  readonly location?: string;
+  /** Protection attributes as the custody reports them (PKCS#11: CKA_SENSITIVE, CKA_EXTRACTABLE, …); never values. */
+  readonly attributes?: Readonly<Record<string, boolean>>;
 }
 
 export interface KeyCustody {

@@ -12,6 +12,8 @@ import { createTestToken, softhsmModulePath } from '../helpers/softhsm.js';
  * PINs come from files or environment variables, never the command line, and every other command works unchanged.
  */
 
+const APP_KEY_HEX = '2B7E151628AED2A6ABF7158809CF4F3C';
+
 describe('CLI / PKCS#11 data directory (SoftHSM2)', () => {
   let dir: string;
   let token: ReturnType<typeof createTestToken>;
@@ -68,13 +70,31 @@ describe('CLI / PKCS#11 data directory (SoftHSM2)', () => {
     await cliOk(['kek', 'add', '--data-dir', d, '--label', 'import', '--key-file', join(dir, 'import.kek')]);
     await cliOk(['kek', 'add', '--data-dir', d, '--label', 'ns-000013', '--key-file', join(dir, 'import.kek')]);
     await cliOk(['peer', 'add-ns', '--data-dir', d, '--net-id', '000013', '--token-file', join(dir, 'ns.token'), '--kek-label', 'ns-000013']);
-    const appKey = Buffer.from('2B7E151628AED2A6ABF7158809CF4F3C', 'hex');
+    const appKey = Buffer.from(APP_KEY_HEX, 'hex');
     const envelope = JSON.stringify({ KEKLabel: 'import', AESKey: aesKeyWrap(importKek, appKey).toString('hex') });
     await cliOk(['device', 'add', '--data-dir', d, '--dev-eui', '0004A30B001C0530', '--join-eui', '70B3D57ED0000001', '--mac-version', '1.0.3', '--home-net-id', '000013', '--app-key', envelope]);
     const keks = await cliJson<{ label: string }[]>(['kek', 'list', '--data-dir', d]);
     assert.deepEqual(keks.map((k) => k.label).sort(), ['import', 'ns-000013']);
     const device = await cliJson<{ devEui: string; joinState: { lastJoinNonce: number } }>(['device', 'show', '--data-dir', d, '--dev-eui', '0004A30B001C0530']);
     assert.equal(device.joinState.lastJoinNonce, 0);
+
+    // The inventory reads the token: every root key and KEK sensitive and never extractable; no value anywhere.
+    const inventory = await cliOk(['custody', 'inventory', '--data-dir', d, '--json']);
+    assert.doesNotMatch(inventory.stdout, new RegExp(APP_KEY_HEX, 'i'));
+    assert.doesNotMatch(inventory.stdout, new RegExp(importKek.toString('hex'), 'i'));
+    const inv = JSON.parse(inventory.stdout) as { custody: string; keys: { handle: string; usage: string; location: string; attributes: Record<string, boolean> }[] };
+    assert.equal(inv.custody, 'pkcs11');
+    assert.deepEqual(inv.keys.map((k) => k.usage).sort(), ['kek', 'kek', 'root']);
+    for (const k of inv.keys) {
+      assert.match(k.location, new RegExp(`PKCS#11 token "${token.label}"`));
+      assert.equal(k.attributes['CKA_SENSITIVE'], true, k.handle);
+      assert.equal(k.attributes['CKA_EXTRACTABLE'], false, k.handle);
+      // PKCS#11: a key that entered by C_UnwrapKey or C_CreateObject existed outside the token once, so the token
+      // reports CKA_NEVER_EXTRACTABLE=false for it; the inventory shows that as it is.
+      assert.equal(typeof k.attributes['CKA_NEVER_EXTRACTABLE'], 'boolean', k.handle);
+      assert.equal(k.attributes['CKA_WRAP'], k.usage === 'kek', k.handle);
+      assert.equal(k.attributes['CKA_SIGN'], k.usage === 'root', k.handle);
+    }
   });
 
   it('the PIN may come from an environment variable instead of a file', async () => {

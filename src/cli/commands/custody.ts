@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { dataDirOf } from '../context.js';
+import { dataDirOf, print, withJoinkeep } from '../context.js';
 import { collect, pkcs11Custody } from '../pkcs11-options.js';
 
 export function registerCustody(program: Command): void {
@@ -22,6 +22,20 @@ export function registerCustody(program: Command): void {
           (r.alreadyPresent.length ? ` (${r.alreadyPresent.length} already there from an earlier run)` : '') +
           `; ${r.verified} checked against the software keystore. ${dataDir} now uses PKCS#11 and the sealed copies are gone from the database.\n` +
           `The master key no longer protects anything: destroy ${dataDir}/master.key and its backups.\n`,
+      );
+    });
+  custody
+    .command('inventory')
+    .description('list every key in custody: handle, usage, where it is kept and its protection attributes — never values')
+    .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
+    .option('--json', 'print JSON')
+    .action(async (o: { dataDir?: string; json?: boolean }) => {
+      const keys = await withJoinkeep(o, async (jk) => ({ kind: jk.custody.kind, keys: await jk.custody.listKeys() }));
+      const rows = keys.keys.map((k) => ({ handle: k.handle, usage: k.usage, createdAt: k.createdAt.toISOString(), location: k.location ?? keys.kind, attributes: k.attributes ?? {} }));
+      print(!!o.json, { custody: keys.kind, keys: rows }, () =>
+        rows
+          .map((r) => `${r.handle}\t${r.usage}\t${r.createdAt}\t${r.location}\t${Object.entries(r.attributes).map(([a, v]) => `${a}=${v}`).join(' ')}`)
+          .join('\n') || 'No keys.',
       );
     });
 }

@@ -256,10 +256,27 @@ export class TokenSession {
         const handle = label?.value.toString('utf8') ?? '';
         const usage = handle === '' ? undefined : this.#classify(object);
         if (usage === undefined) continue;
-        out.push({ handle, usage, createdAt: createdAtFromId(handle, id?.value) });
+        out.push({ handle, usage, createdAt: createdAtFromId(handle, id?.value), location: `PKCS#11 token "${this.label}"`, attributes: this.#protection(object) });
       }
       return out;
     });
+  }
+
+  /** The attributes an auditor asks about, read from the token; never CKA_VALUE. */
+  #protection(object: ObjectHandle): Record<string, boolean> {
+    const K = pkcs11Lib();
+    const names = ['CKA_SENSITIVE', 'CKA_EXTRACTABLE', 'CKA_ALWAYS_SENSITIVE', 'CKA_NEVER_EXTRACTABLE', 'CKA_SIGN', 'CKA_ENCRYPT', 'CKA_DECRYPT', 'CKA_DERIVE', 'CKA_WRAP', 'CKA_UNWRAP'] as const;
+    const out: Record<string, boolean> = {};
+    for (const name of names) {
+      try {
+        const [a] = this.#p.C_GetAttributeValue(this.#session, object, [{ type: K[name] }]);
+        const v = a?.value;
+        if (Buffer.isBuffer(v) && v.length > 0) out[name] = v[0] !== 0;
+      } catch {
+        // an attribute the token does not report is left out
+      }
+    }
+    return out;
   }
 
   close(): void {

@@ -126,7 +126,13 @@ export class SoftwareKeyCustody implements KeyCustody {
   }
 
   async listKeys(): Promise<KeyInfo[]> {
-    return (await this.#store.listKeyRecords()).map((r) => ({ handle: r.handle, usage: r.usage, createdAt: r.createdAt }));
+    return (await this.#store.listKeyRecords()).map((r) => ({
+      handle: r.handle,
+      usage: r.usage,
+      createdAt: r.createdAt,
+      location: 'software keystore',
+      attributes: { sealedAtRestAes256Gcm: true },
+    }));
   }
 
   async deleteKey(handle: KeyHandle): Promise<void> {

@@ -1,4 +1,6 @@
-import type { KeyCustody } from '../custody/custody.js';
+import { type KeyCustody, kekHandle } from '../custody/custody.js';
+import { CustodyError } from '../custody/errors.js';
+import { ProtocolError, parseKeyEnvelope } from '../protocol/index.js';
 import type { AuditSink } from '../observability/audit.js';
 import { ProvisioningError } from './errors.js';
 
@@ -29,4 +31,31 @@ export async function addKek(deps: { custody: KeyCustody; audit: AuditSink; acto
     key.fill(0);
   }
   await deps.audit.appendAudit({ at: new Date(), actor: deps.actor, action: 'kek.add', subject: `kek/${label}`, outcome: 'success', details: { bits: key.length * 8 } });
+}
+
+/**
+ * Adds a KEK that arrives wrapped (a TS002 KeyEnvelope under a KEK already in custody): it is unwrapped only inside
+ * custody — in an HSM straight into the token — so this KEK is never in clear on the operator's machine.
+ */
+export async function addWrappedKek(deps: { custody: KeyCustody; audit: AuditSink; actor: string }, label: string, envelopeText: string): Promise<void> {
+  assertKekLabel(label);
+  let envelope: { kekLabel: string | null; aesKey: Buffer };
+  try {
+    envelope = parseKeyEnvelope(JSON.parse(envelopeText), '--envelope');
+  } catch (error) {
+    if (error instanceof SyntaxError || error instanceof ProtocolError) {
+      throw new ProvisioningError('INVALID_INPUT', '--envelope must be a TS002 KeyEnvelope JSON object like {"KEKLabel":"…","AESKey":"…"}');
+    }
+    throw error;
+  }
+  if (envelope.kekLabel === null) throw new ProvisioningError('CLEAR_KEY_REFUSED', '--envelope has an empty KEKLabel: give the KEK in a --key-file instead, or wrap it under a KEK already added');
+  if (!(await deps.custody.hasKek(envelope.kekLabel))) throw new ProvisioningError('KEK_NOT_FOUND', `no KEK labelled "${envelope.kekLabel}" to unwrap --envelope with`);
+  if (await deps.custody.hasKek(label)) throw new ProvisioningError('KEK_EXISTS', `a KEK labelled "${label}" already exists; KEKs are never replaced in place — add the new one under a new label`);
+  try {
+    await deps.custody.importWrapped(kekHandle(label), 'kek', envelope.aesKey, envelope.kekLabel);
+  } catch (error) {
+    if (error instanceof CustodyError && (error.code === 'UNWRAP_FAILED' || error.code === 'INVALID_KEY')) throw new ProvisioningError('UNWRAP_FAILED', `--envelope: ${error.message}`);
+    throw error;
+  }
+  await deps.audit.appendAudit({ at: new Date(), actor: deps.actor, action: 'kek.add', subject: `kek/${label}`, outcome: 'success', details: { wrappedUnder: envelope.kekLabel } });
 }

@@ -1,15 +1,11 @@
 import {
   JOIN_REQ_TYPE,
-  MAX_JOIN_NONCE,
   type JoinReqMessage,
   checkDevNonceCounter,
   checkDevNonceRandom,
   decodeJoinRequest,
-  encodeJoinAcceptBody,
   lifetimeKeyBlock,
-  nextJoinNonce,
   usesDevNonceCounter,
-  withOptNeg,
 } from '../protocol/index.js';
 import type { PeerRecord } from '../storage/storage.js';
 import type { Activation } from './activation.js';
@@ -17,12 +13,13 @@ import type { JoinContext } from './context.js';
 import { JoinError } from './errors.js';
 import { planSession } from './session-plan.js';
 import {
+  acceptAudit,
   authoriseHomeNetwork,
-  issueSessionKeys,
+  completeActivation,
   loadDevice,
   receiverJoinEui,
+  reserveJoinNonce,
   resolveKeyDestinations,
-  sealJoinAccept,
   sessionRecord,
   verifyMic,
 } from './steps.js';
@@ -46,7 +43,6 @@ export async function handleJoinRequest(ctx: JoinContext, caller: PeerRecord, ms
   await verifyMic(ctx.custody, { handle: plan.nwkRoot }, frame.micInput, frame.mic, 'Join-request');
 
   const counter = usesDevNonceCounter(device.macVersion);
-  const netId = caller.netId!;
   const reserved = await ctx.storage.reserveJoin(
     device.devEui,
     device.joinEui,
@@ -57,47 +53,24 @@ export async function handleJoinRequest(ctx: JoinContext, caller: PeerRecord, ms
       if (!verdict.ok) {
         return { refuse: new JoinError('DEV_NONCE_REPLAYED', `DevNonce ${frame.devNonce} of device ${device.devEui} was ${counter ? 'not greater than the last one' : 'used before'}`) };
       }
-      if (current.lastJoinNonce >= MAX_JOIN_NONCE) return { refuse: exhausted(device.devEui) };
-      const joinNonce = nextJoinNonce(current.lastJoinNonce);
-      const session = sessionRecord(ctx, device, { scheme: plan.scheme, joinNonce, devNonce: frame.devNonce, netId, devAddr: msg.devAddr });
+      const joinNonce = reserveJoinNonce(device, current);
+      if (joinNonce instanceof JoinError) return { refuse: joinNonce };
+      const session = sessionRecord(ctx, device, { scheme: plan.scheme, joinNonce, devNonce: frame.devNonce, netId: caller.netId!, devAddr: msg.devAddr });
       return {
         commit: { ...current, ...verdict.next, lastJoinNonce: joinNonce },
         session,
-        audit: {
-          at: session.createdAt,
-          actor: caller.id,
-          action: 'join.accept',
-          subject: `device/${device.devEui}`,
-          outcome: 'Success',
-          details: { messageType: 'JoinReq', joinEui: device.joinEui, devNonce: frame.devNonce, joinNonce, macVersion: msg.macVersion, scheme: plan.scheme, netId, devAddr: msg.devAddr, sessionKeyId: session.sessionKeyId },
-        },
+        audit: acceptAudit(caller, session, 'join.accept', { messageType: 'JoinReq', devNonce: frame.devNonce, macVersion: msg.macVersion, scheme: plan.scheme }),
       };
     },
     { sessionLimit: ctx.settings.sessionLimit },
   );
   if ('refused' in reserved) throw reserved.refused;
-  const { session } = reserved;
 
   const lorawan11 = plan.scheme === 'lorawan11';
-  const body = encodeJoinAcceptBody({
-    joinNonce: session.joinNonce,
-    netId,
-    devAddr: msg.devAddr,
-    // The device picks its MIC formula from OptNeg, so OptNeg follows the derivation used (spec-notes §1.8).
-    dlSettings: withOptNeg(msg.dlSettings, lorawan11),
-    rxDelay: msg.rxDelay,
-    cfList: msg.cfList,
-  });
-  const phyPayload = await sealJoinAccept(ctx.custody, body, {
+  return completeActivation(ctx, msg, reserved.session, plan, destinations, {
     micKey: lorawan11 ? { handle: plan.nwkRoot, derive: lifetimeKeyBlock('JSIntKey', device.devEui) } : { handle: plan.nwkRoot },
     // LoRaWAN 1.1 §6.2.3: an answer to a Join-request is encrypted with NwkKey (AppKey for 1.0.x), whatever OptNeg.
     encryptionKey: { handle: plan.nwkRoot },
     mic11: lorawan11 ? { joinReqType: JOIN_REQ_TYPE.joinRequest, joinEui: device.joinEui, devNonce: frame.devNonce } : undefined,
   });
-  const keys = await issueSessionKeys(ctx.custody, plan, session, destinations);
-  return { phyPayload, lifetime: ctx.settings.sessionLifetimeSeconds, sessionKeyId: session.sessionKeyId, joinNonce: session.joinNonce, ...keys };
-}
-
-export function exhausted(devEui: string): JoinError {
-  return new JoinError('JOIN_NONCE_EXHAUSTED', `JoinNonce of device ${devEui} would exceed 2^24-1; the device needs new root keys or a new JoinEUI`);
 }

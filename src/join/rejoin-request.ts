@@ -1,29 +1,24 @@
 import {
   JOIN_REQ_TYPE,
   type JoinReqMessage,
-  MAX_JOIN_NONCE,
-  type RejoinRequest,
   checkRjCount1,
   decodeRejoinRequest,
-  encodeJoinAcceptBody,
   isLoRaWAN11,
   lifetimeKeyBlock,
-  nextJoinNonce,
-  withOptNeg,
 } from '../protocol/index.js';
-import type { DeviceRecord, JoinState, PeerRecord } from '../storage/storage.js';
+import type { PeerRecord } from '../storage/storage.js';
 import type { Activation } from './activation.js';
 import type { JoinContext } from './context.js';
 import { JoinError } from './errors.js';
-import { exhausted } from './join-request.js';
 import { requireNwkKey } from './session-plan.js';
 import {
+  acceptAudit,
   authoriseHomeNetwork,
-  issueSessionKeys,
+  completeActivation,
   loadDevice,
   receiverJoinEui,
+  reserveJoinNonce,
   resolveKeyDestinations,
-  sealJoinAccept,
   sessionRecord,
   verifyMic,
 } from './steps.js';
@@ -59,55 +54,30 @@ export async function handleRejoinRequest(ctx: JoinContext, caller: PeerRecord, 
   if (frame.rejoinType === 1) await verifyMic(ctx.custody, jsIntKey, frame.micInput, frame.mic, 'Rejoin-request type 1');
 
   const rjCount = frame.rejoinType === 1 ? frame.rjCount1 : frame.rjCount0;
-  const netId = caller.netId!;
+  const plan = { scheme: 'lorawan11', nwkRoot: nwkKey, appRoot: device.appKeyHandle } as const;
   const reserved = await ctx.storage.reserveJoin(
     device.devEui,
     device.joinEui,
     (current) => {
-      const refusal = rejoinRefusal(device, frame, current);
-      if (refusal) return { refuse: refusal };
-      const joinNonce = nextJoinNonce(current.lastJoinNonce);
-      const session = sessionRecord(ctx, device, { scheme: 'lorawan11', joinNonce, devNonce: rjCount, netId, devAddr: msg.devAddr });
+      if (frame.rejoinType === 1 && !checkRjCount1(current.lastRjCount1, frame.rjCount1)) {
+        return { refuse: new JoinError('RJCOUNT1_REPLAYED', `RJcount1 ${frame.rjCount1} of device ${device.devEui} is not greater than the last one`) };
+      }
+      const joinNonce = reserveJoinNonce(device, current);
+      if (joinNonce instanceof JoinError) return { refuse: joinNonce };
+      const session = sessionRecord(ctx, device, { scheme: 'lorawan11', joinNonce, devNonce: rjCount, netId: caller.netId!, devAddr: msg.devAddr });
       return {
         commit: { ...current, lastJoinNonce: joinNonce, lastRjCount1: frame.rejoinType === 1 ? frame.rjCount1 : current.lastRjCount1 },
         session,
-        audit: {
-          at: session.createdAt,
-          actor: caller.id,
-          action: 'rejoin.accept',
-          subject: `device/${device.devEui}`,
-          outcome: 'Success',
-          details: { messageType: 'RejoinReq', rejoinType: frame.rejoinType, joinEui: device.joinEui, rjCount, joinNonce, netId, devAddr: msg.devAddr, sessionKeyId: session.sessionKeyId },
-        },
+        audit: acceptAudit(caller, session, 'rejoin.accept', { messageType: 'RejoinReq', rejoinType: frame.rejoinType, rjCount }),
       };
     },
     { sessionLimit: ctx.settings.sessionLimit },
   );
   if ('refused' in reserved) throw reserved.refused;
-  const { session } = reserved;
 
-  const body = encodeJoinAcceptBody({
-    joinNonce: session.joinNonce,
-    netId,
-    devAddr: msg.devAddr,
-    dlSettings: withOptNeg(msg.dlSettings, true),
-    rxDelay: msg.rxDelay,
-    cfList: msg.cfList,
-  });
-  const phyPayload = await sealJoinAccept(ctx.custody, body, {
+  return completeActivation(ctx, msg, reserved.session, plan, destinations, {
     micKey: jsIntKey,
     encryptionKey: { handle: nwkKey, derive: lifetimeKeyBlock('JSEncKey', device.devEui) },
     mic11: { joinReqType: JOIN_REQ_TYPE[`rejoin${frame.rejoinType}`], joinEui: device.joinEui, devNonce: rjCount },
   });
-  const plan = { scheme: 'lorawan11', nwkRoot: nwkKey, appRoot: device.appKeyHandle } as const;
-  const keys = await issueSessionKeys(ctx.custody, plan, session, destinations);
-  return { phyPayload, lifetime: ctx.settings.sessionLifetimeSeconds, sessionKeyId: session.sessionKeyId, joinNonce: session.joinNonce, ...keys };
-}
-
-function rejoinRefusal(device: DeviceRecord, frame: RejoinRequest, current: JoinState): JoinError | undefined {
-  if (frame.rejoinType === 1 && !checkRjCount1(current.lastRjCount1, frame.rjCount1)) {
-    return new JoinError('RJCOUNT1_REPLAYED', `RJcount1 ${frame.rjCount1} of device ${device.devEui} is not greater than the last one`);
-  }
-  if (current.lastJoinNonce >= MAX_JOIN_NONCE) return exhausted(device.devEui);
-  return undefined;
 }

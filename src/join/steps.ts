@@ -1,8 +1,13 @@
 import type { ExportedKey, KeyCustody, KeyDestination, KeyRef } from '../custody/custody.js';
 import {
   type Eui64,
+  type JoinReqMessage,
   type JoinReqType,
+  MAX_JOIN_NONCE,
   assembleJoinAccept,
+  encodeJoinAcceptBody,
+  nextJoinNonce,
+  withOptNeg,
   eui64FromBeHex,
   joinAcceptCipherInput,
   joinAcceptMicInput11,
@@ -11,7 +16,8 @@ import {
   lorawan11SessionKeyBlock,
   type NetId,
 } from '../protocol/index.js';
-import type { DeviceRecord, PeerRecord, SessionRecord } from '../storage/storage.js';
+import type { AuditEvent, DeviceRecord, JoinState, PeerRecord, SessionRecord } from '../storage/storage.js';
+import type { Activation } from './activation.js';
 import type { JoinContext } from './context.js';
 import { JoinError } from './errors.js';
 import { destinationFor } from './key-delivery.js';
@@ -118,4 +124,49 @@ export function sessionRecord(
   fields: { scheme: 'legacy' | 'lorawan11'; joinNonce: number; devNonce: number; netId: NetId; devAddr: SessionRecord['devAddr'] },
 ): SessionRecord {
   return { sessionKeyId: ctx.newSessionKeyId(), devEui: device.devEui, joinEui: device.joinEui, createdAt: ctx.now(), ...fields };
+}
+
+/** The JoinNonce for this answer, or the refusal once the 24-bit counter is spent (it never wraps). */
+export function reserveJoinNonce(device: DeviceRecord, current: JoinState): number | JoinError {
+  if (current.lastJoinNonce >= MAX_JOIN_NONCE) {
+    return new JoinError('JOIN_NONCE_EXHAUSTED', `JoinNonce of device ${device.devEui} would exceed 2^24-1; the device needs new root keys or a new JoinEUI`);
+  }
+  return nextJoinNonce(current.lastJoinNonce);
+}
+
+/** The audit event committed with an accepted Join-/Rejoin-request: identifiers and counters, never keys. */
+export function acceptAudit(caller: PeerRecord, session: SessionRecord, action: 'join.accept' | 'rejoin.accept', details: Record<string, unknown>): AuditEvent {
+  return {
+    at: session.createdAt,
+    actor: caller.id,
+    action,
+    subject: `device/${session.devEui}`,
+    outcome: 'Success',
+    details: { joinEui: session.joinEui, joinNonce: session.joinNonce, netId: session.netId, devAddr: session.devAddr, sessionKeyId: session.sessionKeyId, ...details },
+  };
+}
+
+/**
+ * After the nonces are committed: the Join-accept (OptNeg set to match the derivation, spec-notes §1.8), its MIC
+ * and encryption in custody, then the session keys for the network and application servers.
+ */
+export async function completeActivation(
+  ctx: JoinContext,
+  msg: JoinReqMessage,
+  session: SessionRecord,
+  plan: SessionPlan,
+  destinations: KeyDestinations,
+  crypto: AcceptCrypto,
+): Promise<Activation> {
+  const body = encodeJoinAcceptBody({
+    joinNonce: session.joinNonce,
+    netId: session.netId,
+    devAddr: session.devAddr,
+    dlSettings: withOptNeg(msg.dlSettings, plan.scheme === 'lorawan11'),
+    rxDelay: msg.rxDelay,
+    cfList: msg.cfList,
+  });
+  const phyPayload = await sealJoinAccept(ctx.custody, body, crypto);
+  const keys = await issueSessionKeys(ctx.custody, plan, session, destinations);
+  return { phyPayload, lifetime: ctx.settings.sessionLifetimeSeconds, sessionKeyId: session.sessionKeyId, joinNonce: session.joinNonce, ...keys };
 }

@@ -74,8 +74,18 @@ export class Pkcs11KeyCustody implements KeyCustody {
     await this.#serialised(() => this.#run('createKek', { label, key, createdAt: this.#now() }));
   }
 
+  /*
+   * The join engine asks for the peers' KEKs on every join before reserving nonces. Handles never change meaning
+   * (KEK labels are not replaced in place; root-key handles carry an import id), so a key seen present stays known
+   * until deleteKey — sparing a worker round trip per question on the hot path.
+   */
+  readonly #present = new Set<KeyHandle>();
+
   async hasKey(handle: KeyHandle): Promise<boolean> {
-    return this.#run('has', { handle });
+    if (this.#present.has(handle)) return true;
+    const present = await this.#run('has', { handle });
+    if (present) this.#present.add(handle);
+    return present;
   }
 
   async hasKek(label: string): Promise<boolean> {
@@ -87,6 +97,7 @@ export class Pkcs11KeyCustody implements KeyCustody {
   }
 
   async deleteKey(handle: KeyHandle): Promise<void> {
+    this.#present.delete(handle);
     try {
       await this.#serialised(() => this.#run('destroy', { handle }));
     } finally {

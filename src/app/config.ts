@@ -22,12 +22,19 @@ export type CustodyConfig =
       readonly kind: 'pkcs11';
       /** Path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so. */
       readonly module: string;
-      /** Tokens by label, each with its PIN source; every key is kept on every token. */
-      readonly tokens: readonly ({ readonly label: string } & PinSource)[];
+      /**
+       * Tokens by label, each with its PIN source; two or more make a high-availability pool in which every key is
+       * kept on every token. `module` overrides the library for one token (HSMs of different makes).
+       */
+      readonly tokens: readonly ({ readonly label: string; readonly module?: string } & PinSource)[];
       /** Worker threads running PKCS#11 calls off the event loop (default 2). */
       readonly workers?: number;
       /** Operations that may wait for a worker before new ones are refused as overload (default 1024). */
       readonly maxQueue?: number;
+      /** How often each token is probed, and a failed one reopened (default 2000 ms). */
+      readonly healthIntervalMs?: number;
+      /** A token that has not answered a key operation within this time is taken out of service (default 1000 ms). */
+      readonly operationTimeoutMs?: number;
     };
 
 export interface BackendConfig {
@@ -87,13 +94,23 @@ export function validateConfig(raw: unknown, where: string): JoinkeepConfig {
     const tokens: unknown = custody.tokens;
     const valid = (t: unknown): boolean => {
       const x = t as Record<string, unknown> | null;
-      return typeof x?.['label'] === 'string' && x['label'] !== '' && (typeof x['pinFile'] === 'string' || typeof x['pinEnv'] === 'string');
+      return (
+        typeof x?.['label'] === 'string' &&
+        x['label'] !== '' &&
+        (typeof x['pinFile'] === 'string' || typeof x['pinEnv'] === 'string') &&
+        (x['module'] === undefined || (typeof x['module'] === 'string' && x['module'] !== ''))
+      );
     };
     if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every(valid)) {
-      fail('custody.tokens must list tokens as {"label":…,"pinFile":…} or {"label":…,"pinEnv":…}');
+      fail('custody.tokens must list tokens as {"label":…,"pinFile":…} or {"label":…,"pinEnv":…} (optionally with "module")');
     }
+    if (new Set((tokens as { label: string }[]).map((t) => t.label)).size !== (tokens as unknown[]).length) fail('custody.tokens lists a token label twice');
     if (custody.workers !== undefined && (!Number.isInteger(custody.workers) || custody.workers < 1 || custody.workers > 64)) fail('custody.workers must be an integer 1..64');
     if (custody.maxQueue !== undefined && (!Number.isInteger(custody.maxQueue) || custody.maxQueue < 0)) fail('custody.maxQueue must be a non-negative integer');
+    for (const k of ['healthIntervalMs', 'operationTimeoutMs'] as const) {
+      const v = custody[k];
+      if (v !== undefined && (!Number.isInteger(v) || v < 10 || v > 600_000)) fail(`custody.${k} must be an integer number of milliseconds, 10..600000`);
+    }
   } else if (!custody || custody.kind !== 'software' || typeof custody.masterKey !== 'object') {
     fail('custody must be {"kind":"software","masterKey":{"file":…}|{"env":…}} or {"kind":"pkcs11","module":…,"tokens":[…]}');
   }

@@ -48,6 +48,11 @@ export async function initDataDir(dataDir: string, options: InitOptions = {}, en
     }
     const jk = await openJoinkeep(dataDir, { env });
     try {
+      // A pool is created whole: every token must open, log in and hold the same keys now, or init fails.
+      const out = jk.custody.status?.().members.filter((m) => m.state !== 'up') ?? [];
+      if (out.length > 0) {
+        throw new AppError('CONFIG_INVALID', `token ${out.map((m) => `"${m.name}" is ${m.state}: ${m.lastError ?? 'unknown reason'}`).join('; ')}`);
+      }
       await jk.audit.appendAudit({ at: new Date(), actor: 'cli', action: 'datadir.init', subject: 'joinkeep', outcome: 'success', details: { storage: config.storage.kind, custody: config.custody.kind } });
     } finally {
       await jk.close();

@@ -26,8 +26,8 @@ export async function openJoinkeep(dataDir: string, options: { logger?: Logger; 
   const storage = await openConfiguredStorage(dataDir, config, env);
   try {
     await storage.migrate();
-    const custody = await openCustody(dataDir, config, storage, env);
     const logger = options.logger ?? createLogger();
+    const custody = await openCustody(dataDir, config, storage, env, logger);
     const joins = createJoinService({ storage, custody, settings: config.join });
     return {
       dataDir,
@@ -55,8 +55,8 @@ async function openConfiguredStorage(dataDir: string, config: JoinkeepConfig, en
   return openStorage({ kind: 'postgres', url });
 }
 
-async function openCustody(dataDir: string, config: JoinkeepConfig, storage: Storage, env: NodeJS.ProcessEnv): Promise<KeyCustody> {
-  if (config.custody.kind === 'pkcs11') return openPkcs11(dataDir, config.custody, env);
+async function openCustody(dataDir: string, config: JoinkeepConfig, storage: Storage, env: NodeJS.ProcessEnv, logger: Logger): Promise<KeyCustody> {
+  if (config.custody.kind === 'pkcs11') return openPkcs11(dataDir, config.custody, env, logger);
   const source = 'file' in config.custody.masterKey ? { file: resolveIn(dataDir, config.custody.masterKey.file) } : config.custody.masterKey;
   const masterKey = await loadMasterKey(source, env);
   try {

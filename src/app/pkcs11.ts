@@ -1,17 +1,30 @@
 import { readFile } from 'node:fs/promises';
 import type { KeyCustody } from '../custody/custody.js';
 import { type CustodyConfig, type PinSource, resolveIn } from './config.js';
+import type { Logger } from '../observability/logger.js';
 import { AppError } from './errors.js';
 
-/** Opens PKCS#11 custody for a data directory, reading each token's PIN from its file or variable. */
-export async function openPkcs11(dataDir: string, custody: Extract<CustodyConfig, { kind: 'pkcs11' }>, env: NodeJS.ProcessEnv): Promise<KeyCustody> {
+/**
+ * Opens PKCS#11 custody for a data directory, reading each token's PIN from its file or variable. Pool events
+ * (a token taken out of service, readmitted, a write undone) go to the log.
+ */
+export async function openPkcs11(dataDir: string, custody: Extract<CustodyConfig, { kind: 'pkcs11' }>, env: NodeJS.ProcessEnv, logger?: Logger): Promise<KeyCustody> {
   const tokens = [];
-  for (const t of custody.tokens) tokens.push({ label: t.label, pin: await readPin(dataDir, t, env) });
+  for (const t of custody.tokens) tokens.push({ label: t.label, pin: await readPin(dataDir, t, env), modulePath: t.module });
   // Loaded only for PKCS#11 data directories: the software keystore never loads the native module.
   const { openPkcs11Custody } = await import('../custody/pkcs11/index.js');
   return openPkcs11Custody(
     { modulePath: custody.module, tokens },
-    { ...(custody.workers !== undefined ? { workers: custody.workers } : {}), ...(custody.maxQueue !== undefined ? { maxQueue: custody.maxQueue } : {}) },
+    {
+      workers: custody.workers,
+      maxQueue: custody.maxQueue,
+      healthIntervalMs: custody.healthIntervalMs,
+      operationTimeoutMs: custody.operationTimeoutMs,
+      onEvent: (event) => {
+        if (event.kind === 'member-readmitted') logger?.info({ custodyEvent: event }, `HSM token "${event.member}" is back in service`);
+        else logger?.warn({ custodyEvent: event }, `HSM pool: ${event.kind} "${event.member}"`);
+      },
+    },
   );
 }
 

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { addAdminRoutes, createBackendServer } from '../backend/server.js';
 import { type Logger, createLogger } from '../observability/logger.js';
+import { registerCustodyMetrics } from '../observability/custody-metrics.js';
 import { createMetrics } from '../observability/metrics.js';
 import { parseListen, resolveIn } from './config.js';
 import { type Joinkeep, openJoinkeep } from './joinkeep.js';
@@ -28,6 +29,9 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
   try {
     const { config } = joinkeep;
     const metrics = createMetrics();
+    const custodyStatus = joinkeep.custody.status?.bind(joinkeep.custody);
+    const custodyHealth = custodyStatus && (() => custodyStatus().members);
+    if (custodyHealth) registerCustodyMetrics(metrics.registry, custodyHealth);
     const tls = config.backend.tls && {
       key: await readFile(resolveIn(dataDir, config.backend.tls.keyFile)),
       cert: await readFile(resolveIn(dataDir, config.backend.tls.certFile)),
@@ -43,13 +47,14 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
       bodyLimit: config.backend.bodyLimit,
       tls,
       adminRoutes: adminListen === undefined,
+      custodyHealth,
     });
     servers.push(backend);
     const url = await backend.listen(parseListen(options.listen ?? config.backend.listen, '--listen'));
     let adminUrl: string | undefined;
     if (adminListen !== undefined) {
       const admin = Fastify() as unknown as FastifyInstance;
-      addAdminRoutes(admin, metrics);
+      addAdminRoutes(admin, metrics, custodyHealth);
       servers.push(admin);
       adminUrl = await admin.listen(parseListen(adminListen, '--admin-listen'));
     }

@@ -21,6 +21,7 @@ export interface BackendServerOptions {
   readonly tls?: { readonly key: Buffer; readonly cert: Buffer; readonly ca?: Buffer | undefined } | undefined;
   /** Serve GET /metrics and /healthz on this listener too (when there is no separate admin listener). */
   readonly adminRoutes?: boolean;
+  readonly custodyHealth?: CustodyHealth | undefined;
 }
 
 /** The Backend Interfaces HTTP server (TS002 §20: HTTP/1.1 POST with a JSON body, answered synchronously). */
@@ -57,13 +58,23 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
     });
   }
 
-  if (o.adminRoutes ?? true) addAdminRoutes(app, o.metrics);
+  if (o.adminRoutes ?? true) addAdminRoutes(app, o.metrics, o.custodyHealth);
   return app;
 }
 
-export function addAdminRoutes(app: FastifyInstance, metrics: Metrics): void {
+/** What /healthz reports of custody: each HSM pool member's state (none for the software keystore). */
+export type CustodyHealth = () => readonly { readonly name: string; readonly state: string }[];
+
+export function addAdminRoutes(app: FastifyInstance, metrics: Metrics, custody?: CustodyHealth): void {
   app.get('/metrics', async (_req, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/healthz', async (_req, reply) => {
+    const members = custody?.() ?? [];
+    if (members.length === 0) return { status: 'ok' };
+    const up = members.filter((m) => m.state === 'up').length;
+    // Degraded still serves every join; only a pool with no member in service makes this instance unhealthy.
+    const status = up === members.length ? 'ok' : up > 0 ? 'degraded' : 'unavailable';
+    return reply.code(up > 0 ? 200 : 503).send({ status, custody: members.map((m) => ({ member: m.name, state: m.state })) });
+  });
 }
 
 /** MessageType comes from the request: only the types we serve become metric labels or audit actions. */

@@ -83,7 +83,34 @@ export interface KeyCustody {
   hasKek(label: string): Promise<boolean>;
   listKeys(): Promise<KeyInfo[]>;
   deleteKey(handle: KeyHandle): Promise<void>;
+
+  /** Checks that custody can serve now (an HSM answers); throws a CustodyError when it cannot. Uses no key. */
+  probe?(): Promise<void>;
+  /** The members of a replicated custody (an HSM pool) and their state, for metrics, /healthz and the CLI. */
+  status?(): CustodyStatus;
+
   close(): Promise<void>;
+}
+
+export type CustodyMemberState = 'up' | 'down' | 'inconsistent';
+
+export interface CustodyMemberStatus {
+  /** The member's name: its token label. */
+  readonly name: string;
+  /** up: serves operations; down: failed, being reopened; inconsistent: answers but lacks keys the others hold. */
+  readonly state: CustodyMemberState;
+  readonly since: Date;
+  /** Operations this member answered, and those that failed on it (each retried on another member). */
+  readonly operations: number;
+  readonly failures: number;
+  /** Times the member returned to service after being down. */
+  readonly readmissions: number;
+  /** Why the member last left service; names handles and CKR_ codes, never key material. */
+  readonly lastError?: string | undefined;
+}
+
+export interface CustodyStatus {
+  readonly members: readonly CustodyMemberStatus[];
 }
 
 export function kekHandle(label: string): KeyHandle {

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CustodyError, type CustodyErrorCode } from '../../src/custody/index.js';
 import { acquireModule, releaseModule } from '../../src/custody/pkcs11/module.js';
-import { DEFAULT_MAX_BATCH, type Pkcs11CustodyOptions, Pkcs11KeyCustody, openPkcs11Custody, pkcs11WorkersForTest } from '../../src/custody/pkcs11/index.js';
+import { DEFAULT_MAX_BATCH, type Pkcs11CustodyOptions, Pkcs11KeyCustody, openPkcs11Token, pkcs11WorkersForTest } from '../../src/custody/pkcs11/index.js';
 import { TokenSession } from '../../src/custody/pkcs11/token-session.js';
 import { aesCmac, aesKeyWrap } from '../../src/custody/primitives.js';
 import { type TestToken, createTestToken, softhsmModulePath, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
@@ -28,7 +28,7 @@ const message = randomBytes(19);
 let mic: Buffer;
 
 async function open(options: Pkcs11CustodyOptions = {}): Promise<Pkcs11KeyCustody> {
-  const custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: token.label, pin: token.pin }] }, options);
+  const custody = await openPkcs11Token(softhsmModulePath(), { label: token.label, pin: token.pin }, options);
   assert.ok(custody instanceof Pkcs11KeyCustody);
   return custody;
 }

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /*
  * SoftHSM2 for tests: one temporary configuration per test process (SoftHSM reads SOFTHSM2_CONF once, at
@@ -49,4 +49,39 @@ export function createTestToken(prefix = 'jk'): TestToken {
     stdio: 'pipe',
   });
   return token;
+}
+
+/** The directory SoftHSM2's file store keeps a token in: the one whose token.object holds its (padded) label. */
+export function tokenDirectoryOf(label: string): string {
+  const root = useTemporarySoftHsmConfig();
+  const padded = Buffer.from(label.padEnd(32, ' '));
+  for (const name of readdirSync(root)) {
+    const file = join(root, name, 'token.object');
+    if (existsSync(file) && readFileSync(file).includes(padded)) return join(root, name);
+  }
+  throw new Error(`no SoftHSM2 token directory holds the label ${label}`);
+}
+
+/**
+ * Takes a token out from under every process using it, as when an HSM fails: its storage disappears, and SoftHSM2
+ * then refuses every use of its objects (CKR_OBJECT_HANDLE_INVALID; no object found) and C_GetTokenInfo
+ * (CKR_GENERAL_ERROR). Returns the function that brings it back intact.
+ */
+export function disableToken(label: string): () => void {
+  const dir = tokenDirectoryOf(label);
+  // Out of the token directory: SoftHSM2 takes every directory in it for a token.
+  const away = join(dirname(useTemporarySoftHsmConfig()), `disabled-${label}`);
+  renameSync(dir, away);
+  return () => renameSync(away, dir);
+}
+
+/**
+ * A private copy of the SoftHSM2 library, loaded as a separate instance with its own state, as each HSM of a pool
+ * has its own client library. SoftHSM2 remembers a token that failed as invalid until its library is initialised
+ * again; a member on its own copy can be, without touching the other members.
+ */
+export function privateModuleCopy(name: string): string {
+  const copy = join(dirname(useTemporarySoftHsmConfig()), `libsofthsm2-${name}.so`);
+  if (!existsSync(copy)) copyFileSync(softhsmModulePath(), copy);
+  return copy;
 }

@@ -38,4 +38,20 @@ export function registerCustody(program: Command): void {
           .join('\n') || 'No keys.',
       );
     });
+  custody
+    .command('status')
+    .description('check custody now: each HSM token of the pool opened, probed and compared with the others')
+    .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
+    .option('--json', 'print JSON')
+    .action(async (o: { dataDir?: string; json?: boolean }) => {
+      const status = await withJoinkeep(o, async (jk) => {
+        await jk.custody.probe?.();
+        return { kind: jk.custody.kind, members: jk.custody.status?.().members ?? [] };
+      });
+      const members = status.members.map((m) => ({ member: m.name, state: m.state, reason: m.lastError ?? null }));
+      print(!!o.json, { custody: status.kind, members }, () =>
+        members.length === 0 ? `${status.kind}: ready` : members.map((m) => `${m.member}\t${m.state}${m.reason ? `\t${m.reason}` : ''}`).join('\n'),
+      );
+      if (members.some((m) => m.state !== 'up')) process.exitCode = 1;
+    });
 }

@@ -19,6 +19,7 @@ export interface Operations {
   has: { args: { handle: KeyHandle }; result: boolean };
   list: { args: Record<string, never>; result: KeyInfo[] };
   destroy: { args: { handle: KeyHandle }; result: undefined };
+  probe: { args: Record<string, never>; result: undefined };
 }
 
 export type OperationName = keyof Operations;
@@ -78,6 +79,9 @@ export function runOperation(token: TokenSession, request: OperationRequest): un
       return token.list();
     case 'destroy':
       token.destroy(request.args.handle);
+      return undefined;
+    case 'probe':
+      token.probe();
       return undefined;
   }
 }

@@ -106,6 +106,11 @@ export class Pkcs11KeyCustody implements KeyCustody {
     }
   }
 
+  /** Health probe through a worker: the token answers and the worker's session is open. */
+  async probe(): Promise<void> {
+    await this.#run('probe', {});
+  }
+
   /** In-flight operations finish, queued ones are rejected, workers end; then one logout and finalize. */
   close(): Promise<void> {
     return (this.#closed ??= (async () => {

@@ -89,7 +89,12 @@ export class TokenSession {
     const present: string[] = [];
     let slot: ObjectHandle | undefined;
     for (const s of slots) {
-      const label = p.C_GetTokenInfo(s).label.trimEnd();
+      let label: string;
+      try {
+        label = p.C_GetTokenInfo(s).label.trimEnd();
+      } catch {
+        continue; // a token that does not answer (SoftHSM2: its storage is gone) cannot be the one asked for
+      }
       present.push(label);
       if (label === token.label && slot === undefined) slot = s;
     }
@@ -229,6 +234,14 @@ export class TokenSession {
       for (const object of this.#findObjects(handle)) this.#p.C_DestroyObject(this.#session, object);
     });
     this.#drop(handle);
+  }
+
+  /** Health probe: the token answers C_GetTokenInfo and this session is still open. Uses no key. */
+  probe(): void {
+    this.#op('health probe', [], () => {
+      this.#p.C_GetTokenInfo(Buffer.from(this.#slotKey, 'hex'));
+      this.#p.C_GetSessionInfo(this.#session);
+    });
   }
 
   /** Drops a cached object handle (another session deleted the key; the pool tells every worker). */

@@ -1,0 +1,514 @@
+import type {
+  CustodyMemberState,
+  CustodyMemberStatus,
+  CustodyStatus,
+  ExportedKey,
+  KeyCustody,
+  KeyDestination,
+  KeyHandle,
+  KeyInfo,
+  KeyRef,
+  KeyUsage,
+} from './custody.js';
+import { CustodyError } from './errors.js';
+
+/*
+ * One KeyCustody over a pool of members holding the same keys (two or more HSMs for high availability).
+ *
+ * - Every key is on every member: imports, KEK additions and deletions run on all members and need all of them
+ *   in service. A write that fails on one member is undone on the others, so the members never drift apart through
+ *   Joinkeep. (A member that is down cannot receive a key later: root keys and KEKs never leave an HSM, so there is
+ *   nothing to copy to it. Writes wait for the pool to be whole; joins do not.)
+ * - Operations that use keys (MICs, Join-accept encryption, derive-and-wrap, look-ups) go to the member in service
+ *   with the fewest operations in flight. When a member fails one — a token error, no answer within the operation
+ *   timeout, or a key it should hold but does not while another member has it — that member leaves service at once
+ *   and the operation runs again on the next member: the caller sees an answer, not the failure.
+ * - A health check probes each member in service every `healthIntervalMs`. A member out of service is closed and
+ *   opened afresh (new sessions and login) on each check; it returns to service when it answers and holds every key
+ *   the members in service hold ("inconsistent" until then, reported with the missing handles).
+ *
+ * Nothing here is specific to PKCS#11: a member is any KeyCustody that can be opened again.
+ */
+
+export interface CustodyMemberSource {
+  readonly name: string;
+  /** Opens the member afresh: at start and on every attempt to readmit it. */
+  open(): Promise<KeyCustody>;
+}
+
+export type ReplicaEvent =
+  | { readonly kind: 'member-down'; readonly member: string; readonly reason: string }
+  | { readonly kind: 'member-inconsistent'; readonly member: string; readonly reason: string }
+  | { readonly kind: 'member-readmitted'; readonly member: string }
+  | { readonly kind: 'write-undone'; readonly member: string; readonly handle: KeyHandle; readonly reason: string };
+
+export interface ReplicatedCustodyOptions {
+  /** How often members are probed and failed members reopened (default 2000 ms). */
+  readonly healthIntervalMs?: number | undefined;
+  /** A member that has not answered a key operation within this time is taken out of service (default 1000 ms). */
+  readonly operationTimeoutMs?: number | undefined;
+  /** State changes, for the operator's log. */
+  readonly onEvent?: ((event: ReplicaEvent) => void) | undefined;
+}
+
+export const DEFAULT_HEALTH_INTERVAL_MS = 2000;
+export const DEFAULT_OPERATION_TIMEOUT_MS = 1000;
+
+/** Refusals about the request itself: every member would answer the same, so they are not retried. */
+const REQUEST_ERRORS = new Set(['INVALID_KEY', 'CLEAR_EXPORT_REFUSED', 'UNWRAP_FAILED', 'KEY_EXISTS']);
+/** A key a member does not hold: the request's fault only if no member holds it. */
+const NOT_FOUND = new Set(['KEY_NOT_FOUND', 'KEK_NOT_FOUND']);
+
+interface Member {
+  readonly name: string;
+  readonly source: CustodyMemberSource;
+  custody: KeyCustody | undefined;
+  state: CustodyMemberState;
+  since: Date;
+  inFlight: number;
+  operations: number;
+  failures: number;
+  readmissions: number;
+  lastError: string | undefined;
+  /** Set while the health check works on this member, so checks never overlap. */
+  checking: boolean;
+}
+
+export class ReplicatedKeyCustody implements KeyCustody {
+  readonly kind: KeyCustody['kind'];
+  readonly #members: readonly Member[];
+  readonly #timeoutMs: number;
+  readonly #onEvent: (event: ReplicaEvent) => void;
+  readonly #timer: NodeJS.Timeout;
+  #closed: Promise<void> | undefined;
+
+  private constructor(kind: KeyCustody['kind'], members: readonly Member[], options: ReplicatedCustodyOptions) {
+    this.kind = kind;
+    this.#members = members;
+    this.#timeoutMs = options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS;
+    this.#onEvent = options.onEvent ?? (() => undefined);
+    this.#timer = setInterval(() => void this.checkHealth(), options.healthIntervalMs ?? DEFAULT_HEALTH_INTERVAL_MS);
+    this.#timer.unref();
+  }
+
+  /**
+   * Opens every member. Members that fail to open start out of service and are retried by the health check;
+   * at least one must open (TOKEN_UNAVAILABLE naming each failure otherwise). Members that lack keys another
+   * member holds start "inconsistent".
+   */
+  static async open(kind: KeyCustody['kind'], sources: readonly CustodyMemberSource[], options: ReplicatedCustodyOptions = {}): Promise<ReplicatedKeyCustody> {
+    if (sources.length === 0) throw new CustodyError('TOKEN_UNAVAILABLE', 'no custody member is configured');
+    const names = new Set(sources.map((s) => s.name));
+    if (names.size !== sources.length) throw new CustodyError('TOKEN_UNAVAILABLE', 'two custody members have the same name');
+    const opened = await Promise.allSettled(sources.map((s) => s.open()));
+    const now = new Date();
+    const members: Member[] = sources.map((source, i) => {
+      const result = opened[i]!;
+      const up = result.status === 'fulfilled';
+      return {
+        name: source.name,
+        source,
+        custody: up ? result.value : undefined,
+        state: up ? 'up' : 'down',
+        since: now,
+        inFlight: 0,
+        operations: 0,
+        failures: 0,
+        readmissions: 0,
+        lastError: up ? undefined : describe(result.reason),
+        checking: false,
+      };
+    });
+    if (!members.some((m) => m.state === 'up')) {
+      if (opened.length === 1 && opened[0]!.status === 'rejected') throw opened[0]!.reason;
+      throw new CustodyError('TOKEN_UNAVAILABLE', `no custody member could be opened: ${members.map((m) => `${m.name}: ${m.lastError}`).join('; ')}`);
+    }
+    const pool = new ReplicatedKeyCustody(kind, members, options);
+    for (const m of members) if (m.state === 'down') pool.#onEvent({ kind: 'member-down', member: m.name, reason: m.lastError ?? 'did not open' });
+    try {
+      await pool.#checkConsistencyAtOpen();
+    } catch (error) {
+      await pool.close();
+      throw error;
+    }
+    return pool;
+  }
+
+  // --- key operations: one member, failing over ---------------------------------------------------------------
+
+  verifyMic(key: KeyRef, message: Uint8Array, mic: Uint8Array): Promise<boolean> {
+    return this.#any((c) => c.verifyMic(key, message, mic));
+  }
+
+  computeMic(key: KeyRef, message: Uint8Array): Promise<Buffer> {
+    return this.#any((c) => c.computeMic(key, message));
+  }
+
+  encryptJoinAccept(key: KeyRef, plaintext: Uint8Array): Promise<Buffer> {
+    return this.#any((c) => c.encryptJoinAccept(key, plaintext));
+  }
+
+  deriveAndExport(root: KeyHandle, requests: readonly { readonly block: Uint8Array; readonly to: KeyDestination }[]): Promise<ExportedKey[]> {
+    return this.#any((c) => c.deriveAndExport(root, requests));
+  }
+
+  /** True when a member in service holds the key (each member holds every key). */
+  async hasKey(handle: KeyHandle): Promise<boolean> {
+    // A "false" is checked on the other members too: a member that lost its keys must not make a device unknown.
+    return this.#any(async (c) => {
+      if (await c.hasKey(handle)) return true;
+      throw new CustodyError('KEY_NOT_FOUND', `no key named ${handle}`);
+    }).catch((error: unknown) => {
+      if (error instanceof CustodyError && error.code === 'KEY_NOT_FOUND') return false;
+      throw error;
+    });
+  }
+
+  hasKek(label: string): Promise<boolean> {
+    return this.hasKey(`kek/${label}`);
+  }
+
+  /** Every key held by a member in service, once, with the members that hold it as its location. */
+  async listKeys(): Promise<KeyInfo[]> {
+    const byHandle = new Map<KeyHandle, { info: KeyInfo; holders: string[] }>();
+    for (const m of this.#inService()) {
+      for (const info of await this.#on(m, (c) => c.listKeys())) {
+        const entry = byHandle.get(info.handle);
+        if (entry === undefined) byHandle.set(info.handle, { info, holders: [m.name] });
+        else entry.holders.push(m.name);
+      }
+    }
+    const members = this.#members.length;
+    if (members === 1) return [...byHandle.values()].map(({ info }) => info);
+    return [...byHandle.values()].map(({ info, holders }) => ({
+      ...info,
+      location: `${this.kind === 'pkcs11' ? 'PKCS#11 tokens' : 'custody members'} ${holders.map((h) => `"${h}"`).join(', ')} (${holders.length} of ${members})`,
+    }));
+  }
+
+  // --- writes: every member ----------------------------------------------------------------------------------
+
+  importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {
+    return this.#all(handle, (c) => c.importWrapped(handle, usage, wrapped, unwrapWithKekLabel));
+  }
+
+  importKek(label: string, key: Uint8Array): Promise<void> {
+    return this.#all(`kek/${label}`, (c) => c.importKek(label, key));
+  }
+
+  async deleteKey(handle: KeyHandle): Promise<void> {
+    const members = this.#requireWhole(`delete ${handle}`);
+    const results = await Promise.allSettled(members.map((m) => this.#on(m, (c) => c.deleteKey(handle))));
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ member: members[i]!, error: r.reason as unknown }] : []));
+    // A member that does not hold the key has nothing to delete; only when none holds it is that the caller's error.
+    const real = failed.filter((f) => !(f.error instanceof CustodyError && NOT_FOUND.has(f.error.code)));
+    if (real.length === 0) {
+      if (failed.length === members.length) throw failed[0]!.error;
+      return;
+    }
+    for (const f of real) if (isMemberFailure(f.error)) this.#takeOut(f.member, describe(f.error));
+    const first = real[0]!;
+    throw new CustodyError(
+      'TOKEN_UNAVAILABLE',
+      `${handle} was deleted from ${members.length - real.length} of ${members.length} custody members; member "${first.member.name}" failed (${describe(first.error)}): delete it again when every member is in service`,
+    );
+  }
+
+  // --- health ------------------------------------------------------------------------------------------------
+
+  status(): CustodyStatus {
+    return {
+      members: this.#members.map(
+        (m): CustodyMemberStatus => ({
+          name: m.name,
+          state: m.state,
+          since: m.since,
+          operations: m.operations,
+          failures: m.failures,
+          readmissions: m.readmissions,
+          lastError: m.lastError,
+        }),
+      ),
+    };
+  }
+
+  /** Fails unless some member is in service and answers its probe. */
+  async probe(): Promise<void> {
+    await this.#any(async (c) => {
+      await c.probe?.();
+    });
+  }
+
+  /**
+   * One round of the health check (run by the timer; callable by tests and operators): probes each member in
+   * service, and tries to readmit each member out of service. Resolves when the round is over.
+   */
+  async checkHealth(): Promise<void> {
+    if (this.#closed !== undefined) return;
+    await Promise.all(
+      this.#members.map(async (m) => {
+        if (m.checking) return;
+        m.checking = true;
+        try {
+          if (m.state === 'up') await this.#probeInService(m);
+          else await this.#tryReadmit(m);
+        } finally {
+          m.checking = false;
+        }
+      }),
+    );
+  }
+
+  close(): Promise<void> {
+    return (this.#closed ??= (async () => {
+      clearInterval(this.#timer);
+      await Promise.allSettled(this.#members.map((m) => m.custody?.close()));
+      for (const m of this.#members) m.custody = undefined;
+    })());
+  }
+
+  // --- internals ---------------------------------------------------------------------------------------------
+
+  #inService(): Member[] {
+    return this.#members.filter((m) => m.state === 'up' && m.custody !== undefined);
+  }
+
+  /** Runs `operation` on one member after another, least busy first, until one answers. */
+  async #any<T>(operation: (custody: KeyCustody) => Promise<T>): Promise<T> {
+    this.#assertOpen();
+    const tried = new Set<Member>();
+    const lacking: { member: Member; error: CustodyError }[] = [];
+    let failure: unknown;
+    for (;;) {
+      const member = this.#leastBusy(tried);
+      if (member === undefined) break;
+      tried.add(member);
+      try {
+        const value = await this.#on(member, operation, this.#timeoutMs);
+        // A member that said it lacks a key another member holds has lost keys: out of service until it has them.
+        for (const l of lacking) {
+          l.member.failures++;
+          this.#takeOut(l.member, `${l.error.message}, which member "${member.name}" holds`, 'inconsistent');
+        }
+        return value;
+      } catch (error) {
+        if (!(error instanceof CustodyError)) throw error;
+        if (REQUEST_ERRORS.has(error.code)) throw error;
+        if (NOT_FOUND.has(error.code)) {
+          lacking.push({ member, error });
+          continue;
+        }
+        // OVERLOADED: this member is saturated, not broken; the next may have room.
+        if (error.code !== 'OVERLOADED') this.#takeOut(member, describe(error));
+        failure ??= error;
+      }
+    }
+    // No member answered. If every member in service said the key is missing, it is missing.
+    if (lacking.length > 0 && failure === undefined) throw lacking[0]!.error;
+    if (failure instanceof CustodyError && failure.code === 'OVERLOADED') throw failure;
+    const reasons = this.#members.map((m) => `${m.name}: ${m.state}${m.lastError ? ` (${m.lastError})` : ''}`).join('; ');
+    throw new CustodyError('TOKEN_UNAVAILABLE', `no custody member could run the operation: ${reasons}`);
+  }
+
+  #turn = 0;
+
+  /** The member in service with the fewest operations in flight; ties go round the pool, so idle members share. */
+  #leastBusy(tried: ReadonlySet<Member>): Member | undefined {
+    let best: Member | undefined;
+    const n = this.#members.length;
+    const start = this.#turn++ % n;
+    for (let i = 0; i < n; i++) {
+      const m = this.#members[(start + i) % n]!;
+      if (m.state !== 'up' || m.custody === undefined || tried.has(m)) continue;
+      if (best === undefined || m.inFlight < best.inFlight) best = m;
+    }
+    return best;
+  }
+
+  /** Runs one operation on one member, counting it; with a timeout, a member that does not answer fails it. */
+  async #on<T>(member: Member, operation: (custody: KeyCustody) => Promise<T>, timeoutMs?: number): Promise<T> {
+    const custody = member.custody;
+    if (custody === undefined) throw new CustodyError('TOKEN_UNAVAILABLE', `custody member "${member.name}" is out of service`);
+    member.inFlight++;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const work = operation(custody);
+      const value =
+        timeoutMs === undefined
+          ? await work
+          : await Promise.race([
+              work,
+              new Promise<never>((_, reject) => {
+                timer = setTimeout(() => reject(new CustodyError('TOKEN_UNAVAILABLE', `custody member "${member.name}" did not answer within ${timeoutMs} ms`)), timeoutMs);
+              }),
+            ]);
+      member.operations++;
+      return value;
+    } catch (error) {
+      if (isMemberFailure(error)) member.failures++;
+      throw error;
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      member.inFlight--;
+    }
+  }
+
+  /** Runs a write on every member; undoes it where it succeeded when it failed anywhere. */
+  async #all(handle: KeyHandle, write: (custody: KeyCustody) => Promise<void>): Promise<void> {
+    const members = this.#requireWhole(`store ${handle}`);
+    const results = await Promise.allSettled(members.map((m) => this.#on(m, write)));
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ member: members[i]!, error: r.reason as unknown }] : []));
+    if (failed.length === 0) return;
+    const succeeded = members.filter((_, i) => results[i]!.status === 'fulfilled');
+    const first = failed[0]!;
+    if (succeeded.length === 0 && !failed.some((f) => isMemberFailure(f.error))) {
+      // Every member refused the request itself (wrong KEK, key exists, …): the caller's error; nothing was stored.
+      throw first.error;
+    }
+    for (const m of succeeded) {
+      try {
+        await this.#on(m, (c) => c.deleteKey(handle));
+        this.#onEvent({ kind: 'write-undone', member: m.name, handle, reason: `member "${first.member.name}" refused it: ${describe(first.error)}` });
+      } catch (error) {
+        // The key stays on this member only; readmission checks compare members, so the operator will see it.
+        this.#takeOut(m, `could not undo a partial write of ${handle}: ${describe(error)}`);
+      }
+    }
+    for (const f of failed) {
+      if (isMemberFailure(f.error)) this.#takeOut(f.member, describe(f.error));
+      // It lacks a KEK the others hold: it has drifted, and serves nothing until it holds every key again.
+      else if (f.error instanceof CustodyError && NOT_FOUND.has(f.error.code) && succeeded.length > 0) this.#takeOut(f.member, describe(f.error), 'inconsistent');
+    }
+    throw new CustodyError(
+      'TOKEN_UNAVAILABLE',
+      `${handle} was not stored: custody member "${first.member.name}" failed (${describe(first.error)}); every member must hold every key, so it was removed from the others`,
+    );
+  }
+
+  /** The members for a write: all of them, each in service; otherwise TOKEN_UNAVAILABLE naming the others. */
+  #requireWhole(what: string): Member[] {
+    this.#assertOpen();
+    const out = this.#members.filter((m) => m.state !== 'up' || m.custody === undefined);
+    if (out.length > 0) {
+      const names = out.map((m) => `"${m.name}" (${m.state}${m.lastError ? `: ${m.lastError}` : ''})`).join(', ');
+      throw new CustodyError('TOKEN_UNAVAILABLE', `cannot ${what} while custody member ${names} is out of service: every member must hold every key; retry when it is back`);
+    }
+    return [...this.#members];
+  }
+
+  #takeOut(member: Member, reason: string, state: CustodyMemberState = 'down'): void {
+    if (member.state !== 'up') return;
+    member.state = state;
+    member.since = new Date();
+    member.lastError = reason;
+    this.#onEvent({ kind: state === 'inconsistent' ? 'member-inconsistent' : 'member-down', member: member.name, reason });
+  }
+
+  /** Records why a member out of service stays out; an event only when the state or the reason changes. */
+  #stillOut(member: Member, state: CustodyMemberState, reason: string): void {
+    if (member.state === state && member.lastError === reason) return;
+    if (member.state !== state) member.since = new Date();
+    member.state = state;
+    member.lastError = reason;
+    this.#onEvent({ kind: state === 'inconsistent' ? 'member-inconsistent' : 'member-down', member: member.name, reason });
+  }
+
+  async #probeInService(member: Member): Promise<void> {
+    try {
+      await this.#on(member, async (c) => c.probe?.(), this.#timeoutMs);
+    } catch (error) {
+      this.#takeOut(member, `health probe failed: ${describe(error)}`);
+    }
+  }
+
+  /** Closes the member, opens it afresh, and returns it to service when it answers and holds every key. */
+  async #tryReadmit(member: Member): Promise<void> {
+    const old = member.custody;
+    member.custody = undefined;
+    // A member that hangs must not hold the check: its workers are given the close grace, not more.
+    if (old !== undefined) await old.close().catch(() => undefined);
+    let custody: KeyCustody;
+    try {
+      custody = await member.source.open();
+    } catch (error) {
+      this.#stillOut(member, 'down', describe(error));
+      return;
+    }
+    try {
+      await custody.probe?.();
+    } catch (error) {
+      this.#stillOut(member, 'down', `health probe failed: ${describe(error)}`);
+      await custody.close().catch(() => undefined);
+      return;
+    }
+    try {
+      const missing = await this.#missingOn(custody, member);
+      if (missing.length > 0) {
+        this.#stillOut(member, 'inconsistent', `lacks ${missing.length} key(s) the members in service hold, e.g. ${missing.slice(0, 3).join(', ')}`);
+        await custody.close();
+        return;
+      }
+    } catch (error) {
+      this.#stillOut(member, member.state, describe(error));
+      await custody.close().catch(() => undefined);
+      return;
+    }
+    if (this.#closed !== undefined) {
+      await custody.close();
+      return;
+    }
+    member.custody = custody;
+    member.state = 'up';
+    member.since = new Date();
+    member.readmissions++;
+    member.lastError = undefined;
+    this.#onEvent({ kind: 'member-readmitted', member: member.name });
+  }
+
+  /** Handles held by the members in service (other than `member`) that `custody` lacks. */
+  async #missingOn(custody: KeyCustody, member: Member): Promise<KeyHandle[]> {
+    const reference = this.#inService().filter((m) => m !== member);
+    if (reference.length === 0) return [];
+    const held = new Set((await custody.listKeys()).map((k) => k.handle));
+    const expected = new Set<KeyHandle>();
+    for (const m of reference) for (const k of await this.#on(m, (c) => c.listKeys())) expected.add(k.handle);
+    return [...expected].filter((h) => !held.has(h));
+  }
+
+  /**
+   * At open, members in service must hold the same keys. Those lacking keys that others hold are taken out
+   * ("inconsistent"), unless that would leave none: then the member holding the most keys serves, and the others
+   * are reported.
+   */
+  async #checkConsistencyAtOpen(): Promise<void> {
+    const up = this.#inService();
+    if (up.length < 2) return;
+    const held = new Map<Member, Set<KeyHandle>>();
+    for (const m of up) held.set(m, new Set((await this.#on(m, (c) => c.listKeys())).map((k) => k.handle)));
+    const union = new Set<KeyHandle>();
+    for (const set of held.values()) for (const h of set) union.add(h);
+    const complete = up.filter((m) => held.get(m)!.size === union.size);
+    const keep = complete.length > 0 ? new Set(complete) : new Set([up.reduce((a, b) => (held.get(b)!.size > held.get(a)!.size ? b : a))]);
+    for (const m of up) {
+      if (keep.has(m)) continue;
+      const missing = [...union].filter((h) => !held.get(m)!.has(h));
+      this.#takeOut(m, `lacks ${missing.length} key(s) other members hold, e.g. ${missing.slice(0, 3).join(', ')}`, 'inconsistent');
+      await m.custody?.close();
+      m.custody = undefined;
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#closed !== undefined) throw new CustodyError('TOKEN_UNAVAILABLE', 'the custody is closed');
+  }
+}
+
+/** Errors that say the member could not do its part, as opposed to a refusal of the request. */
+function isMemberFailure(error: unknown): boolean {
+  return !(error instanceof CustodyError) || !(REQUEST_ERRORS.has(error.code) || NOT_FOUND.has(error.code));
+}
+
+function describe(error: unknown): string {
+  if (error instanceof CustodyError) return `${error.code}: ${error.message}`;
+  return error instanceof Error ? error.message : String(error);
+}

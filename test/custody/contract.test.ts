@@ -133,7 +133,36 @@ const pkcs11Factories: readonly CustodyFactory[] = storageBackends.map((backend)
   },
 }));
 
-const custodyFactories: readonly CustodyFactory[] = [...softwareFactories, ...pkcs11Factories];
+// A pool of two tokens (replicated-custody.ts) must keep the same contract: it answers as one custody.
+const poolFactory: CustodyFactory = {
+  name: 'pkcs11 pool of two SoftHSM2 tokens on sqlite',
+  async open(): Promise<OpenedCustody> {
+    const tokenDir = useTemporarySoftHsmConfig();
+    if (!softHsmDirRemovedOnExit) process.once('exit', () => rmSync(dirname(tokenDir), { recursive: true, force: true }));
+    softHsmDirRemovedOnExit = true;
+    const opened = await storageBackends[0]!.open();
+    const tokens = [createTestToken('contract-a'), createTestToken('contract-b')];
+    const dropTokens = (): void => {
+      for (const t of tokens) execFileSync('softhsm2-util', ['--delete-token', '--token', t.label], { env: process.env, stdio: 'pipe' });
+    };
+    const custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: tokens.map((t) => ({ label: t.label, pin: t.pin })) }).catch(async (error: unknown) => {
+      dropTokens();
+      await opened.cleanup();
+      throw error;
+    });
+    return {
+      custody,
+      importKek: (label, key) => custody.importKek(label, key),
+      async cleanup() {
+        await custody.close();
+        dropTokens();
+        await opened.cleanup();
+      },
+    };
+  },
+};
+
+const custodyFactories: readonly CustodyFactory[] = [...softwareFactories, ...pkcs11Factories, poolFactory];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers.

@@ -51,7 +51,10 @@ export async function initDataDir(dataDir: string, options: InitOptions = {}, en
       // A pool is created whole: every token must open, log in and hold the same keys now, or init fails.
       const out = jk.custody.status?.().members.filter((m) => m.state !== 'up') ?? [];
       if (out.length > 0) {
-        throw new AppError('CONFIG_INVALID', `token ${out.map((m) => `"${m.name}" is ${m.state}: ${m.lastError ?? 'unknown reason'}`).join('; ')}`);
+        throw new AppError(
+          'CONFIG_INVALID',
+          `token ${out.map((m) => `"${m.name}" is ${m.state}: ${m.lastError ?? 'unknown reason'}`).join('; ')}. Every token of a pool must open and hold the same keys (start from empty tokens)`,
+        );
       }
       await jk.audit.appendAudit({ at: new Date(), actor: 'cli', action: 'datadir.init', subject: 'joinkeep', outcome: 'success', details: { storage: config.storage.kind, custody: config.custody.kind } });
     } finally {

@@ -105,4 +105,35 @@ describe('CLI / PKCS#11 data directory (SoftHSM2)', () => {
     assert.match(r.stderr, /HSM_PIN/);
     await cliOk(['kek', 'list', '--data-dir', d], { env: { HSM_PIN: token.pin } });
   });
+
+  it('a pool of two tokens: init checks both, kek add stores on both, custody status and inventory show both', async () => {
+    const d = join(dir, 'pool');
+    const first = createTestToken('cli-a');
+    const firstPin = join(dir, 'first.pin');
+    await writeFile(firstPin, `${first.pin}\n`, { mode: 0o600 });
+    const second = createTestToken('cli-b');
+    const secondPin = join(dir, 'second.pin');
+    await writeFile(secondPin, `${second.pin}\n`, { mode: 0o600 });
+    const bad = await runCli(['init', '--data-dir', d, '--custody', 'pkcs11', '--pkcs11-module', softhsmModulePath(), '--token-label', first.label, '--pin-file', firstPin, '--token-label', 'no-such-token', '--pin-file', secondPin]);
+    assert.equal(bad.code, 1, 'a pool is created whole: a token that does not open fails init');
+    assert.match(bad.stderr, /no-such-token/);
+    assert.equal(await exists(d), false);
+
+    await cliOk(['init', '--data-dir', d, '--custody', 'pkcs11', '--pkcs11-module', softhsmModulePath(), '--token-label', first.label, '--pin-file', firstPin, '--token-label', second.label, '--pin-file', secondPin]);
+    assert.deepEqual(JSON.parse(await readFile(join(d, 'joinkeep.json'), 'utf8')).custody.tokens.map((t: { label: string }) => t.label), [first.label, second.label]);
+    await writeFile(join(dir, 'pool.kek'), Buffer.alloc(16, 0x5a).toString('hex'));
+    await cliOk(['kek', 'add', '--data-dir', d, '--label', 'pool-kek', '--key-file', join(dir, 'pool.kek')]);
+
+    const status = await cliJson<{ custody: string; members: { member: string; state: string }[] }>(['custody', 'status', '--data-dir', d, '--json']);
+    assert.deepEqual(status.members.map((m) => [m.member, m.state]), [[first.label, 'up'], [second.label, 'up']]);
+    const inv = await cliJson<{ keys: { handle: string; location: string }[] }>(['custody', 'inventory', '--data-dir', d, '--json']);
+    const kek = inv.keys.find((k) => k.handle === 'kek/pool-kek');
+    assert.ok(kek);
+    assert.equal(kek.location, `PKCS#11 tokens "${first.label}", "${second.label}" (2 of 2)`);
+
+    // Tokens that do not hold the same keys are not a pool: init names what one lacks.
+    const mixed = await runCli(['init', '--data-dir', join(dir, 'mixed'), '--custody', 'pkcs11', '--pkcs11-module', softhsmModulePath(), '--token-label', first.label, '--pin-file', firstPin, '--token-label', token.label, '--pin-file', pinFile]);
+    assert.equal(mixed.code, 1);
+    assert.match(mixed.stderr, /is inconsistent: lacks \d+ key\(s\) other members hold/);
+  });
 });

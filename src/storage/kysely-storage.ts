@@ -1,4 +1,4 @@
-import type { Kysely, Migration, Transaction } from 'kysely';
+import { type Compilable, CompiledQuery, type Kysely, type Migration, type Transaction } from 'kysely';
 import type { Eui64, NetId } from '../protocol/index.js';
 import { decodeAuditCursor, decodeDeviceCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError, type StorageErrorCode } from './errors.js';
@@ -69,6 +69,8 @@ class Passthrough {
 export class KyselyStorage implements Storage {
   readonly kind: 'sqlite' | 'postgres';
   #closed = false;
+  /** SQL text of the hot read statements, compiled once by name (see #query). */
+  readonly #compiled = new Map<string, string>();
 
   constructor(
     protected readonly db: Kysely<Database>,
@@ -95,9 +97,7 @@ export class KyselyStorage implements Storage {
   }
 
   async getDevice(devEui: Eui64): Promise<DeviceRecord | undefined> {
-    const row = await this.#run('getDevice', () =>
-      this.db.selectFrom('devices').selectAll().where('dev_eui', '=', devEui).executeTakeFirst(),
-    );
+    const [row] = await this.#query('getDevice', () => this.db.selectFrom('devices').selectAll().where('dev_eui', '=', devEui), [devEui]);
     return row === undefined ? undefined : deviceFromRow(row);
   }
 
@@ -123,8 +123,10 @@ export class KyselyStorage implements Storage {
   }
 
   async servesJoinEui(joinEui: Eui64): Promise<boolean> {
-    const row = await this.#run('servesJoinEui', () =>
-      this.db.selectFrom('devices').select('dev_eui').where('join_eui', '=', joinEui).limit(1).executeTakeFirst(),
+    const [row] = await this.#query(
+      'servesJoinEui',
+      () => this.db.selectFrom('devices').select('dev_eui').where('join_eui', '=', joinEui).limit(1),
+      [joinEui, 1],
     );
     return row !== undefined;
   }
@@ -171,9 +173,7 @@ export class KyselyStorage implements Storage {
     options: { readonly sessionLimit: number },
   ): Promise<ReserveJoinResult<R>> {
     const { sessionLimit } = options;
-    if (!Number.isSafeInteger(sessionLimit) || sessionLimit < 1) {
-      throw new RangeError(`sessionLimit must be a positive integer, got ${sessionLimit}`);
-    }
+    checkSessionLimit(sessionLimit);
     for (let attempt = 1; ; attempt++) {
       try {
         // Kysely's execute() resolves only after COMMIT returned: when this returns, the new JoinNonce is durable.
@@ -206,7 +206,8 @@ export class KyselyStorage implements Storage {
       throw new Passthrough(error);
     }
     if ('refuse' in decision) throw new Refusal(decision.refuse);
-    checkDecision(devEui, joinEui, current, decision.commit, decision.session);
+    const broken = checkDecision(devEui, joinEui, current, decision.commit, decision.session);
+    if (broken !== undefined) throw new Passthrough(broken);
     await writeDecision(trx, devEui, joinEui, decision, sessionLimit);
     return { committed: decision.commit, session: decision.session };
   }
@@ -226,13 +227,10 @@ export class KyselyStorage implements Storage {
   }
 
   async getSession(devEui: Eui64, sessionKeyId: string): Promise<SessionRecord | undefined> {
-    const row = await this.#run('getSession', () =>
-      this.db
-        .selectFrom('sessions')
-        .selectAll()
-        .where('dev_eui', '=', devEui)
-        .where('session_key_id', '=', sessionKeyId)
-        .executeTakeFirst(),
+    const [row] = await this.#query(
+      'getSession',
+      () => this.db.selectFrom('sessions').selectAll().where('dev_eui', '=', devEui).where('session_key_id', '=', sessionKeyId),
+      [devEui, sessionKeyId],
     );
     return row === undefined ? undefined : sessionFromRow(row);
   }
@@ -256,15 +254,19 @@ export class KyselyStorage implements Storage {
   }
 
   async findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
-    const row = await this.#run('findPeerByTokenSha256', () =>
-      this.db.selectFrom('peers').selectAll().where('token_sha256', '=', tokenSha256).executeTakeFirst(),
+    const [row] = await this.#query(
+      'findPeerByTokenSha256',
+      () => this.db.selectFrom('peers').selectAll().where('token_sha256', '=', tokenSha256),
+      [tokenSha256],
     );
     return row === undefined ? undefined : peerFromRow(row);
   }
 
   async findPeerByClientCertSha256(fingerprint: string): Promise<PeerRecord | undefined> {
-    const row = await this.#run('findPeerByClientCertSha256', () =>
-      this.db.selectFrom('peers').selectAll().where('client_cert_sha256', '=', fingerprint).executeTakeFirst(),
+    const [row] = await this.#query(
+      'findPeerByClientCertSha256',
+      () => this.db.selectFrom('peers').selectAll().where('client_cert_sha256', '=', fingerprint),
+      [fingerprint],
     );
     return row === undefined ? undefined : peerFromRow(row);
   }
@@ -277,8 +279,10 @@ export class KyselyStorage implements Storage {
   }
 
   async findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
-    const row = await this.#run('findApplicationServer', () =>
-      this.db.selectFrom('peers').selectAll().where('kind', '=', 'as').where('as_id', '=', asId).orderBy('id').executeTakeFirst(),
+    const [row] = await this.#query(
+      'findApplicationServer',
+      () => this.db.selectFrom('peers').selectAll().where('kind', '=', 'as').where('as_id', '=', asId).orderBy('id').limit(1),
+      ['as', asId, 1],
     );
     return row === undefined ? undefined : peerFromRow(row);
   }
@@ -298,9 +302,7 @@ export class KyselyStorage implements Storage {
   }
 
   async getKeyRecord(handle: string): Promise<SealedKeyRecord | undefined> {
-    const row = await this.#run('getKeyRecord', () =>
-      this.db.selectFrom('key_records').selectAll().where('handle', '=', handle).executeTakeFirst(),
-    );
+    const [row] = await this.#query('getKeyRecord', () => this.db.selectFrom('key_records').selectAll().where('handle', '=', handle), [handle]);
     return row === undefined ? undefined : keyRecordFromRow(row);
   }
 
@@ -348,6 +350,26 @@ export class KyselyStorage implements Storage {
     await this.db.destroy();
   }
 
+  /**
+   * Runs one of the hot read statements (the join path's look-ups). Building and compiling a Kysely query costs more
+   * CPU than running it on SQLite, so each is compiled once, by name, and later calls only bind `parameters`. The
+   * first call checks that `parameters` are exactly the compiled query's, in order, so a mistake fails at once.
+   */
+  async #query<Row>(operation: string, build: () => Compilable<Row>, parameters: readonly unknown[]): Promise<Row[]> {
+    let text = this.#compiled.get(operation);
+    if (text === undefined) {
+      const compiled = build().compile();
+      if (compiled.parameters.length !== parameters.length || compiled.parameters.some((p, i) => p !== parameters[i])) {
+        throw new Error(`${operation}: parameters ${JSON.stringify(parameters)} differ from the compiled query's`);
+      }
+      text = compiled.sql;
+      this.#compiled.set(operation, text);
+    }
+    const sql = text;
+    const result = await this.#run(operation, () => this.db.executeQuery<Row>(CompiledQuery.raw(sql, [...parameters])));
+    return result.rows;
+  }
+
   /** Runs one statement, mapping driver errors to StorageError (the driver error stays as `cause`). */
   async #run<T>(
     operation: string,
@@ -365,9 +387,7 @@ export class KyselyStorage implements Storage {
   }
 
   #fail(error: unknown, operation: string): StorageError {
-    if (error instanceof StorageError) return error;
-    const detail = error instanceof Error ? error.message : String(error);
-    return new StorageError('UNAVAILABLE', `${this.kind} storage: ${operation} failed: ${detail}`, { cause: error });
+    return storageFailure(this.kind, error, operation);
   }
 }
 
@@ -406,22 +426,40 @@ async function writeDecision(
   if (audit !== undefined) await trx.insertInto('audit_events').values(auditToRow(audit)).execute();
 }
 
-/** Guards the nonce invariants even if the caller's decision is wrong: a JoinNonce is never issued twice. */
-function checkDecision(devEui: Eui64, joinEui: Eui64, current: JoinState, commit: JoinState, session: SessionRecord): void {
-  const broken = (why: string): Passthrough => new Passthrough(new RangeError(`reserveJoin for ${devEui}: ${why}`));
+/**
+ * Guards the nonce invariants even if the caller's decision is wrong: a JoinNonce is never issued twice.
+ * Returns the broken invariant as a RangeError (the caller rolls back and throws it), or undefined.
+ */
+export function checkDecision(devEui: Eui64, joinEui: Eui64, current: JoinState, commit: JoinState, session: SessionRecord): RangeError | undefined {
+  const broken = (why: string): RangeError => new RangeError(`reserveJoin for ${devEui}: ${why}`);
   if (!Number.isSafeInteger(commit.lastJoinNonce) || commit.lastJoinNonce <= current.lastJoinNonce) {
-    throw broken(`JoinNonce must increase (stored ${current.lastJoinNonce}, committed ${commit.lastJoinNonce})`);
+    return broken(`JoinNonce must increase (stored ${current.lastJoinNonce}, committed ${commit.lastJoinNonce})`);
   }
-  if (commit.lastJoinNonce > MAX_JOIN_NONCE) throw broken(`JoinNonce ${commit.lastJoinNonce} exceeds 24 bits`);
+  if (commit.lastJoinNonce > MAX_JOIN_NONCE) return broken(`JoinNonce ${commit.lastJoinNonce} exceeds 24 bits`);
   if (session.joinNonce !== commit.lastJoinNonce) {
-    throw broken(`session JoinNonce ${session.joinNonce} differs from committed JoinNonce ${commit.lastJoinNonce}`);
+    return broken(`session JoinNonce ${session.joinNonce} differs from committed JoinNonce ${commit.lastJoinNonce}`);
   }
   if (session.devEui !== devEui || session.joinEui !== joinEui) {
-    throw broken(`session is for ${session.devEui}/${session.joinEui}, not ${devEui}/${joinEui}`);
+    return broken(`session is for ${session.devEui}/${session.joinEui}, not ${devEui}/${joinEui}`);
+  }
+  return undefined;
+}
+
+/** sessionLimit of reserveJoin: a positive integer. */
+export function checkSessionLimit(sessionLimit: number): void {
+  if (!Number.isSafeInteger(sessionLimit) || sessionLimit < 1) {
+    throw new RangeError(`sessionLimit must be a positive integer, got ${sessionLimit}`);
   }
 }
 
-function backoff(attempt: number): Promise<void> {
+/** A driver error as the StorageError the contract promises (the driver error stays as `cause`). */
+export function storageFailure(kind: 'sqlite' | 'postgres', error: unknown, operation: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new StorageError('UNAVAILABLE', `${kind} storage: ${operation} failed: ${detail}`, { cause: error });
+}
+
+export function backoff(attempt: number): Promise<void> {
   const ms = Math.min(200, 10 * 2 ** attempt) * (0.5 + Math.random() / 2);
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

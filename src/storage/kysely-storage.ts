@@ -1,4 +1,4 @@
-import { type Compilable, CompiledQuery, type Kysely, type Migration, type Transaction } from 'kysely';
+import { type Compilable, CompiledQuery, type Kysely, type Migration, type Transaction, sql } from 'kysely';
 import type { Eui64, NetId } from '../protocol/index.js';
 import { decodeAuditCursor, decodeDeviceCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError, type StorageErrorCode } from './errors.js';
@@ -160,7 +160,8 @@ export class KyselyStorage implements Storage {
   }
 
   /*
-   * The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
+   * PostgreSQL's reserveJoin: one transaction per reservation (SQLite overrides this with group commit,
+   * sqlite-group-commit.ts). The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
    * transaction: lock the device, read its state, let `decide` choose, write everything, COMMIT, and only then
    * resolve. A refusal or a throw rolls back, so a refused request never burns a nonce. `decide` may run more
    * than once when the database asks for a retry (PostgreSQL deadlock/serialization failure, SQLite busy), so it
@@ -208,7 +209,7 @@ export class KyselyStorage implements Storage {
     if ('refuse' in decision) throw new Refusal(decision.refuse);
     const broken = checkDecision(devEui, joinEui, current, decision.commit, decision.session);
     if (broken !== undefined) throw new Passthrough(broken);
-    await writeDecision(trx, devEui, joinEui, decision, sessionLimit);
+    await writeDecisionPostgres(trx, devEui, joinEui, decision, sessionLimit);
     return { committed: decision.commit, session: decision.session };
   }
 
@@ -279,11 +280,14 @@ export class KyselyStorage implements Storage {
   }
 
   async findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
-    const [row] = await this.#query(
+    // The first by id if several share an AS-ID. Chosen here rather than with ORDER BY … LIMIT 1, which made SQLite
+    // sort through a temporary B-tree on every join (35 µs, more than the look-up itself).
+    const rows = await this.#query(
       'findApplicationServer',
-      () => this.db.selectFrom('peers').selectAll().where('kind', '=', 'as').where('as_id', '=', asId).orderBy('id').limit(1),
-      ['as', asId, 1],
+      () => this.db.selectFrom('peers').selectAll().where('kind', '=', 'as').where('as_id', '=', asId),
+      ['as', asId],
     );
+    const row = rows.reduce<(typeof rows)[number] | undefined>((first, r) => (first === undefined || r.id < first.id ? r : first), undefined);
     return row === undefined ? undefined : peerFromRow(row);
   }
 
@@ -391,8 +395,13 @@ export class KyselyStorage implements Storage {
   }
 }
 
-/** Everything a committed decision changes, in the caller's transaction. */
-async function writeDecision(
+/**
+ * writeDecision in one PostgreSQL statement (data-modifying CTEs): each statement is a network round trip, and five
+ * of them were most of a join's time in the database. All parts of one statement see the same snapshot, so the
+ * pruning cannot see the session inserted beside it: it keeps the `sessionLimit - 1` most recent older sessions,
+ * which with the new one makes `sessionLimit`, as writeDecision does.
+ */
+async function writeDecisionPostgres(
   trx: Transaction<Database>,
   devEui: Eui64,
   joinEui: Eui64,
@@ -400,30 +409,28 @@ async function writeDecision(
   sessionLimit: number,
 ): Promise<void> {
   const { commit, session, audit } = decision;
-  await trx.updateTable('devices').set({ last_join_nonce: commit.lastJoinNonce }).where('dev_eui', '=', devEui).execute();
-  // The decision's own instant (the engine's injected clock), not a clock read here.
   const state = joinStateToRow(devEui, joinEui, commit, session.createdAt.getTime());
-  await trx
-    .insertInto('device_join_state')
-    .values(state)
-    .onConflict((oc) =>
-      oc.columns(['dev_eui', 'join_eui']).doUpdateSet({
-        last_dev_nonce: state.last_dev_nonce,
-        used_dev_nonces: state.used_dev_nonces,
-        last_rj_count1: state.last_rj_count1,
-        updated_at: state.updated_at,
-      }),
-    )
-    .execute();
-  await trx.insertInto('sessions').values(sessionToRow(session)).execute();
-  await trx
-    .deleteFrom('sessions')
-    .where('dev_eui', '=', devEui)
-    .where('seq', 'not in', (eb) =>
-      eb.selectFrom('sessions').select('seq').where('dev_eui', '=', devEui).orderBy('seq', 'desc').limit(sessionLimit),
-    )
-    .execute();
-  if (audit !== undefined) await trx.insertInto('audit_events').values(auditToRow(audit)).execute();
+  const n = sessionToRow(session);
+  const a = audit === undefined ? undefined : auditToRow(audit);
+  await sql`
+    with nonce as (update devices set last_join_nonce = ${commit.lastJoinNonce} where dev_eui = ${devEui}),
+    state as (
+      insert into device_join_state (dev_eui, join_eui, last_dev_nonce, used_dev_nonces, last_rj_count1, updated_at)
+      values (${state.dev_eui}, ${state.join_eui}, ${state.last_dev_nonce}, ${state.used_dev_nonces}, ${state.last_rj_count1}, ${state.updated_at})
+      on conflict (dev_eui, join_eui) do update set last_dev_nonce = excluded.last_dev_nonce,
+        used_dev_nonces = excluded.used_dev_nonces, last_rj_count1 = excluded.last_rj_count1, updated_at = excluded.updated_at),
+    session as (
+      insert into sessions (dev_eui, session_key_id, join_eui, scheme, join_nonce, dev_nonce, net_id, dev_addr, created_at)
+      values (${n.dev_eui}, ${n.session_key_id}, ${n.join_eui}, ${n.scheme}, ${n.join_nonce}, ${n.dev_nonce}, ${n.net_id}, ${n.dev_addr}, ${n.created_at})),
+    pruned as (
+      delete from sessions where dev_eui = ${devEui}
+        and seq not in (select seq from sessions where dev_eui = ${devEui} order by seq desc limit ${sessionLimit - 1}))
+    ${
+      a === undefined
+        ? sql`select 1`
+        : sql`insert into audit_events (at, actor, action, subject, outcome, details)
+              values (${a.at}, ${a.actor}, ${a.action}, ${a.subject}, ${a.outcome}, ${a.details})`
+    }`.execute(trx);
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { Kysely, Migration, Transaction } from 'kysely';
+import { type Compilable, CompiledQuery, type Kysely, type Migration, type Transaction, sql } from 'kysely';
 import type { Eui64, NetId } from '../protocol/index.js';
 import { decodeAuditCursor, decodeDeviceCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError, type StorageErrorCode } from './errors.js';
@@ -69,6 +69,8 @@ class Passthrough {
 export class KyselyStorage implements Storage {
   readonly kind: 'sqlite' | 'postgres';
   #closed = false;
+  /** SQL text of the hot read statements, compiled once by name (see #query). */
+  readonly #compiled = new Map<string, string>();
 
   constructor(
     protected readonly db: Kysely<Database>,
@@ -95,9 +97,7 @@ export class KyselyStorage implements Storage {
   }
 
   async getDevice(devEui: Eui64): Promise<DeviceRecord | undefined> {
-    const row = await this.#run('getDevice', () =>
-      this.db.selectFrom('devices').selectAll().where('dev_eui', '=', devEui).executeTakeFirst(),
-    );
+    const [row] = await this.#query('getDevice', () => this.db.selectFrom('devices').selectAll().where('dev_eui', '=', devEui), [devEui]);
     return row === undefined ? undefined : deviceFromRow(row);
   }
 
@@ -123,8 +123,10 @@ export class KyselyStorage implements Storage {
   }
 
   async servesJoinEui(joinEui: Eui64): Promise<boolean> {
-    const row = await this.#run('servesJoinEui', () =>
-      this.db.selectFrom('devices').select('dev_eui').where('join_eui', '=', joinEui).limit(1).executeTakeFirst(),
+    const [row] = await this.#query(
+      'servesJoinEui',
+      () => this.db.selectFrom('devices').select('dev_eui').where('join_eui', '=', joinEui).limit(1),
+      [joinEui, 1],
     );
     return row !== undefined;
   }
@@ -158,7 +160,8 @@ export class KyselyStorage implements Storage {
   }
 
   /*
-   * The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
+   * PostgreSQL's reserveJoin: one transaction per reservation (SQLite overrides this with group commit,
+   * sqlite-group-commit.ts). The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
    * transaction: lock the device, read its state, let `decide` choose, write everything, COMMIT, and only then
    * resolve. A refusal or a throw rolls back, so a refused request never burns a nonce. `decide` may run more
    * than once when the database asks for a retry (PostgreSQL deadlock/serialization failure, SQLite busy), so it
@@ -171,9 +174,7 @@ export class KyselyStorage implements Storage {
     options: { readonly sessionLimit: number },
   ): Promise<ReserveJoinResult<R>> {
     const { sessionLimit } = options;
-    if (!Number.isSafeInteger(sessionLimit) || sessionLimit < 1) {
-      throw new RangeError(`sessionLimit must be a positive integer, got ${sessionLimit}`);
-    }
+    checkSessionLimit(sessionLimit);
     for (let attempt = 1; ; attempt++) {
       try {
         // Kysely's execute() resolves only after COMMIT returned: when this returns, the new JoinNonce is durable.
@@ -206,8 +207,9 @@ export class KyselyStorage implements Storage {
       throw new Passthrough(error);
     }
     if ('refuse' in decision) throw new Refusal(decision.refuse);
-    checkDecision(devEui, joinEui, current, decision.commit, decision.session);
-    await writeDecision(trx, devEui, joinEui, decision, sessionLimit);
+    const broken = checkDecision(devEui, joinEui, current, decision.commit, decision.session);
+    if (broken !== undefined) throw new Passthrough(broken);
+    await writeDecisionPostgres(trx, devEui, joinEui, decision, sessionLimit);
     return { committed: decision.commit, session: decision.session };
   }
 
@@ -226,13 +228,10 @@ export class KyselyStorage implements Storage {
   }
 
   async getSession(devEui: Eui64, sessionKeyId: string): Promise<SessionRecord | undefined> {
-    const row = await this.#run('getSession', () =>
-      this.db
-        .selectFrom('sessions')
-        .selectAll()
-        .where('dev_eui', '=', devEui)
-        .where('session_key_id', '=', sessionKeyId)
-        .executeTakeFirst(),
+    const [row] = await this.#query(
+      'getSession',
+      () => this.db.selectFrom('sessions').selectAll().where('dev_eui', '=', devEui).where('session_key_id', '=', sessionKeyId),
+      [devEui, sessionKeyId],
     );
     return row === undefined ? undefined : sessionFromRow(row);
   }
@@ -256,15 +255,19 @@ export class KyselyStorage implements Storage {
   }
 
   async findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
-    const row = await this.#run('findPeerByTokenSha256', () =>
-      this.db.selectFrom('peers').selectAll().where('token_sha256', '=', tokenSha256).executeTakeFirst(),
+    const [row] = await this.#query(
+      'findPeerByTokenSha256',
+      () => this.db.selectFrom('peers').selectAll().where('token_sha256', '=', tokenSha256),
+      [tokenSha256],
     );
     return row === undefined ? undefined : peerFromRow(row);
   }
 
   async findPeerByClientCertSha256(fingerprint: string): Promise<PeerRecord | undefined> {
-    const row = await this.#run('findPeerByClientCertSha256', () =>
-      this.db.selectFrom('peers').selectAll().where('client_cert_sha256', '=', fingerprint).executeTakeFirst(),
+    const [row] = await this.#query(
+      'findPeerByClientCertSha256',
+      () => this.db.selectFrom('peers').selectAll().where('client_cert_sha256', '=', fingerprint),
+      [fingerprint],
     );
     return row === undefined ? undefined : peerFromRow(row);
   }
@@ -277,9 +280,14 @@ export class KyselyStorage implements Storage {
   }
 
   async findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
-    const row = await this.#run('findApplicationServer', () =>
-      this.db.selectFrom('peers').selectAll().where('kind', '=', 'as').where('as_id', '=', asId).orderBy('id').executeTakeFirst(),
+    // The first by id if several share an AS-ID. Chosen here rather than with ORDER BY … LIMIT 1, which made SQLite
+    // sort through a temporary B-tree on every join (35 µs, more than the look-up itself).
+    const rows = await this.#query(
+      'findApplicationServer',
+      () => this.db.selectFrom('peers').selectAll().where('kind', '=', 'as').where('as_id', '=', asId),
+      ['as', asId],
     );
+    const row = rows.reduce<(typeof rows)[number] | undefined>((first, r) => (first === undefined || r.id < first.id ? r : first), undefined);
     return row === undefined ? undefined : peerFromRow(row);
   }
 
@@ -298,9 +306,7 @@ export class KyselyStorage implements Storage {
   }
 
   async getKeyRecord(handle: string): Promise<SealedKeyRecord | undefined> {
-    const row = await this.#run('getKeyRecord', () =>
-      this.db.selectFrom('key_records').selectAll().where('handle', '=', handle).executeTakeFirst(),
-    );
+    const [row] = await this.#query('getKeyRecord', () => this.db.selectFrom('key_records').selectAll().where('handle', '=', handle), [handle]);
     return row === undefined ? undefined : keyRecordFromRow(row);
   }
 
@@ -348,6 +354,26 @@ export class KyselyStorage implements Storage {
     await this.db.destroy();
   }
 
+  /**
+   * Runs one of the hot read statements (the join path's look-ups). Building and compiling a Kysely query costs more
+   * CPU than running it on SQLite, so each is compiled once, by name, and later calls only bind `parameters`. The
+   * first call checks that `parameters` are exactly the compiled query's, in order, so a mistake fails at once.
+   */
+  async #query<Row>(operation: string, build: () => Compilable<Row>, parameters: readonly unknown[]): Promise<Row[]> {
+    let text = this.#compiled.get(operation);
+    if (text === undefined) {
+      const compiled = build().compile();
+      if (compiled.parameters.length !== parameters.length || compiled.parameters.some((p, i) => p !== parameters[i])) {
+        throw new Error(`${operation}: parameters ${JSON.stringify(parameters)} differ from the compiled query's`);
+      }
+      text = compiled.sql;
+      this.#compiled.set(operation, text);
+    }
+    const sql = text;
+    const result = await this.#run(operation, () => this.db.executeQuery<Row>(CompiledQuery.raw(sql, [...parameters])));
+    return result.rows;
+  }
+
   /** Runs one statement, mapping driver errors to StorageError (the driver error stays as `cause`). */
   async #run<T>(
     operation: string,
@@ -365,14 +391,17 @@ export class KyselyStorage implements Storage {
   }
 
   #fail(error: unknown, operation: string): StorageError {
-    if (error instanceof StorageError) return error;
-    const detail = error instanceof Error ? error.message : String(error);
-    return new StorageError('UNAVAILABLE', `${this.kind} storage: ${operation} failed: ${detail}`, { cause: error });
+    return storageFailure(this.kind, error, operation);
   }
 }
 
-/** Everything a committed decision changes, in the caller's transaction. */
-async function writeDecision(
+/**
+ * writeDecision in one PostgreSQL statement (data-modifying CTEs): each statement is a network round trip, and five
+ * of them were most of a join's time in the database. All parts of one statement see the same snapshot, so the
+ * pruning cannot see the session inserted beside it: it keeps the `sessionLimit - 1` most recent older sessions,
+ * which with the new one makes `sessionLimit`, as writeDecision does.
+ */
+async function writeDecisionPostgres(
   trx: Transaction<Database>,
   devEui: Eui64,
   joinEui: Eui64,
@@ -380,48 +409,64 @@ async function writeDecision(
   sessionLimit: number,
 ): Promise<void> {
   const { commit, session, audit } = decision;
-  await trx.updateTable('devices').set({ last_join_nonce: commit.lastJoinNonce }).where('dev_eui', '=', devEui).execute();
-  // The decision's own instant (the engine's injected clock), not a clock read here.
   const state = joinStateToRow(devEui, joinEui, commit, session.createdAt.getTime());
-  await trx
-    .insertInto('device_join_state')
-    .values(state)
-    .onConflict((oc) =>
-      oc.columns(['dev_eui', 'join_eui']).doUpdateSet({
-        last_dev_nonce: state.last_dev_nonce,
-        used_dev_nonces: state.used_dev_nonces,
-        last_rj_count1: state.last_rj_count1,
-        updated_at: state.updated_at,
-      }),
-    )
-    .execute();
-  await trx.insertInto('sessions').values(sessionToRow(session)).execute();
-  await trx
-    .deleteFrom('sessions')
-    .where('dev_eui', '=', devEui)
-    .where('seq', 'not in', (eb) =>
-      eb.selectFrom('sessions').select('seq').where('dev_eui', '=', devEui).orderBy('seq', 'desc').limit(sessionLimit),
-    )
-    .execute();
-  if (audit !== undefined) await trx.insertInto('audit_events').values(auditToRow(audit)).execute();
+  const n = sessionToRow(session);
+  const a = audit === undefined ? undefined : auditToRow(audit);
+  await sql`
+    with nonce as (update devices set last_join_nonce = ${commit.lastJoinNonce} where dev_eui = ${devEui}),
+    state as (
+      insert into device_join_state (dev_eui, join_eui, last_dev_nonce, used_dev_nonces, last_rj_count1, updated_at)
+      values (${state.dev_eui}, ${state.join_eui}, ${state.last_dev_nonce}, ${state.used_dev_nonces}, ${state.last_rj_count1}, ${state.updated_at})
+      on conflict (dev_eui, join_eui) do update set last_dev_nonce = excluded.last_dev_nonce,
+        used_dev_nonces = excluded.used_dev_nonces, last_rj_count1 = excluded.last_rj_count1, updated_at = excluded.updated_at),
+    session as (
+      insert into sessions (dev_eui, session_key_id, join_eui, scheme, join_nonce, dev_nonce, net_id, dev_addr, created_at)
+      values (${n.dev_eui}, ${n.session_key_id}, ${n.join_eui}, ${n.scheme}, ${n.join_nonce}, ${n.dev_nonce}, ${n.net_id}, ${n.dev_addr}, ${n.created_at})),
+    pruned as (
+      delete from sessions where dev_eui = ${devEui}
+        and seq not in (select seq from sessions where dev_eui = ${devEui} order by seq desc limit ${sessionLimit - 1}))
+    ${
+      a === undefined
+        ? sql`select 1`
+        : sql`insert into audit_events (at, actor, action, subject, outcome, details)
+              values (${a.at}, ${a.actor}, ${a.action}, ${a.subject}, ${a.outcome}, ${a.details})`
+    }`.execute(trx);
 }
 
-/** Guards the nonce invariants even if the caller's decision is wrong: a JoinNonce is never issued twice. */
-function checkDecision(devEui: Eui64, joinEui: Eui64, current: JoinState, commit: JoinState, session: SessionRecord): void {
-  const broken = (why: string): Passthrough => new Passthrough(new RangeError(`reserveJoin for ${devEui}: ${why}`));
+/**
+ * Guards the nonce invariants even if the caller's decision is wrong: a JoinNonce is never issued twice.
+ * Returns the broken invariant as a RangeError (the caller rolls back and throws it), or undefined.
+ */
+export function checkDecision(devEui: Eui64, joinEui: Eui64, current: JoinState, commit: JoinState, session: SessionRecord): RangeError | undefined {
+  const broken = (why: string): RangeError => new RangeError(`reserveJoin for ${devEui}: ${why}`);
   if (!Number.isSafeInteger(commit.lastJoinNonce) || commit.lastJoinNonce <= current.lastJoinNonce) {
-    throw broken(`JoinNonce must increase (stored ${current.lastJoinNonce}, committed ${commit.lastJoinNonce})`);
+    return broken(`JoinNonce must increase (stored ${current.lastJoinNonce}, committed ${commit.lastJoinNonce})`);
   }
-  if (commit.lastJoinNonce > MAX_JOIN_NONCE) throw broken(`JoinNonce ${commit.lastJoinNonce} exceeds 24 bits`);
+  if (commit.lastJoinNonce > MAX_JOIN_NONCE) return broken(`JoinNonce ${commit.lastJoinNonce} exceeds 24 bits`);
   if (session.joinNonce !== commit.lastJoinNonce) {
-    throw broken(`session JoinNonce ${session.joinNonce} differs from committed JoinNonce ${commit.lastJoinNonce}`);
+    return broken(`session JoinNonce ${session.joinNonce} differs from committed JoinNonce ${commit.lastJoinNonce}`);
   }
   if (session.devEui !== devEui || session.joinEui !== joinEui) {
-    throw broken(`session is for ${session.devEui}/${session.joinEui}, not ${devEui}/${joinEui}`);
+    return broken(`session is for ${session.devEui}/${session.joinEui}, not ${devEui}/${joinEui}`);
+  }
+  return undefined;
+}
+
+/** sessionLimit of reserveJoin: a positive integer. */
+export function checkSessionLimit(sessionLimit: number): void {
+  if (!Number.isSafeInteger(sessionLimit) || sessionLimit < 1) {
+    throw new RangeError(`sessionLimit must be a positive integer, got ${sessionLimit}`);
   }
 }
 
-function backoff(attempt: number): Promise<void> {
+/** A driver error as the StorageError the contract promises (the driver error stays as `cause`). */
+export function storageFailure(kind: 'sqlite' | 'postgres', error: unknown, operation: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new StorageError('UNAVAILABLE', `${kind} storage: ${operation} failed: ${detail}`, { cause: error });
+}
+
+export function backoff(attempt: number): Promise<void> {
   const ms = Math.min(200, 10 * 2 ** attempt) * (0.5 + Math.random() / 2);
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

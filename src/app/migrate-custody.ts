@@ -38,16 +38,25 @@ export async function migrateToPkcs11(
   try {
     const software = jk.custody;
     if (!(software instanceof SoftwareKeyCustody)) throw new AppError('CONFIG_INVALID', 'the data directory does not use the software keystore');
+    const keys = await software.listKeys();
     const hsm = await openPkcs11(dataDir, target, env);
-    let result: CustodyMigration;
+    let moved: Awaited<ReturnType<typeof moveKeys>>;
     try {
-      const keys = await software.listKeys();
-      const { migrated, alreadyPresent } = await moveKeys(software, hsm, keys);
-      const verified = await verifyKeys(software, hsm, keys);
-      result = { migrated, alreadyPresent, verified };
+      moved = await moveKeys(software, hsm, keys);
     } finally {
       await hsm.close();
     }
+    // Each token of a pool is checked on its own: every one must hold every key and behave as the software keystore.
+    let verified = 0;
+    for (const token of target.tokens) {
+      const one = await openPkcs11(dataDir, { ...target, tokens: [token] }, env);
+      try {
+        verified += await verifyKeys(software, one, keys);
+      } finally {
+        await one.close();
+      }
+    }
+    const result: CustodyMigration = { ...moved, verified };
     await switchConfig(dataDir, config, target);
     for (const key of await jk.storage.listKeyRecords()) await jk.storage.deleteKeyRecord(key.handle);
     await jk.audit.appendAudit({

@@ -41,6 +41,8 @@ describe('CLI / custody migrate from the software keystore to PKCS#11 (SoftHSM2)
   let dataDir: string;
   let token: ReturnType<typeof createTestToken>;
   let pinFile: string;
+  let second: ReturnType<typeof createTestToken>;
+  let secondPin: string;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'joinkeep-migrate-'));
@@ -48,6 +50,9 @@ describe('CLI / custody migrate from the software keystore to PKCS#11 (SoftHSM2)
     token = createTestToken('migrate');
     pinFile = join(dir, 'token.pin');
     await writeFile(pinFile, token.pin, { mode: 0o600 });
+    second = createTestToken('migrate-b');
+    secondPin = join(dir, 'second.pin');
+    await writeFile(secondPin, second.pin, { mode: 0o600 });
     const importKek = Buffer.alloc(16, 0x42);
     await writeFile(join(dir, 'import.kek'), importKek.toString('hex'));
     await writeFile(join(dir, 'ns.kek'), NS_KEK.toString('hex'));
@@ -63,7 +68,7 @@ describe('CLI / custody migrate from the software keystore to PKCS#11 (SoftHSM2)
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('a device joins, the keys move into the token, the device joins again with the next JoinNonce', async () => {
+  it('a device joins, the keys move into a pool of two tokens, the device joins again with the next JoinNonce', async () => {
     const before = await startServer(dataDir);
     try {
       assert.equal(await joinOnce(before.url, 0x1234), 1);
@@ -71,9 +76,12 @@ describe('CLI / custody migrate from the software keystore to PKCS#11 (SoftHSM2)
       await before.stop();
     }
 
-    const r = await cliOk(['custody', 'migrate', '--data-dir', dataDir, '--pkcs11-module', softhsmModulePath(), '--token-label', token.label, '--pin-file', pinFile]);
+    const r = await cliOk(['custody', 'migrate', '--data-dir', dataDir, '--pkcs11-module', softhsmModulePath(), '--token-label', token.label, '--pin-file', pinFile, '--token-label', second.label, '--pin-file', secondPin]);
     assert.match(r.stdout, /Moved 3 key\(s\)/);
-    assert.match(r.stdout, /3 checked/);
+    assert.match(r.stdout, /6 checked/, 'each key checked on each token');
+    const inventory = await cliJson<{ keys: { handle: string; location: string }[] }>(['custody', 'inventory', '--data-dir', dataDir, '--json']);
+    assert.equal(inventory.keys.length, 3);
+    for (const k of inventory.keys) assert.match(k.location, /\(2 of 2\)$/, k.handle);
     const config = JSON.parse(await readFile(join(dataDir, 'joinkeep.json'), 'utf8'));
     assert.equal(config.custody.kind, 'pkcs11');
     assert.doesNotMatch(JSON.stringify(config), new RegExp(token.pin));

@@ -54,6 +54,9 @@ export interface ReplicatedCustodyOptions {
 export const DEFAULT_HEALTH_INTERVAL_MS = 2000;
 export const DEFAULT_OPERATION_TIMEOUT_MS = 1000;
 
+/** What the health check MACs: a constant that is not a LoRaWAN frame (a LoRaWAN MIC input starts with an MHDR ≠ 0xFF). */
+const HEALTH_MESSAGE = Buffer.concat([Buffer.from([0xff]), Buffer.from('joinkeep health check')]);
+
 /** Refusals about the request itself: every member would answer the same, so they are not retried. */
 const REQUEST_ERRORS = new Set(['INVALID_KEY', 'CLEAR_EXPORT_REFUSED', 'UNWRAP_FAILED', 'KEY_EXISTS']);
 /** A key a member does not hold: the request's fault only if no member holds it. */
@@ -80,12 +83,17 @@ export class ReplicatedKeyCustody implements KeyCustody {
   readonly #timeoutMs: number;
   readonly #onEvent: (event: ReplicaEvent) => void;
   readonly #timer: NodeJS.Timeout;
+  readonly #readmitTimeoutMs: number;
+  /** A root key every member holds, for the health check's MIC (any will do; none yet in an empty pool). */
+  #sampleRoot: KeyHandle | undefined;
   #closed: Promise<void> | undefined;
 
   private constructor(kind: KeyCustody['kind'], members: readonly Member[], options: ReplicatedCustodyOptions) {
     this.kind = kind;
     this.#members = members;
     this.#timeoutMs = options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS;
+    // Reopening lists the member's keys: allow it longer than one operation.
+    this.#readmitTimeoutMs = Math.max(10 * this.#timeoutMs, 10_000);
     this.#onEvent = options.onEvent ?? (() => undefined);
     this.#timer = setInterval(() => void this.checkHealth(), options.healthIntervalMs ?? DEFAULT_HEALTH_INTERVAL_MS);
     this.#timer.unref();
@@ -188,8 +196,9 @@ export class ReplicatedKeyCustody implements KeyCustody {
 
   // --- writes: every member ----------------------------------------------------------------------------------
 
-  importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {
-    return this.#all(handle, (c) => c.importWrapped(handle, usage, wrapped, unwrapWithKekLabel));
+  async importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {
+    await this.#all(handle, (c) => c.importWrapped(handle, usage, wrapped, unwrapWithKekLabel));
+    if (usage === 'root') this.#sampleRoot ??= handle;
   }
 
   importKek(label: string, key: Uint8Array): Promise<void> {
@@ -198,6 +207,7 @@ export class ReplicatedKeyCustody implements KeyCustody {
 
   async deleteKey(handle: KeyHandle): Promise<void> {
     const members = this.#requireWhole(`delete ${handle}`);
+    if (this.#sampleRoot === handle) this.#sampleRoot = undefined;
     const results = await Promise.allSettled(members.map((m) => this.#on(m, (c) => c.deleteKey(handle))));
     const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ member: members[i]!, error: r.reason as unknown }] : []));
     // A member that does not hold the key has nothing to delete; only when none holds it is that the caller's error.
@@ -330,25 +340,15 @@ export class ReplicatedKeyCustody implements KeyCustody {
     const custody = member.custody;
     if (custody === undefined) throw new CustodyError('TOKEN_UNAVAILABLE', `custody member "${member.name}" is out of service`);
     member.inFlight++;
-    let timer: NodeJS.Timeout | undefined;
     try {
       const work = operation(custody);
-      const value =
-        timeoutMs === undefined
-          ? await work
-          : await Promise.race([
-              work,
-              new Promise<never>((_, reject) => {
-                timer = setTimeout(() => reject(new CustodyError('TOKEN_UNAVAILABLE', `custody member "${member.name}" did not answer within ${timeoutMs} ms`)), timeoutMs);
-              }),
-            ]);
+      const value = timeoutMs === undefined ? await work : await withTimeout(work, timeoutMs, `custody member "${member.name}" did not answer within ${timeoutMs} ms`);
       member.operations++;
       return value;
     } catch (error) {
       if (isMemberFailure(error)) member.failures++;
       throw error;
     } finally {
-      if (timer !== undefined) clearTimeout(timer);
       member.inFlight--;
     }
   }
@@ -413,19 +413,41 @@ export class ReplicatedKeyCustody implements KeyCustody {
     this.#onEvent({ kind: state === 'inconsistent' ? 'member-inconsistent' : 'member-down', member: member.name, reason });
   }
 
-  async #probeInService(member: Member): Promise<void> {
+  /**
+   * The health check of a member: the custody's own probe (an HSM answers C_GetTokenInfo) and one MIC with a root
+   * key the pool holds, because an HSM can answer its token info while its key operations stall. The MIC's result
+   * is discarded; no key leaves.
+   */
+  async #check(custody: KeyCustody): Promise<void> {
+    await custody.probe?.();
+    const handle = this.#sampleRoot;
+    if (handle === undefined) return;
     try {
-      await this.#on(member, async (c) => c.probe?.(), this.#timeoutMs);
+      await custody.computeMic({ handle }, HEALTH_MESSAGE);
     } catch (error) {
-      this.#takeOut(member, `health probe failed: ${describe(error)}`);
+      // The sample key was deleted (by another instance): pick another at the next listing. A member that lacks it
+      // while others hold it is caught by the consistency check and by the operations themselves.
+      if (error instanceof CustodyError && NOT_FOUND.has(error.code)) this.#sampleRoot = undefined;
+      else throw error;
     }
   }
 
-  /** Closes the member, opens it afresh, and returns it to service when it answers and holds every key. */
+  async #probeInService(member: Member): Promise<void> {
+    try {
+      await this.#on(member, (c) => this.#check(c), this.#timeoutMs);
+    } catch (error) {
+      this.#takeOut(member, `health check failed: ${describe(error)}`);
+    }
+  }
+
+  /**
+   * Closes the member, opens it afresh, and returns it to service when it answers (within the readmission time)
+   * and holds every key the members in service hold.
+   */
   async #tryReadmit(member: Member): Promise<void> {
     const old = member.custody;
     member.custody = undefined;
-    // A member that hangs must not hold the check: its workers are given the close grace, not more.
+    // Waits for the old member's in-flight operations (a stalled HSM's end when it answers or the grace is over).
     if (old !== undefined) await old.close().catch(() => undefined);
     let custody: KeyCustody;
     try {
@@ -434,22 +456,23 @@ export class ReplicatedKeyCustody implements KeyCustody {
       this.#stillOut(member, 'down', describe(error));
       return;
     }
+    let missing: KeyHandle[];
     try {
-      await custody.probe?.();
+      missing = await withTimeout(
+        (async () => {
+          await this.#check(custody);
+          return this.#missingOn(custody, member);
+        })(),
+        this.#readmitTimeoutMs,
+        `custody member "${member.name}" did not answer its health check within ${this.#readmitTimeoutMs} ms`,
+      );
     } catch (error) {
-      this.#stillOut(member, 'down', `health probe failed: ${describe(error)}`);
+      this.#stillOut(member, 'down', `health check failed: ${describe(error)}`);
       await custody.close().catch(() => undefined);
       return;
     }
-    try {
-      const missing = await this.#missingOn(custody, member);
-      if (missing.length > 0) {
-        this.#stillOut(member, 'inconsistent', `lacks ${missing.length} key(s) the members in service hold, e.g. ${missing.slice(0, 3).join(', ')}`);
-        await custody.close();
-        return;
-      }
-    } catch (error) {
-      this.#stillOut(member, member.state, describe(error));
+    if (missing.length > 0) {
+      this.#stillOut(member, 'inconsistent', `lacks ${missing.length} key(s) the members in service hold, e.g. ${missing.slice(0, 3).join(', ')}`);
       await custody.close().catch(() => undefined);
       return;
     }
@@ -471,7 +494,12 @@ export class ReplicatedKeyCustody implements KeyCustody {
     if (reference.length === 0) return [];
     const held = new Set((await custody.listKeys()).map((k) => k.handle));
     const expected = new Set<KeyHandle>();
-    for (const m of reference) for (const k of await this.#on(m, (c) => c.listKeys())) expected.add(k.handle);
+    for (const m of reference) {
+      for (const k of await this.#on(m, (c) => c.listKeys())) {
+        expected.add(k.handle);
+        if (k.usage === 'root') this.#sampleRoot ??= k.handle;
+      }
+    }
     return [...expected].filter((h) => !held.has(h));
   }
 
@@ -484,7 +512,11 @@ export class ReplicatedKeyCustody implements KeyCustody {
     const up = this.#inService();
     if (up.length < 2) return;
     const held = new Map<Member, Set<KeyHandle>>();
-    for (const m of up) held.set(m, new Set((await this.#on(m, (c) => c.listKeys())).map((k) => k.handle)));
+    for (const m of up) {
+      const keys = await this.#on(m, (c) => c.listKeys());
+      this.#sampleRoot ??= keys.find((k) => k.usage === 'root')?.handle;
+      held.set(m, new Set(keys.map((k) => k.handle)));
+    }
     const union = new Set<KeyHandle>();
     for (const set of held.values()) for (const h of set) union.add(h);
     const complete = up.filter((m) => held.get(m)!.size === union.size);
@@ -506,6 +538,21 @@ export class ReplicatedKeyCustody implements KeyCustody {
 /** Errors that say the member could not do its part, as opposed to a refusal of the request. */
 function isMemberFailure(error: unknown): boolean {
   return !(error instanceof CustodyError) || !(REQUEST_ERRORS.has(error.code) || NOT_FOUND.has(error.code));
+}
+
+/** Resolves as `work`, or rejects with TOKEN_UNAVAILABLE after `ms` (the work itself is not cancelled). */
+async function withTimeout<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new CustodyError('TOKEN_UNAVAILABLE', message)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function describe(error: unknown): string {

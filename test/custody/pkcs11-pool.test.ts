@@ -9,7 +9,7 @@ import { CustodyError, type CustodyErrorCode, type KeyDestination, kekHandle } f
 import { type ReplicaEvent, ReplicatedKeyCustody, openPkcs11Custody } from '../../src/custody/pkcs11/index.js';
 import { aesKeyWrap } from '../../src/custody/primitives.js';
 import { legacySessionKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
-import { type TestToken, createTestToken, disableToken, privateModuleCopy, softhsmModulePath, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
+import { type TestToken, createTestToken, disableToken, privateModuleCopy, softhsmModulePath, stallToken, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
 import { hex, loadVectors, toHexUpper } from '../helpers/vectors.js';
 
 /*
@@ -126,7 +126,7 @@ const spareTokens: TestToken[] = [];
 before(() => {
   const tokenDir = useTemporarySoftHsmConfig();
   process.once('exit', () => rmSync(dirname(tokenDir), { recursive: true, force: true }));
-  for (let i = 0; i < 16; i++) spareTokens.push(createTestToken(`pool-${i % 2 === 0 ? 'a' : 'b'}`));
+  for (let i = 0; i < 20; i++) spareTokens.push(createTestToken(`pool-${i % 2 === 0 ? 'a' : 'b'}`));
   inspector = new Inspector();
 });
 
@@ -144,13 +144,13 @@ afterEach(async () => {
 after(() => inspector.close());
 
 /** Two fresh tokens as one pool holding KEKs "transport" and "ns" and vector A's AppKey. Health checks run when a test asks. */
-async function openPool(): Promise<Pool> {
+async function openPool(options: { operationTimeoutMs?: number } = {}): Promise<Pool> {
   const a = freshToken();
   const b = freshToken();
   const events: ReplicaEvent[] = [];
   const custody = await openPkcs11Custody(
     { modulePath: softhsmModulePath(), tokens: [{ ...a, modulePath: privateModuleCopy('a') }, { ...b, modulePath: privateModuleCopy('b') }] },
-    { healthIntervalMs: 3_600_000, onEvent: (e) => events.push(e) },
+    { healthIntervalMs: 3_600_000, ...options, onEvent: (e) => events.push(e) },
   );
   assert.ok(custody instanceof ReplicatedKeyCustody);
   opened.push(custody);
@@ -260,6 +260,37 @@ describe('a pool of two PKCS#11 tokens', () => {
     await pool.custody.importKek('as', randomBytes(16));
     for (const token of [pool.a, pool.b]) assert.ok(inspector.labels(token).includes(kekHandle('as')));
     for (const token of [pool.a, pool.b]) assert.equal(inspector.sessionObjects(token), 0);
+  });
+
+  it('takes a token that stops answering out of service after operationTimeoutMs, answers from the other, readmits it when it answers again', async () => {
+    const pool = await openPool({ operationTimeoutMs: 300 });
+    const stall = await stallToken(pool.b.label);
+    let released = false;
+    try {
+      // Key operations on b now wait for its files: each one sent to b is abandoned after 300 ms and run on a.
+      const exported = await Promise.all(Array.from({ length: 16 }, () => pool.custody.deriveAndExport(pool.root, [{ block: sessionBlock, to: NS }])));
+      for (const [e] of exported) assert.equal(e!.key.length, 24);
+      assert.equal(toHexUpper(await pool.custody.computeMic({ handle: pool.root }, micInput())), expectedMic());
+      assert.equal(state(pool, pool.b), 'down');
+      assert.match(member(pool, pool.b).lastError ?? '', /did not answer within 300 ms/);
+      assert.ok(member(pool, pool.b).failures >= 1);
+      assert.equal(state(pool, pool.a), 'up');
+
+      // The health check cannot readmit it while it stalls (its check is a MIC with a pool key, which waits too).
+      const check = pool.custody.checkHealth();
+      await new Promise((r) => setTimeout(r, 200));
+      await stall.release();
+      released = true;
+      await check;
+      if (state(pool, pool.b) !== 'up') await pool.custody.checkHealth();
+      assert.equal(state(pool, pool.b), 'up', JSON.stringify(pool.custody.status()));
+      assert.equal(member(pool, pool.b).readmissions, 1);
+      const servedBefore = member(pool, pool.b).operations;
+      await Promise.all(Array.from({ length: 16 }, () => pool.custody.computeMic({ handle: pool.root }, micInput())));
+      assert.ok(member(pool, pool.b).operations > servedBefore, 'b serves again');
+    } finally {
+      if (!released) await stall.release();
+    }
   });
 
   it('takes out a token that lacks a key the other holds, keeps answering from the other, and readmits it once they agree', async () => {

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -84,4 +84,38 @@ export function privateModuleCopy(name: string): string {
   const copy = join(dirname(useTemporarySoftHsmConfig()), `libsofthsm2-${name}.so`);
   if (!existsSync(copy)) copyFileSync(softhsmModulePath(), copy);
   return copy;
+}
+
+/*
+ * Holds POSIX (fcntl) write locks on every file of a token from another process, as a stalled network HSM: SoftHSM2
+ * takes a lock on a key's files before using the key, so each key operation on the token waits until release()
+ * (C_GetTokenInfo does not). perl is used because Node has no fcntl locks; perl-base is essential on Debian.
+ */
+const LOCKER = `use strict; use Fcntl qw(F_SETLK F_WRLCK SEEK_SET);
+my ($dir) = @ARGV; my @held;
+opendir(my $dh, $dir) or die "opendir $dir: $!";
+for my $name (readdir $dh) {
+  next if $name =~ /^\\./;
+  open(my $fh, '+<', "$dir/$name") or next;
+  my $lock = pack('s s x4 q q i x4', F_WRLCK, SEEK_SET, 0, 0, 0);
+  fcntl($fh, F_SETLK, $lock) or die "lock $name: $!";
+  push @held, $fh;
+}
+$| = 1; print "locked\\n"; my $ignored = <STDIN>;`;
+
+export async function stallToken(label: string): Promise<{ release(): Promise<void> }> {
+  const child = spawn('perl', ['-e', LOCKER, tokenDirectoryOf(label)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`could not lock token ${label} (perl exited ${code}): ${stderr}`)));
+  });
+  return {
+    async release() {
+      child.stdin.end();
+      await exited;
+    },
+  };
 }

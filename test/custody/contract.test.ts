@@ -105,62 +105,38 @@ const softwareFactories: readonly CustodyFactory[] = storageBackends.map((backen
 // shape of a deployment (PKCS#11 custody keeps nothing in it); the token is deleted afterwards, and the process's
 // temporary SoftHSM2 configuration when the process exits.
 let softHsmDirRemovedOnExit = false;
-const pkcs11Factories: readonly CustodyFactory[] = storageBackends.map((backend) => ({
-  name: `pkcs11 (SoftHSM2) on ${backend.name}`,
-  async open(): Promise<OpenedCustody> {
-    const tokenDir = useTemporarySoftHsmConfig();
-    if (!softHsmDirRemovedOnExit) process.once('exit', () => rmSync(dirname(tokenDir), { recursive: true, force: true }));
-    softHsmDirRemovedOnExit = true;
-    const opened = await backend.open();
-    const token = createTestToken('contract');
-    const dropToken = (): void => {
-      execFileSync('softhsm2-util', ['--delete-token', '--token', token.label], { env: process.env, stdio: 'pipe' });
-    };
-    const custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: token.label, pin: token.pin }] }).catch(async (error: unknown) => {
-      dropToken();
-      await opened.cleanup();
-      throw error;
-    });
-    return {
-      custody,
-      importKek: (label, key) => custody.importKek(label, key),
-      async cleanup() {
-        await custody.close();
-        dropToken();
-        await opened.cleanup();
-      },
-    };
-  },
-}));
-
-// A pool of two tokens (replicated-custody.ts) must keep the same contract: it answers as one custody.
-const poolFactory: CustodyFactory = {
-  name: 'pkcs11 pool of two SoftHSM2 tokens on sqlite',
-  async open(): Promise<OpenedCustody> {
-    const tokenDir = useTemporarySoftHsmConfig();
-    if (!softHsmDirRemovedOnExit) process.once('exit', () => rmSync(dirname(tokenDir), { recursive: true, force: true }));
-    softHsmDirRemovedOnExit = true;
-    const opened = await storageBackends[0]!.open();
-    const tokens = [createTestToken('contract-a'), createTestToken('contract-b')];
-    const dropTokens = (): void => {
-      for (const t of tokens) execFileSync('softhsm2-util', ['--delete-token', '--token', t.label], { env: process.env, stdio: 'pipe' });
-    };
-    const custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: tokens.map((t) => ({ label: t.label, pin: t.pin })) }).catch(async (error: unknown) => {
-      dropTokens();
-      await opened.cleanup();
-      throw error;
-    });
-    return {
-      custody,
-      importKek: (label, key) => custody.importKek(label, key),
-      async cleanup() {
-        await custody.close();
+function tokenFactory(name: string, backend: (typeof storageBackends)[number], tokenCount: number): CustodyFactory {
+  return {
+    name,
+    async open(): Promise<OpenedCustody> {
+      const tokenDir = useTemporarySoftHsmConfig();
+      if (!softHsmDirRemovedOnExit) process.once('exit', () => rmSync(dirname(tokenDir), { recursive: true, force: true }));
+      softHsmDirRemovedOnExit = true;
+      const opened = await backend.open();
+      const tokens = Array.from({ length: tokenCount }, () => createTestToken('contract'));
+      const dropTokens = (): void => {
+        for (const t of tokens) execFileSync('softhsm2-util', ['--delete-token', '--token', t.label], { env: process.env, stdio: 'pipe' });
+      };
+      const custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: tokens.map((t) => ({ label: t.label, pin: t.pin })) }).catch(async (error: unknown) => {
         dropTokens();
         await opened.cleanup();
-      },
-    };
-  },
-};
+        throw error;
+      });
+      return {
+        custody,
+        importKek: (label, key) => custody.importKek(label, key),
+        async cleanup() {
+          await custody.close();
+          dropTokens();
+          await opened.cleanup();
+        },
+      };
+    },
+  };
+}
+const pkcs11Factories: readonly CustodyFactory[] = storageBackends.map((backend) => tokenFactory(`pkcs11 (SoftHSM2) on ${backend.name}`, backend, 1));
+// A pool of two tokens (replicated-custody.ts) must keep the same contract: it answers as one custody.
+const poolFactory = tokenFactory('pkcs11 pool of two SoftHSM2 tokens on sqlite', storageBackends[0]!, 2);
 
 const custodyFactories: readonly CustodyFactory[] = [...softwareFactories, ...pkcs11Factories, poolFactory];
 

@@ -5,7 +5,8 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import type * as Pkcs11js from 'pkcs11js';
-import { CustodyError, type CustodyErrorCode, type KeyDestination, kekHandle } from '../../src/custody/index.js';
+import { type KeyDestination, kekHandle } from '../../src/custody/index.js';
+import { rejectsWith } from '../helpers/custody-errors.js';
 import { type ReplicaEvent, ReplicatedKeyCustody, openPkcs11Custody } from '../../src/custody/pkcs11/index.js';
 import { aesKeyWrap } from '../../src/custody/primitives.js';
 import { legacySessionKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
@@ -92,15 +93,6 @@ class Inspector {
     this.p.C_Finalize();
     this.p.close();
   }
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: CustodyErrorCode, message?: RegExp): Promise<void> {
-  await assert.rejects(promise, (error: unknown) => {
-    assert.ok(error instanceof CustodyError, `expected a CustodyError ${code}, got ${String(error)}`);
-    assert.equal(error.code, code, `expected ${code}, got ${error.code}: ${error.message}`);
-    if (message) assert.match(error.message, message);
-    return true;
-  });
 }
 
 interface JoinRequestVector { name: string; key: string; mic: string; phyPayload: string }

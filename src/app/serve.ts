@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { addAdminRoutes, createBackendServer } from '../backend/server.js';
 import { type Logger, createLogger } from '../observability/logger.js';
-import { createMetrics } from '../observability/metrics.js';
+import { addHsmMetrics, createMetrics } from '../observability/metrics.js';
 import { parseListen, resolveIn } from './config.js';
 import { type Joinkeep, openJoinkeep } from './joinkeep.js';
 
@@ -28,6 +28,8 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
   try {
     const { config } = joinkeep;
     const metrics = createMetrics();
+    const { custody } = joinkeep;
+    if (custody.hsmCounters !== undefined) addHsmMetrics(metrics, () => custody.hsmCounters!());
     const tls = config.backend.tls && {
       key: await readFile(resolveIn(dataDir, config.backend.tls.keyFile)),
       cert: await readFile(resolveIn(dataDir, config.backend.tls.certFile)),

@@ -31,8 +31,9 @@ import { type LoadedModule, type ObjectHandle, acquireLogin, ckrName, pkcs11Lib,
  * dies with the session. Lifetime keys (a KeyRef with `derive`: JSIntKey, JSEncKey) are derived once from the
  * root's copy into a session object kept next to it, instead of being derived and destroyed on every use.
  * A copy is made again from its token object after COPY_TTL_MS (configurable), so a key deleted by another process
- * stops working here within that time (deleteKey through this process drops the copies at once); at most MAX_COPIES keys have copies (oldest dropped first). A token that refuses copies
- * (e.g. CKA_COPYABLE=false) is used directly, as before.
+ * stops working here within that time (deleteKey through this process drops the copies at once). At most MAX_COPIES
+ * keys have copies, least recently used dropped first. A key the token will not copy (e.g. CKA_COPYABLE=false) is
+ * used directly, as before.
  */
 
 const ZERO_IV = Buffer.alloc(16);

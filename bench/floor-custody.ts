@@ -7,7 +7,6 @@ import {
   JOIN_REQ_TYPE,
   decodeJoinRequest,
   encodeJoinAcceptBody,
-  joinAcceptCipherInput,
   joinAcceptMicInput11,
   legacySessionKeyBlock,
   lifetimeKeyBlock,
@@ -18,10 +17,9 @@ import type { FloorResult } from './floor.js';
 import { SampleBuffer } from './stats.js';
 
 /*
- * The floor of a custody: the join's key operations through the KeyCustody interface only (the same calls the
- * join engine makes), in a loop, no HTTP, no storage. For PKCS#11 this is the SoftHSM2 crypto-only floor:
- * per 1.0.x join 2 derived objects (NwkSKey, AppSKey), per 1.1 join 5 (JSIntKey and four session keys), each
- * created, used and destroyed in the token.
+ * A custody's throughput one join at a time through the KeyCustody interface (the calls the join engine makes:
+ * verifyMic, then completeJoin), in a loop, no HTTP, no storage. For PKCS#11 each call is a worker round trip, so
+ * this is not the crypto-only floor (floor-token.ts is): it shows what one join in flight costs through the pool.
  */
 
 const NET_ID = '00BE0C' as NetId;
@@ -56,19 +54,19 @@ export async function measureCustodyFloor(custody: KeyCustody, fleet: readonly S
     const n = joinNonce++;
     const body = encodeJoinAcceptBody({ joinNonce: n, netId: NET_ID, devAddr: DEV_ADDR, dlSettings: p.lorawan11 ? 0x83 : 0x03, rxDelay: 1 });
     if (!p.lorawan11) {
-      const mic = await custody.computeMic({ handle: p.app }, body);
-      await custody.encryptJoinAccept({ handle: p.app }, joinAcceptCipherInput(body, mic));
       const i = { joinNonce: n, netId: NET_ID, devNonce: jr.devNonce };
-      await custody.deriveAndExport(p.app, [{ block: legacySessionKeyBlock('NwkSKey', i), to: ns }]);
-      await custody.deriveAndExport(p.app, [{ block: legacySessionKeyBlock('AppSKey', i), to: as }]);
+      await custody.completeJoin({ micKey: { handle: p.app }, micInput: body, encryptionKey: { handle: p.app }, body }, [
+        { root: p.app, block: legacySessionKeyBlock('NwkSKey', i), to: ns },
+        { root: p.app, block: legacySessionKeyBlock('AppSKey', i), to: as },
+      ]);
       return;
     }
     const micInput = joinAcceptMicInput11({ joinReqType: JOIN_REQ_TYPE.joinRequest, joinEui: jr.joinEui, devNonce: jr.devNonce }, body);
-    const mic = await custody.computeMic({ handle: p.nwk!, derive: lifetimeKeyBlock('JSIntKey', jr.devEui) }, micInput);
-    await custody.encryptJoinAccept({ handle: p.nwk! }, joinAcceptCipherInput(body, mic));
     const i = { joinNonce: n, joinEui: jr.joinEui, devNonce: jr.devNonce };
-    await custody.deriveAndExport(p.nwk!, (['FNwkSIntKey', 'SNwkSIntKey', 'NwkSEncKey'] as const).map((k) => ({ block: lorawan11SessionKeyBlock(k, i), to: ns })));
-    await custody.deriveAndExport(p.app, [{ block: lorawan11SessionKeyBlock('AppSKey', i), to: as }]);
+    await custody.completeJoin({ micKey: { handle: p.nwk!, derive: lifetimeKeyBlock('JSIntKey', jr.devEui) }, micInput, encryptionKey: { handle: p.nwk! }, body }, [
+      ...(['FNwkSIntKey', 'SNwkSIntKey', 'NwkSEncKey'] as const).map((k) => ({ root: p.nwk!, block: lorawan11SessionKeyBlock(k, i), to: ns })),
+      { root: p.app, block: lorawan11SessionKeyBlock('AppSKey', i), to: as },
+    ]);
   };
   for (let w = 0; w < 200; w++) await oneJoin(devices[w % devices.length]!);
   const samples = new SampleBuffer();

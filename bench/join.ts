@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,8 @@ import { BENCH_NET_ID, buildFleet } from './fleet.js';
 import { loadFleet, saveFleet } from './fleet-file.js';
 import { type FloorResult, measureFloor } from './floor.js';
 import { measureCustodyFloor } from './floor-custody.js';
+import { type TokenFloorResult, measureTokenFloor } from './floor-token.js';
+import { type Pkcs11Counters, totalCalls } from '../src/custody/pkcs11/counters.js';
 import { createToken, softhsmModule, useSoftHsmIn } from './softhsm.js';
 import { fsyncMedianMs } from './fsync-probe.js';
 import { joinkeepCliExists, joinkeepMain, projectRoot } from '../sim/joinkeep-cli.js';
@@ -45,12 +48,36 @@ async function main(): Promise<void> {
   const floor = measureFloor(floorFleet, o.floorDurationS * 1000, Buffer.alloc(16, 1), Buffer.alloc(16, 2));
 
   const root = o.reuse ?? mkdtempSync(join(tmpdir(), 'joinkeep-bench-'));
-  // With PKCS#11, the floor that matters is the same join crypto in the token (SoftHSM2), through the custody.
+  // With PKCS#11, the floor that matters is the same join crypto in the token (SoftHSM2): synchronously on one
+  // TokenSession in this thread (the proper floor), and, for reference, one join at a time through the custody.
   let hsmFloor: FloorResult | undefined;
+  let tokenFloor: TokenFloorResult | undefined;
+  let tokenFloorPerUse: TokenFloorResult | undefined;
   if (o.custody === 'pkcs11') {
-    log(`bench: floor — the same join crypto through PKCS#11 custody on SoftHSM2, ${o.floorDurationS} s`);
     useSoftHsmIn(root);
-    const token = createToken('bench-floor');
+    const token = createToken(`bench-floor-${randomBytes(4).toString('hex')}`);
+    const { acquireModule, releaseModule } = await import('../src/custody/pkcs11/module.js');
+    const { TokenSession } = await import('../src/custody/pkcs11/token-session.js');
+    const module = acquireModule(softhsmModule());
+    try {
+      log(`bench: floor — join crypto in SoftHSM2, synchronous on one session, on token objects (as before), ${o.floorDurationS} s`);
+      const before = TokenSession.open(module, token, undefined, { workingCopies: false });
+      try {
+        tokenFloorPerUse = measureTokenFloor(before, floorFleet, o.floorDurationS * 1000);
+      } finally {
+        before.close();
+      }
+      log(`bench: floor — join crypto in SoftHSM2, synchronous on one session, working copies and kept lifetime keys, ${o.floorDurationS} s`);
+      const now = TokenSession.open(module, token);
+      try {
+        tokenFloor = measureTokenFloor(now, floorFleet, o.floorDurationS * 1000);
+      } finally {
+        now.close();
+      }
+    } finally {
+      releaseModule(module);
+    }
+    log(`bench: floor — the same join crypto through PKCS#11 custody (worker pool), one join at a time, ${o.floorDurationS} s`);
     const { openPkcs11Custody } = await import('../src/custody/pkcs11/index.js');
     const custody = await openPkcs11Custody({ modulePath: softhsmModule(), tokens: [token] });
     try {
@@ -82,11 +109,16 @@ async function main(): Promise<void> {
       protocolVersion: '1.0', agent: keepAliveAgent(o.concurrency), timeoutMs: 10_000,
     });
     log(`bench: load — ${o.concurrency} in flight, ${o.warmupS} s warm-up, ${o.durationS} s measured`);
+    // The server's HSM counters over the measured part of the load (read when the warm-up ends, and at the end).
+    const serverUrl = server.url;
+    const metricsAtWarm = o.custody === 'pkcs11' ? new Promise<Scraped>((resolve, reject) => setTimeout(() => scrape(serverUrl).then(resolve, reject), o.warmupS * 1000)) : undefined;
     const serverCpu0 = server.cpuSeconds();
     const clientCpu0 = process.cpuUsage();
     const load = await driveLoad(fleet, ns, { concurrency: o.concurrency, durationMs: o.durationS * 1000, warmupMs: o.warmupS * 1000, verifyEvery: o.verifyEvery });
     const clientCpu = process.cpuUsage(clientCpu0);
     const serverCpuS = server.cpuSeconds() - serverCpu0;
+    const metrics1 = metricsAtWarm ? await scrape(server.url) : undefined;
+    const metrics0 = await metricsAtWarm;
     const clientCpuS = (clientCpu.user + clientCpu.system) / 1e6;
     await server.stop();
     const loadAfter = loadavg()[0] ?? 0;
@@ -94,11 +126,13 @@ async function main(): Promise<void> {
 
     const e2eRate = load.joins / load.seconds;
     const softwareFloorRate = floor.joins / floor.seconds;
-    const floorRate = hsmFloor ? hsmFloor.joins / hsmFloor.seconds : softwareFloorRate;
+    const floorRate = tokenFloor ? tokenFloor.joins / tokenFloor.seconds : softwareFloorRate;
     const errorCount = [...load.errors.values()].reduce((a, b) => a + b, 0);
     const rows = [
       { name: `end-to-end HTTP (${o.storage}, ${o.custody}, ${o.concurrency} conns)`, joinsPerSecond: e2eRate, latency: summarise(load.latenciesNs), errors: errorCount },
-      ...(hsmFloor ? [{ name: 'floor: join crypto in SoftHSM2 (PKCS#11 custody)', joinsPerSecond: floorRate, latency: summarise(hsmFloor.latenciesNs), errors: 0 }] : []),
+      ...(tokenFloor ? [{ name: 'floor: join crypto in SoftHSM2, in-process, 1 core', joinsPerSecond: floorRate, latency: summarise(tokenFloor.latenciesNs), errors: 0 }] : []),
+      ...(tokenFloorPerUse ? [{ name: '  same, on token objects, JSIntKey per use (before)', joinsPerSecond: tokenFloorPerUse.joins / tokenFloorPerUse.seconds, latency: summarise(tokenFloorPerUse.latenciesNs), errors: 0 }] : []),
+      ...(hsmFloor ? [{ name: 'SoftHSM2 through the custody, 1 join in flight', joinsPerSecond: hsmFloor.joins / hsmFloor.seconds, latency: summarise(hsmFloor.latenciesNs), errors: 0 }] : []),
       { name: 'floor: join crypto in software, 1 core', joinsPerSecond: softwareFloorRate, latency: summarise(floor.latenciesNs), errors: 0 },
     ];
     const machine = machineInfo();
@@ -111,8 +145,19 @@ async function main(): Promise<void> {
       '',
       renderTable(rows),
       '',
-      `ratio end-to-end / ${hsmFloor ? 'SoftHSM2 ' : ''}floor = ${(e2eRate / floorRate).toFixed(3)}  (floor is ${(floorRate / e2eRate).toFixed(1)}× end-to-end)`,
-      ...(hsmFloor ? ['objects created in the token per join: 2 (LoRaWAN 1.0.x: NwkSKey, AppSKey), 5 (1.1: JSIntKey + 4 session keys); each destroyed in the same call'] : []),
+      `ratio end-to-end / ${tokenFloor ? 'SoftHSM2 in-process ' : ''}floor = ${(e2eRate / floorRate).toFixed(3)}  (floor is ${(floorRate / e2eRate).toFixed(1)}× end-to-end)`,
+      ...(tokenFloor && tokenFloorPerUse
+        ? [
+            '',
+            'HSM work per join (PKCS#11 calls; key objects created as session / token objects, destroyed):',
+            `  floor, 1.0.x join        ${perJoin(tokenFloor.legacyJoin, 1)}`,
+            `  floor, 1.1 join          ${perJoin(tokenFloor.lorawan11Join, 1)}`,
+            `  floor, mix (measured)    ${perJoin(tokenFloor.counters, tokenFloor.joins)}`,
+            `  before: 1.0.x join       ${perJoin(tokenFloorPerUse.legacyJoin, 1)}`,
+            `  before: 1.1 join         ${perJoin(tokenFloorPerUse.lorawan11Join, 1)}`,
+            ...(metrics0 && metrics1 ? [`  server, mix (${metrics1.joins - metrics0.joins} joins after warm-up)  ${perJoin(diffScrape(metrics1, metrics0), metrics1.joins - metrics0.joins)}`] : []),
+          ]
+        : []),
       ...(errorCount > 0 ? ['', 'errors:', ...[...load.errors].map(([k, v]) => `  ${v} × ${k}`)] : []),
     ];
     process.stdout.write(`${out.join('\n')}\n`);
@@ -125,6 +170,41 @@ async function main(): Promise<void> {
     else rmSync(root, { recursive: true, force: true });
     clearTimeout(watchdog);
   }
+}
+
+function perJoin(c: Pkcs11Counters, joins: number): string {
+  const per = (n: number): string => (joins > 0 ? (n / joins).toFixed(2) : '-');
+  const top = Object.entries(c.calls).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]).map(([f, n]) => `${f} ${per(n)}`).join(', ');
+  return `calls ${per(totalCalls(c))}; objects ${per(c.sessionObjectsCreated)} / ${per(c.tokenObjectsCreated)}, destroyed ${per(c.objectsDestroyed)}  (${top})`;
+}
+
+interface Scraped extends Pkcs11Counters {
+  /** Successful JoinReq answers so far. */
+  readonly joins: number;
+}
+
+/** The server's PKCS#11 counters and successful joins, from its /metrics (served on the backend listener). */
+async function scrape(url: string): Promise<Scraped> {
+  const text = await (await fetch(new URL('/metrics', url))).text();
+  const value = (re: RegExp): number => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  const calls: Record<string, number> = {};
+  for (const m of text.matchAll(/^joinkeep_pkcs11_calls_total\{function="(\w+)"\} (\S+)$/gm)) calls[m[1]!] = Number(m[2]);
+  return {
+    calls: calls as Pkcs11Counters['calls'],
+    sessionObjectsCreated: value(/^joinkeep_pkcs11_objects_total\{event="created_session"\} (\S+)$/gm),
+    tokenObjectsCreated: value(/^joinkeep_pkcs11_objects_total\{event="created_token"\} (\S+)$/gm),
+    objectsDestroyed: value(/^joinkeep_pkcs11_objects_total\{event="destroyed"\} (\S+)$/gm),
+    joins: value(/^joinkeep_backend_requests_total\{[^}]*message_type="JoinReq"[^}]*result="Success"[^}]*\} (\S+)$/gm),
+  };
+}
+
+function diffScrape(a: Scraped, b: Scraped): Pkcs11Counters {
+  return {
+    calls: Object.fromEntries(Object.entries(a.calls).map(([f, n]) => [f, n - (b.calls[f as keyof typeof b.calls] ?? 0)])) as Pkcs11Counters['calls'],
+    sessionObjectsCreated: a.sessionObjectsCreated - b.sessionObjectsCreated,
+    tokenObjectsCreated: a.tokenObjectsCreated - b.tokenObjectsCreated,
+    objectsDestroyed: a.objectsDestroyed - b.objectsDestroyed,
+  };
 }
 
 function machineInfo(): { nproc: number; cpu: string; commit: string } {

@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { addAdminRoutes, createBackendServer } from '../backend/server.js';
 import { type Logger, createLogger } from '../observability/logger.js';
 import { registerCustodyMetrics } from '../observability/custody-metrics.js';
-import { createMetrics } from '../observability/metrics.js';
+import { addHsmMetrics, createMetrics } from '../observability/metrics.js';
 import { parseListen, resolveIn } from './config.js';
 import { type Joinkeep, openJoinkeep } from './joinkeep.js';
 
@@ -29,9 +29,11 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
   try {
     const { config } = joinkeep;
     const metrics = createMetrics();
-    const custodyStatus = joinkeep.custody.status?.bind(joinkeep.custody);
+    const { custody } = joinkeep;
+    const custodyStatus = custody.status?.bind(custody);
     const custodyHealth = custodyStatus && (() => custodyStatus().members);
     if (custodyHealth) registerCustodyMetrics(metrics.registry, custodyHealth);
+    if (custody.hsmCounters !== undefined) addHsmMetrics(metrics, () => custody.hsmCounters!());
     const tls = config.backend.tls && {
       key: await readFile(resolveIn(dataDir, config.backend.tls.keyFile)),
       cert: await readFile(resolveIn(dataDir, config.backend.tls.certFile)),

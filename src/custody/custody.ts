@@ -13,6 +13,8 @@ export type KeyHandle = string;
 /**
  * The key an operation runs with: a key held in custody, or a key derived from one by a single AES-128-ECB
  * encryption of `derive` (how every LoRaWAN lifetime and session key is made, e.g. JSIntKey = aes(NwkKey, 06|DevEUI|pad)).
+ * `derive` names only lifetime keys (JSIntKey, JSEncKey: one fixed block per root key), never session keys, so a
+ * custody may keep the derived key for later uses (PKCS#11 keeps it as a token object, deleted with its root).
  */
 export interface KeyRef {
   readonly handle: KeyHandle;
@@ -35,6 +37,30 @@ export interface ExportedKey {
   readonly kekLabel: string | null;
   /** RFC 3394 wrap (24 bytes for an AES-128 key), or the 16 clear bytes. */
   readonly key: Buffer;
+}
+
+/** One session key to derive from a root key and export (see deriveAndExport). */
+export interface SessionKeyRequest {
+  readonly root: KeyHandle;
+  readonly block: Uint8Array;
+  readonly to: KeyDestination;
+}
+
+/** A Join-accept to seal: MIC over `micInput`, then AES *decrypt* of the body after MHDR followed by the MIC. */
+export interface JoinAcceptSeal {
+  readonly micKey: KeyRef;
+  /** Built by src/protocol: the body (1.0.x) or JoinReqType|JoinEUI|DevNonce|body (1.1, OptNeg=1). */
+  readonly micInput: Uint8Array;
+  readonly encryptionKey: KeyRef;
+  /** MHDR … RxDelay, and the CFList if any: 13 or 29 bytes. */
+  readonly body: Uint8Array;
+}
+
+export interface CompletedJoin {
+  /** The encrypted part of the Join-accept (16 or 32 bytes: everything after MHDR, MIC included). */
+  readonly encrypted: Buffer;
+  /** One exported key per request, in order. */
+  readonly keys: ExportedKey[];
 }
 
 export type KeyUsage = 'root' | 'kek';
@@ -70,6 +96,14 @@ export interface KeyCustody {
    */
   deriveAndExport(root: KeyHandle, requests: readonly { readonly block: Uint8Array; readonly to: KeyDestination }[]): Promise<ExportedKey[]>;
 
+  /**
+   * The custody work of an accepted Join- or Rejoin-request in one call: the accept's MIC (computeMic), its
+   * encryption (encryptJoinAccept of body[1..] ‖ MIC), then every session key (deriveAndExport). Same results and
+   * refusals as those calls in that order, except that every key, KEK and clear-export authorisation is checked
+   * before any work is done. One call instead of four: with PKCS#11, one worker round trip per join instead of four.
+   */
+  completeJoin(accept: JoinAcceptSeal, keys: readonly SessionKeyRequest[]): Promise<CompletedJoin>;
+
   /** Imports a key that arrives wrapped (RFC 3394) under a KEK already in custody. */
   importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void>;
 
@@ -90,6 +124,20 @@ export interface KeyCustody {
   status?(): CustodyStatus;
 
   close(): Promise<void>;
+
+  /** What the custody asked of its HSM so far (PKCS#11 calls and key objects), for metrics; absent in software. */
+  hsmCounters?(): HsmCounters;
+}
+
+/** Running totals of a PKCS#11 custody's work on its token(s); they only grow. */
+export interface HsmCounters {
+  /** PKCS#11 calls by function name (C_Sign, C_DeriveKey, …). */
+  readonly calls: Readonly<Record<string, number>>;
+  /** Key objects created as session objects (derived keys, used and destroyed within one operation). */
+  readonly sessionObjectsCreated: number;
+  /** Key objects created on the token (imported keys, kept lifetime keys). */
+  readonly tokenObjectsCreated: number;
+  readonly objectsDestroyed: number;
 }
 
 export type CustodyMemberState = 'up' | 'down' | 'inconsistent';

@@ -1,14 +1,18 @@
 import type {
+  CompletedJoin,
   CustodyMemberState,
   CustodyMemberStatus,
   CustodyStatus,
   ExportedKey,
+  HsmCounters,
+  JoinAcceptSeal,
   KeyCustody,
   KeyDestination,
   KeyHandle,
   KeyInfo,
   KeyRef,
   KeyUsage,
+  SessionKeyRequest,
 } from './custody.js';
 import { CustodyError } from './errors.js';
 
@@ -86,6 +90,8 @@ export class ReplicatedKeyCustody implements KeyCustody {
   readonly #readmitTimeoutMs: number;
   /** A root key every member holds, for the health check's MIC (any will do; none yet in an empty pool). */
   #sampleRoot: KeyHandle | undefined;
+  /** HSM counters of member instances closed for readmission, so the pool's totals only grow. */
+  #retiredCounters: HsmCounters = { calls: {}, sessionObjectsCreated: 0, tokenObjectsCreated: 0, objectsDestroyed: 0 };
   #closed: Promise<void> | undefined;
 
   private constructor(kind: KeyCustody['kind'], members: readonly Member[], options: ReplicatedCustodyOptions) {
@@ -158,6 +164,10 @@ export class ReplicatedKeyCustody implements KeyCustody {
 
   deriveAndExport(root: KeyHandle, requests: readonly { readonly block: Uint8Array; readonly to: KeyDestination }[]): Promise<ExportedKey[]> {
     return this.#any((c) => c.deriveAndExport(root, requests));
+  }
+
+  completeJoin(accept: JoinAcceptSeal, keys: readonly SessionKeyRequest[]): Promise<CompletedJoin> {
+    return this.#any((c) => c.completeJoin(accept, keys));
   }
 
   /** True when a member in service holds the key (each member holds every key). */
@@ -240,6 +250,16 @@ export class ReplicatedKeyCustody implements KeyCustody {
         }),
       ),
     };
+  }
+
+  /** The members' HSM work so far, summed; members reopened since start count with their earlier instances. */
+  hsmCounters(): HsmCounters {
+    let total = this.#retiredCounters;
+    for (const m of this.#members) {
+      const counters = m.custody?.hsmCounters?.();
+      if (counters !== undefined) total = addCounters(total, counters);
+    }
+    return total;
   }
 
   /** Fails unless some member is in service and answers its probe. */
@@ -448,7 +468,11 @@ export class ReplicatedKeyCustody implements KeyCustody {
     const old = member.custody;
     member.custody = undefined;
     // Waits for the old member's in-flight operations (a stalled HSM's end when it answers or the grace is over).
-    if (old !== undefined) await old.close().catch(() => undefined);
+    if (old !== undefined) {
+      await old.close().catch(() => undefined);
+      const counters = old.hsmCounters?.();
+      if (counters !== undefined) this.#retiredCounters = addCounters(this.#retiredCounters, counters);
+    }
     let custody: KeyCustody;
     try {
       custody = await member.source.open();
@@ -538,6 +562,17 @@ export class ReplicatedKeyCustody implements KeyCustody {
 /** Errors that say the member could not do its part, as opposed to a refusal of the request. */
 function isMemberFailure(error: unknown): boolean {
   return !(error instanceof CustodyError) || !(REQUEST_ERRORS.has(error.code) || NOT_FOUND.has(error.code));
+}
+
+function addCounters(a: HsmCounters, b: HsmCounters): HsmCounters {
+  const calls: Record<string, number> = { ...a.calls };
+  for (const [name, n] of Object.entries(b.calls)) calls[name] = (calls[name] ?? 0) + n;
+  return {
+    calls,
+    sessionObjectsCreated: a.sessionObjectsCreated + b.sessionObjectsCreated,
+    tokenObjectsCreated: a.tokenObjectsCreated + b.tokenObjectsCreated,
+    objectsDestroyed: a.objectsDestroyed + b.objectsDestroyed,
+  };
 }
 
 /** Resolves as `work`, or rejects with TOKEN_UNAVAILABLE after `ms` (the work itself is not cancelled). */

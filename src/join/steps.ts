@@ -1,4 +1,4 @@
-import type { ExportedKey, KeyCustody, KeyDestination, KeyRef } from '../custody/custody.js';
+import type { ExportedKey, KeyCustody, KeyDestination, KeyRef, SessionKeyRequest } from '../custody/custody.js';
 import {
   type Eui64,
   type JoinReqMessage,
@@ -9,7 +9,6 @@ import {
   nextJoinNonce,
   withOptNeg,
   eui64FromBeHex,
-  joinAcceptCipherInput,
   joinAcceptMicInput11,
   joinAcceptMicInputLegacy,
   legacySessionKeyBlock,
@@ -83,12 +82,6 @@ export interface AcceptCrypto {
   readonly mic11?: { readonly joinReqType: JoinReqType; readonly joinEui: Eui64; readonly devNonce: number } | undefined;
 }
 
-export async function sealJoinAccept(custody: KeyCustody, body: Buffer, c: AcceptCrypto): Promise<Buffer> {
-  const micInput = c.mic11 ? joinAcceptMicInput11(c.mic11, body) : joinAcceptMicInputLegacy(body);
-  const mic = await custody.computeMic(c.micKey, micInput);
-  return assembleJoinAccept(await custody.encryptJoinAccept(c.encryptionKey, joinAcceptCipherInput(body, mic)));
-}
-
 export type NetworkSessionKeys =
   | { readonly scheme: 'legacy'; readonly nwkSKey: ExportedKey }
   | { readonly scheme: 'lorawan11'; readonly fNwkSIntKey: ExportedKey; readonly sNwkSIntKey: ExportedKey; readonly nwkSEncKey: ExportedKey };
@@ -98,24 +91,30 @@ export interface IssuedKeys {
   readonly appSKey?: ExportedKey | undefined;
 }
 
-/** Derives the session keys inside custody and exports each only to its party (spec-notes §1.7). */
-export async function issueSessionKeys(custody: KeyCustody, plan: SessionPlan, session: SessionRecord, to: KeyDestinations): Promise<IssuedKeys> {
+/**
+ * The session keys of a join, each exported only to its party (spec-notes §1.7): the network keys, then the AppSKey
+ * when the application server has a KEK.
+ */
+export function sessionKeyRequests(plan: SessionPlan, session: SessionRecord, to: KeyDestinations): SessionKeyRequest[] {
   const app = to.applicationServer;
   if (plan.scheme === 'legacy') {
     const input = { joinNonce: session.joinNonce, netId: session.netId, devNonce: session.devNonce };
-    const [nwkSKey] = await custody.deriveAndExport(plan.nwkRoot, [{ block: legacySessionKeyBlock('NwkSKey', input), to: to.networkServer }]);
-    const appSKey = app && (await custody.deriveAndExport(plan.appRoot, [{ block: legacySessionKeyBlock('AppSKey', input), to: app }]))[0];
-    return { network: { scheme: 'legacy', nwkSKey: nwkSKey! }, appSKey };
+    return [
+      { root: plan.nwkRoot, block: legacySessionKeyBlock('NwkSKey', input), to: to.networkServer },
+      ...(app ? [{ root: plan.appRoot, block: legacySessionKeyBlock('AppSKey', input), to: app }] : []),
+    ];
   }
   const input = { joinNonce: session.joinNonce, joinEui: session.joinEui, devNonce: session.devNonce };
-  const ns = to.networkServer;
-  const [f, s, e] = await custody.deriveAndExport(plan.nwkRoot, [
-    { block: lorawan11SessionKeyBlock('FNwkSIntKey', input), to: ns },
-    { block: lorawan11SessionKeyBlock('SNwkSIntKey', input), to: ns },
-    { block: lorawan11SessionKeyBlock('NwkSEncKey', input), to: ns },
-  ]);
-  const appSKey = app && (await custody.deriveAndExport(plan.appRoot, [{ block: lorawan11SessionKeyBlock('AppSKey', input), to: app }]))[0];
-  return { network: { scheme: 'lorawan11', fNwkSIntKey: f!, sNwkSIntKey: s!, nwkSEncKey: e! }, appSKey };
+  return [
+    ...(['FNwkSIntKey', 'SNwkSIntKey', 'NwkSEncKey'] as const).map((k) => ({ root: plan.nwkRoot, block: lorawan11SessionKeyBlock(k, input), to: to.networkServer })),
+    ...(app ? [{ root: plan.appRoot, block: lorawan11SessionKeyBlock('AppSKey', input), to: app }] : []),
+  ];
+}
+
+/** The exported keys of sessionKeyRequests, in its order, named. */
+function issuedKeys(scheme: SessionPlan['scheme'], keys: readonly ExportedKey[]): IssuedKeys {
+  if (scheme === 'legacy') return { network: { scheme, nwkSKey: keys[0]! }, appSKey: keys[1] };
+  return { network: { scheme, fNwkSIntKey: keys[0]!, sNwkSIntKey: keys[1]!, nwkSEncKey: keys[2]! }, appSKey: keys[3] };
 }
 
 export function sessionRecord(
@@ -148,7 +147,7 @@ export function acceptAudit(caller: PeerRecord, session: SessionRecord, action: 
 
 /**
  * After the nonces are committed: the Join-accept (OptNeg set to match the derivation, spec-notes §1.8), its MIC
- * and encryption in custody, then the session keys for the network and application servers.
+ * and encryption in custody, then the session keys for the network and application servers — one custody call.
  */
 export async function completeActivation(
   ctx: JoinContext,
@@ -166,7 +165,8 @@ export async function completeActivation(
     rxDelay: msg.rxDelay,
     cfList: msg.cfList,
   });
-  const phyPayload = await sealJoinAccept(ctx.custody, body, crypto);
-  const keys = await issueSessionKeys(ctx.custody, plan, session, destinations);
-  return { phyPayload, lifetime: ctx.settings.sessionLifetimeSeconds, sessionKeyId: session.sessionKeyId, joinNonce: session.joinNonce, ...keys };
+  const micInput = crypto.mic11 ? joinAcceptMicInput11(crypto.mic11, body) : joinAcceptMicInputLegacy(body);
+  const done = await ctx.custody.completeJoin({ micKey: crypto.micKey, micInput, encryptionKey: crypto.encryptionKey, body }, sessionKeyRequests(plan, session, destinations));
+  const keys = issuedKeys(plan.scheme, done.keys);
+  return { phyPayload: assembleJoinAccept(done.encrypted), lifetime: ctx.settings.sessionLifetimeSeconds, sessionKeyId: session.sessionKeyId, joinNonce: session.joinNonce, ...keys };
 }

@@ -318,6 +318,78 @@ for (const factory of custodyFactories) {
       });
     });
 
+    describe('completeJoin: the accept and the session keys of one join in one call', () => {
+      const legacyInput = {
+        joinNonce: Number(A.sessionKeys.inputs['joinNonce']),
+        netId: netIdFromBeHex(String(A.sessionKeys.inputs['netId'])),
+        devNonce: Number(A.sessionKeys.inputs['devNonce']),
+      };
+
+      it(`vector A: the Join-accept ${A.accept.phyPayload} and the vector E wraps of NwkSKey and AppSKey [${cite(A.accept.source)}; spec-notes §1.12 E]`, async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        await c.importKek(NS_KEK_LABEL, hex(A.nwkSKeyWrap.kek));
+        await c.importKek(AS_KEK_LABEL, hex(A.appSKeyWrap.kek));
+        const body = hex(A.accept.body);
+        const nwkBlock = legacySessionKeyBlock('NwkSKey', legacyInput);
+        const appBlock = legacySessionKeyBlock('AppSKey', legacyInput);
+        const unchanged = watchInputs(body, nwkBlock, appBlock);
+        const done = await c.custody.completeJoin({ micKey: { handle: appKeyA }, micInput: body, encryptionKey: { handle: appKeyA }, body }, [
+          { root: appKeyA, block: nwkBlock, to: { kekLabel: NS_KEK_LABEL } },
+          { root: appKeyA, block: appBlock, to: { kekLabel: AS_KEK_LABEL } },
+        ]);
+        unchanged();
+        assert.equal(toHexUpper(Buffer.concat([Buffer.of(0x20), done.encrypted])), A.accept.phyPayload);
+        assert.deepEqual(done.keys.map((k) => [k.kekLabel, toHexUpper(k.key)]), [[NS_KEK_LABEL, A.nwkSKeyWrap.ciphertext], [AS_KEK_LABEL, A.appSKeyWrap.ciphertext]]);
+      });
+
+      it(`vector B: MIC under the derived JSIntKey, encryption under NwkKey, reproduces ${B.accept.phyPayload}; no keys asked, none exported [${cite(B.accept.source)}]`, async () => {
+        await importRoot(c, nwkKeyB, hex(B.lifetimeKeys.rootKey));
+        const derive = lifetimeKeyBlock('JSIntKey', eui64FromBeHex(B.devEui));
+        const done = await c.custody.completeJoin({ micKey: { handle: nwkKeyB, derive }, micInput: hex(B.accept.micInput ?? ''), encryptionKey: { handle: nwkKeyB }, body: hex(B.accept.body) }, []);
+        assert.equal(toHexUpper(Buffer.concat([Buffer.of(0x20), done.encrypted])), B.accept.phyPayload);
+        assert.deepEqual(done.keys, []);
+        // Twice more: a custody that keeps the lifetime key (PKCS#11) gives the same accept on later uses.
+        for (let i = 0; i < 2; i++) {
+          const again = await c.custody.completeJoin({ micKey: { handle: nwkKeyB, derive }, micInput: hex(B.accept.micInput ?? ''), encryptionKey: { handle: nwkKeyB }, body: hex(B.accept.body) }, []);
+          assert.deepEqual(again.encrypted, done.encrypted);
+        }
+      });
+
+      it('equals computeMic + encryptJoinAccept + deriveAndExport, clear destination included', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        await c.importKek(NS_KEK_LABEL, hex(A.nwkSKeyWrap.kek));
+        const body = hex(A.accept.body);
+        const block = legacySessionKeyBlock('NwkSKey', legacyInput);
+        const clear = { clear: { peer: 'as/1', allowedBy: 'operator-peer-setting' } } as const;
+        const done = await c.custody.completeJoin({ micKey: { handle: appKeyA }, micInput: body, encryptionKey: { handle: appKeyA }, body }, [
+          { root: appKeyA, block, to: { kekLabel: NS_KEK_LABEL } },
+          { root: appKeyA, block, to: clear },
+        ]);
+        const mic = await c.custody.computeMic({ handle: appKeyA }, body);
+        assert.deepEqual(done.encrypted, await c.custody.encryptJoinAccept({ handle: appKeyA }, cipherInput(body, mic)));
+        assert.deepEqual(done.keys, await c.custody.deriveAndExport(appKeyA, [{ block, to: { kekLabel: NS_KEK_LABEL } }, { block, to: clear }]));
+        assert.equal(toHexUpper(done.keys[1]!.key), A.sessionKeys.expected['NwkSKey']);
+      });
+
+      it('refusals, each before any work: unknown root (KEY_NOT_FOUND), KEK as root (KEY_NOT_FOUND), unknown KEK (KEK_NOT_FOUND), forged clear authorisation (CLEAR_EXPORT_REFUSED), wrong body or block size (INVALID_KEY)', async () => {
+        await importRoot(c, appKeyA, hex(A.request.key));
+        await c.importKek(NS_KEK_LABEL, hex(A.nwkSKeyWrap.kek));
+        const body = hex(A.accept.body);
+        const block = legacySessionKeyBlock('NwkSKey', legacyInput);
+        const accept = { micKey: { handle: appKeyA }, micInput: body, encryptionKey: { handle: appKeyA }, body };
+        const ns = { kekLabel: NS_KEK_LABEL };
+        await rejectsWith(c.custody.completeJoin({ ...accept, micKey: { handle: 'root/none' } }, [{ root: appKeyA, block, to: ns }]), 'KEY_NOT_FOUND');
+        await rejectsWith(c.custody.completeJoin({ ...accept, encryptionKey: { handle: kekHandle(NS_KEK_LABEL) } }, [{ root: appKeyA, block, to: ns }]), 'KEY_NOT_FOUND');
+        await rejectsWith(c.custody.completeJoin(accept, [{ root: 'root/none', block, to: ns }]), 'KEY_NOT_FOUND');
+        await rejectsWith(c.custody.completeJoin(accept, [{ root: appKeyA, block, to: ns }, { root: appKeyA, block, to: { kekLabel: 'nobody' } }]), 'KEK_NOT_FOUND');
+        const forged = { clear: { peer: 'ns/000013', allowedBy: 'someone-else' } } as unknown as { clear: { peer: string; allowedBy: 'operator-peer-setting' } };
+        await rejectsWith(c.custody.completeJoin(accept, [{ root: appKeyA, block, to: forged }]), 'CLEAR_EXPORT_REFUSED');
+        await rejectsWith(c.custody.completeJoin({ ...accept, body: Buffer.concat([body, Buffer.alloc(1)]) }, [{ root: appKeyA, block, to: ns }]), 'INVALID_KEY');
+        await rejectsWith(c.custody.completeJoin(accept, [{ root: appKeyA, block: Buffer.alloc(15), to: ns }]), 'INVALID_KEY');
+        await rejectsWith(c.custody.completeJoin({ ...accept, micKey: { handle: appKeyA, derive: Buffer.alloc(17) } }, []), 'INVALID_KEY');
+      });
+    });
+
     describe('refusals', () => {
       it('importWrapped under the wrong KEK is refused (UNWRAP_FAILED) and nothing is stored', async () => {
         await c.importKek('right', randomBytes(16));

@@ -136,7 +136,12 @@ afterEach(async () => {
 after(() => inspector.close());
 
 /** Two fresh tokens as one pool holding KEKs "transport" and "ns" and vector A's AppKey. Health checks run when a test asks. */
-async function openPool(options: { operationTimeoutMs?: number } = {}): Promise<Pool> {
+/**
+ * `workingCopyTtlMs: 0` makes every operation copy its key from the token object again (token-session.ts keeps
+ * session copies for 60 s by default), so that an operation notices at once a key gone from the token, or a token
+ * whose key files stall — as every operation of a network HSM would.
+ */
+async function openPool(options: { operationTimeoutMs?: number; workingCopyTtlMs?: number } = {}): Promise<Pool> {
   const a = freshToken();
   const b = freshToken();
   const events: ReplicaEvent[] = [];
@@ -218,6 +223,8 @@ describe('a pool of two PKCS#11 tokens', () => {
     while (answered < 100 && !stop) await new Promise((r) => setTimeout(r, 5));
     const restore = disableToken(pool.b.label);
     const atFailure = answered;
+    // Operations on b may still succeed on its session copies of the keys; the health check finds the token gone.
+    await pool.custody.checkHealth();
     while (answered < atFailure + 300 && !stop) await new Promise((r) => setTimeout(r, 5));
     stop = true;
     await load;
@@ -255,7 +262,7 @@ describe('a pool of two PKCS#11 tokens', () => {
   });
 
   it('takes a token that stops answering out of service after operationTimeoutMs, answers from the other, readmits it when it answers again', async () => {
-    const pool = await openPool({ operationTimeoutMs: 300 });
+    const pool = await openPool({ operationTimeoutMs: 300, workingCopyTtlMs: 0 });
     const stall = await stallToken(pool.b.label);
     let released = false;
     try {
@@ -286,7 +293,7 @@ describe('a pool of two PKCS#11 tokens', () => {
   });
 
   it('takes out a token that lacks a key the other holds, keeps answering from the other, and readmits it once they agree', async () => {
-    const pool = await openPool();
+    const pool = await openPool({ workingCopyTtlMs: 0 });
     inspector.destroy(pool.b, pool.root);
     for (let i = 0; i < 16; i++) assert.equal(toHexUpper(await pool.custody.computeMic({ handle: pool.root }, micInput())), expectedMic());
     assert.equal(state(pool, pool.b), 'inconsistent');

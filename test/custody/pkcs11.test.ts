@@ -23,7 +23,8 @@ import { hex, loadVectors, toHexUpper } from '../helpers/vectors.js';
 
 /*
  * PKCS#11 custody's own guarantees, checked with a PKCS#11 client of our own (pkcs11js directly, not the custody
- * code): keys on the token are sensitive and non-extractable, no session object outlives an operation, results
+ * code): keys on the token are sensitive and non-extractable, no session key outlives an operation (what a session
+ * keeps are working copies, as protected as the token keys, gone with the session), results
  * equal the software keystore's byte for byte (spec-notes §1.12 A–E), and token problems read as clear errors.
  *
  * The inspector initialises the library first, so the custody instances join that initialisation and never
@@ -65,6 +66,11 @@ class Inspector {
 
   sessionObjects(): number {
     return this.find([{ type: K.CKA_TOKEN, value: false }]).length;
+  }
+
+  /** Session objects that could leave the token (extractable or not sensitive): session keys, never kept. */
+  exportableSessionObjects(): number {
+    return this.find([{ type: K.CKA_TOKEN, value: false }, { type: K.CKA_EXTRACTABLE, value: true }]).length + this.find([{ type: K.CKA_TOKEN, value: false }, { type: K.CKA_SENSITIVE, value: false }]).length;
   }
 
   attribute(object: Buffer, type: number): Buffer {
@@ -157,38 +163,54 @@ describe('pkcs11 custody / keys on the token', () => {
   }
 });
 
-describe('pkcs11 custody / no session object outlives an operation', () => {
-  it('after MICs, encryptions and exports, including failing ones mid-batch, no CKA_TOKEN=false object is left', async () => {
-    // Positive control: the inspector does see session objects of another session of this process.
-    const other = inspector.p.C_OpenSession(inspector.p.C_GetSessionInfo(inspector.session).slotID, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION);
-    const probe = inspector.p.C_CreateObject(other, [
-      { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_KEY_TYPE, value: K.CKK_AES }, { type: K.CKA_TOKEN, value: false }, { type: K.CKA_VALUE, value: randomBytes(16) },
-    ]);
-    assert.equal(inspector.sessionObjects(), 1, 'a session object of another session is visible');
-    inspector.p.C_DestroyObject(other, probe);
-    inspector.p.C_CloseSession(other);
+describe('pkcs11 custody / no session key outlives an operation', () => {
+  it('after MICs, encryptions and exports, including failing ones mid-batch, the only session objects left are working copies (sensitive, non-extractable), none once the custody is closed', async () => {
+    const custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: main.label, pin: main.pin }] });
+    try {
+      // Positive control: the inspector does see session objects of another session of this process.
+      const other = inspector.p.C_OpenSession(inspector.p.C_GetSessionInfo(inspector.session).slotID, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION);
+      const probe = inspector.p.C_CreateObject(other, [
+        { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_KEY_TYPE, value: K.CKK_AES }, { type: K.CKA_TOKEN, value: false }, { type: K.CKA_VALUE, value: randomBytes(16) },
+      ]);
+      assert.equal(inspector.sessionObjects(), 1, 'a session object of another session is visible');
+      inspector.p.C_DestroyObject(other, probe);
+      inspector.p.C_CloseSession(other);
 
-    const kek = randomBytes(16);
-    await custody.importKek('batch', kek);
-    const root = rootKeyHandle('0004A30B001C0531', 'NwkKey', 'batch');
-    await custody.importWrapped(root, 'root', aesKeyWrap(kek, randomBytes(16)), 'batch');
-    const derive = lifetimeKeyBlock('JSIntKey', eui64FromBeHex('0004A30B001C0531'));
-    const block = Buffer.alloc(16, 7);
-    for (let i = 0; i < 20; i++) {
-      await custody.verifyMic({ handle: root }, randomBytes(19), randomBytes(4));
-      await custody.computeMic({ handle: root, derive }, randomBytes(24));
-      await custody.encryptJoinAccept({ handle: root, derive }, randomBytes(32));
-      await custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block, to: CLEAR }]);
+      const kek = randomBytes(16);
+      await custody.importKek('batch', kek);
+      const root = rootKeyHandle('0004A30B001C0531', 'NwkKey', 'batch');
+      await custody.importWrapped(root, 'root', aesKeyWrap(kek, randomBytes(16)), 'batch');
+      const derive = lifetimeKeyBlock('JSIntKey', eui64FromBeHex('0004A30B001C0531'));
+      const block = Buffer.alloc(16, 7);
+      for (let i = 0; i < 20; i++) {
+        await custody.verifyMic({ handle: root }, randomBytes(19), randomBytes(4));
+        await custody.computeMic({ handle: root, derive }, randomBytes(24));
+        await custody.encryptJoinAccept({ handle: root, derive }, randomBytes(32));
+        await custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block, to: CLEAR }]);
+      }
+      // Failures: an unknown KEK after a good destination, a short block after a good one (the first is already
+      // derived and wrapped when the second fails), a KEK used as a root key, a bad envelope, a taken handle.
+      await rejectsWith(custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block, to: { kekLabel: 'nobody' } }]), 'KEK_NOT_FOUND');
+      await rejectsWith(custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block: Buffer.alloc(15), to: { kekLabel: 'batch' } }]), 'INVALID_KEY');
+      await rejectsWith(custody.computeMic({ handle: root, derive: Buffer.alloc(17) }, Buffer.alloc(4)), 'INVALID_KEY');
+      await rejectsWith(custody.computeMic({ handle: kekHandle('batch') }, Buffer.alloc(4)), 'KEY_NOT_FOUND', /is a kek key, not a root key/);
+      await rejectsWith(custody.importWrapped('root/bad', 'root', aesKeyWrap(randomBytes(16), randomBytes(16)), 'batch'), 'UNWRAP_FAILED');
+      await rejectsWith(custody.importWrapped('root/long', 'root', aesKeyWrap(kek, randomBytes(24)), 'batch'), 'INVALID_KEY');
+      await rejectsWith(custody.importWrapped(root, 'root', aesKeyWrap(kek, randomBytes(16)), 'batch'), 'KEY_EXISTS');
+      await custody.completeJoin({ micKey: { handle: root, derive }, micInput: randomBytes(40), encryptionKey: { handle: root }, body: randomBytes(13) }, [{ root, block, to: { kekLabel: 'batch' } }, { root, block, to: CLEAR }]);
+      await rejectsWith(custody.completeJoin({ micKey: { handle: root, derive }, micInput: randomBytes(40), encryptionKey: { handle: root }, body: randomBytes(13) }, [{ root, block, to: { kekLabel: 'batch' } }, { root, block, to: { kekLabel: 'nobody' } }]), 'KEK_NOT_FOUND');
+      assert.equal(inspector.exportableSessionObjects(), 0, 'no session key (extractable or clear) is left');
+      // Per worker (2) at most: a copy of the root key, of the KEK, and the lifetime key derived with `derive`.
+      const left = inspector.find([{ type: K.CKA_TOKEN, value: false }]);
+      assert.ok(left.length > 0 && left.length <= 6, `working copies left: ${left.length}`);
+      for (const object of left) {
+        assert.deepEqual(inspector.attribute(object, K.CKA_SENSITIVE), Buffer.of(1));
+        assert.deepEqual(inspector.attribute(object, K.CKA_EXTRACTABLE), Buffer.of(0));
+        assert.throws(() => inspector.attribute(object, K.CKA_VALUE), /CKR_ATTRIBUTE_SENSITIVE/);
+      }
+    } finally {
+      await custody.close();
     }
-    // Failures: an unknown KEK after a good destination, a short block after a good one (the first is already
-    // derived and wrapped when the second fails), a KEK used as a root key, a bad envelope, a taken handle.
-    await rejectsWith(custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block, to: { kekLabel: 'nobody' } }]), 'KEK_NOT_FOUND');
-    await rejectsWith(custody.deriveAndExport(root, [{ block, to: { kekLabel: 'batch' } }, { block: Buffer.alloc(15), to: { kekLabel: 'batch' } }]), 'INVALID_KEY');
-    await rejectsWith(custody.computeMic({ handle: root, derive: Buffer.alloc(17) }, Buffer.alloc(4)), 'INVALID_KEY');
-    await rejectsWith(custody.computeMic({ handle: kekHandle('batch') }, Buffer.alloc(4)), 'KEY_NOT_FOUND', /is a kek key, not a root key/);
-    await rejectsWith(custody.importWrapped('root/bad', 'root', aesKeyWrap(randomBytes(16), randomBytes(16)), 'batch'), 'UNWRAP_FAILED');
-    await rejectsWith(custody.importWrapped('root/long', 'root', aesKeyWrap(kek, randomBytes(24)), 'batch'), 'INVALID_KEY');
-    await rejectsWith(custody.importWrapped(root, 'root', aesKeyWrap(kek, randomBytes(16)), 'batch'), 'KEY_EXISTS');
     assert.equal(inspector.sessionObjects(), 0);
     assert.equal(inspector.find([{ type: K.CKA_LABEL, value: 'root/bad' }]).length + inspector.find([{ type: K.CKA_LABEL, value: 'root/long' }]).length, 0, 'refused imports created nothing');
   });
@@ -349,7 +371,36 @@ describe('pkcs11 custody / byte-identical to the software keystore [spec-notes �
     await time('encryptJoinAccept 32 B (root key)', () => custody.encryptJoinAccept({ handle: root }, randomBytes(32)));
     await time('deriveAndExport, 1 key wrapped', () => custody.deriveAndExport(root, [{ block: derive, to: { kekLabel: 'timing' } }]));
     await time('deriveAndExport, 2 keys wrapped', () => custody.deriveAndExport(root, [{ block: derive, to: { kekLabel: 'timing' } }, { block: msg.subarray(0, 16), to: { kekLabel: 'timing' } }]));
-    assert.equal(inspector.sessionObjects(), 0);
+    await time('completeJoin, 1.1 (JSIntKey MIC, 4 keys wrapped)', () =>
+      custody.completeJoin({ micKey: { handle: root, derive }, micInput: randomBytes(40), encryptionKey: { handle: root }, body: randomBytes(13) }, [0, 1, 2, 3].map((i) => ({ root, block: Buffer.alloc(16, i), to: { kekLabel: 'timing' } }))),
+    );
+    assert.equal(inspector.exportableSessionObjects(), 0);
+  });
+});
+
+describe('pkcs11 custody / HSM counters', () => {
+  it('a warm 1.1 completeJoin with 4 session keys: 4 derived objects created and destroyed, JSIntKey not derived again, one C_Sign, one C_Decrypt', async () => {
+    const kek = randomBytes(16);
+    await custody.importKek('counted', kek);
+    const root = rootKeyHandle('0004A30B001C0532', 'NwkKey', 'counted');
+    await custody.importWrapped(root, 'root', aesKeyWrap(kek, randomBytes(16)), 'counted');
+    const derive = lifetimeKeyBlock('JSIntKey', eui64FromBeHex('0004A30B001C0532'));
+    const join = () => custody.completeJoin({ micKey: { handle: root, derive }, micInput: randomBytes(40), encryptionKey: { handle: root }, body: randomBytes(13) }, [0, 1, 2, 3].map((i) => ({ root, block: Buffer.alloc(16, i), to: { kekLabel: 'counted' } })));
+    // Warm every worker: concurrent calls keep both busy, so each makes its working copies and lifetime key.
+    await Promise.all(Array.from({ length: 16 }, join));
+    const before = custody.hsmCounters!();
+    await join();
+    const after = custody.hsmCounters!();
+    const delta = (f: string): number => (after.calls[f] ?? 0) - (before.calls[f] ?? 0);
+    assert.equal(delta('C_DeriveKey'), 4);
+    assert.equal(delta('C_WrapKey'), 4);
+    assert.equal(delta('C_DestroyObject'), 4);
+    assert.equal(delta('C_Sign'), 1);
+    assert.equal(delta('C_Decrypt'), 1);
+    assert.equal(delta('C_CopyObject'), 0);
+    assert.equal(after.sessionObjectsCreated - before.sessionObjectsCreated, 4);
+    assert.equal(after.objectsDestroyed - before.objectsDestroyed, 4);
+    assert.equal(after.tokenObjectsCreated - before.tokenObjectsCreated, 0);
   });
 });
 
@@ -397,16 +448,21 @@ describe('pkcs11 custody / opening', () => {
     await rejectsWith(custody.computeMic({ handle: 'root/del' }, Buffer.alloc(4)), 'KEY_NOT_FOUND');
   });
 
-  it('a key destroyed behind the custody\'s back (stale cached object handle) is re-found, not misused', async () => {
-    const kek = randomBytes(16);
-    await custody.importKek('stale', kek);
-    const key = randomBytes(16);
-    await custody.importWrapped('root/stale', 'root', aesKeyWrap(kek, key), 'stale');
-    const before = await custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)); // cached now
-    inspector.p.C_DestroyObject(inspector.session, inspector.byLabel('root/stale'));
-    await rejectsWith(custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)), 'KEY_NOT_FOUND');
-    await custody.importWrapped('root/stale', 'root', aesKeyWrap(kek, key), 'stale');
-    assert.deepEqual(await custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)), before);
+  it('a key destroyed behind the custody\'s back (stale cached object handle) is re-found, not misused, once its working copy is renewed (here at every use)', async () => {
+    const custody = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: main.label, pin: main.pin }] }, { workingCopyTtlMs: 0 });
+    try {
+      const kek = randomBytes(16);
+      await custody.importKek('stale', kek);
+      const key = randomBytes(16);
+      await custody.importWrapped('root/stale', 'root', aesKeyWrap(kek, key), 'stale');
+      const before = await custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)); // cached now
+      inspector.p.C_DestroyObject(inspector.session, inspector.byLabel('root/stale'));
+      await rejectsWith(custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)), 'KEY_NOT_FOUND');
+      await custody.importWrapped('root/stale', 'root', aesKeyWrap(kek, key), 'stale');
+      assert.deepEqual(await custody.computeMic({ handle: 'root/stale' }, Buffer.alloc(4)), before);
+    } finally {
+      await custody.close();
+    }
   });
 });
 

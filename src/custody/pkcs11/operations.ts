@@ -1,3 +1,4 @@
+import { joinAcceptCipherInput } from '../../protocol/index.js';
 import { type ExportedKey, type KeyDestination, type KeyHandle, type KeyInfo, type KeyUsage, kekHandle } from '../custody.js';
 import { CustodyError } from '../errors.js';
 import { micEquals } from '../primitives.js';
@@ -9,11 +10,22 @@ import type { TokenSession } from './token-session.js';
  * values: a Buffer arrives as a plain Uint8Array (see asBuffer), a Date stays a Date.
  */
 
+/** A key as an operation names it: a root key, or the lifetime key derived from it by `derive` (KeyRef). */
+export interface OpKey {
+  readonly handle: KeyHandle;
+  readonly derive: Uint8Array | undefined;
+}
+
 export interface Operations {
-  verifyMic: { args: { handle: KeyHandle; derive: Uint8Array | undefined; message: Uint8Array; mic: Uint8Array }; result: boolean };
-  computeMic: { args: { handle: KeyHandle; derive: Uint8Array | undefined; message: Uint8Array }; result: Uint8Array };
-  ecbDecrypt: { args: { handle: KeyHandle; derive: Uint8Array | undefined; data: Uint8Array }; result: Uint8Array };
+  verifyMic: { args: OpKey & { message: Uint8Array; mic: Uint8Array }; result: boolean };
+  computeMic: { args: OpKey & { message: Uint8Array }; result: Uint8Array };
+  ecbDecrypt: { args: OpKey & { data: Uint8Array }; result: Uint8Array };
   deriveAndExport: { args: { root: KeyHandle; requests: readonly { block: Uint8Array; to: KeyDestination }[] }; result: ExportedKey[] };
+  /** Accept MIC, accept encryption and session keys of one join (KeyCustody.completeJoin). */
+  completeJoin: {
+    args: { micKey: OpKey; micInput: Uint8Array; encryptionKey: OpKey; body: Uint8Array; keys: readonly { root: KeyHandle; block: Uint8Array; to: KeyDestination }[] };
+    result: { encrypted: Uint8Array; keys: ExportedKey[] };
+  };
   unwrapInto: { args: { handle: KeyHandle; usage: KeyUsage; wrapped: Uint8Array; kekLabel: string; createdAt: Date }; result: undefined };
   createKek: { args: { label: string; key: Uint8Array; createdAt: Date }; result: undefined };
   has: { args: { handle: KeyHandle }; result: boolean };
@@ -65,6 +77,8 @@ export function runOperation(token: TokenSession, request: OperationRequest): un
     }
     case 'deriveAndExport':
       return deriveAndExport(token, request.args.root, request.args.requests);
+    case 'completeJoin':
+      return completeJoin(token, request.args);
     case 'unwrapInto': {
       const { handle, usage, wrapped, kekLabel, createdAt } = request.args;
       token.unwrapInto(handle, usage, wrapped, kekLabel, kekHandle(kekLabel), createdAt);
@@ -88,19 +102,41 @@ export function runOperation(token: TokenSession, request: OperationRequest): un
 
 function deriveAndExport(token: TokenSession, root: KeyHandle, requests: readonly { block: Uint8Array; to: KeyDestination }[]): ExportedKey[] {
   // Every refusal before any derivation, in the software keystore's order: root key, then each destination.
-  token.check(root, 'root');
+  checkExports(token, requests.map((r) => ({ root, to: r.to })));
+  return requests.map((r) => exportOne(token, root, r.block, r.to));
+}
+
+function completeJoin(token: TokenSession, args: Operations['completeJoin']['args']): Operations['completeJoin']['result'] {
+  // Every refusal first, in the order of the separate calls: accept keys, then each root key and destination.
+  token.check(args.micKey.handle, 'root');
+  token.check(args.encryptionKey.handle, 'root');
+  checkExports(token, args.keys);
+  const mic = token.cmac(args.micKey.handle, args.micKey.derive, args.micInput).subarray(0, 4);
+  const data = joinAcceptCipherInput(args.body, mic);
+  if (data.length !== 16 && data.length !== 32) throw new CustodyError('INVALID_KEY', 'a Join-accept to encrypt is 16 or 32 bytes');
+  // LoRaWAN 1.1 §6.2.3: the network "encrypts" with AES decrypt so the device only needs AES encrypt.
+  const encrypted = token.ecbDecrypt(args.encryptionKey.handle, args.encryptionKey.derive, data);
+  return { encrypted, keys: args.keys.map((k) => exportOne(token, k.root, k.block, k.to)) };
+}
+
+function checkExports(token: TokenSession, exports: readonly { root: KeyHandle; to: KeyDestination }[]): void {
   const checked = new Set<string>();
-  for (const r of requests) {
-    if ('kekLabel' in r.to && !checked.has(r.to.kekLabel)) {
-      token.check(kekHandle(r.to.kekLabel), 'kek', r.to.kekLabel);
-      checked.add(r.to.kekLabel);
+  for (const { root, to } of exports) {
+    if (!checked.has(root)) {
+      token.check(root, 'root');
+      checked.add(root);
     }
-    if ('clear' in r.to && r.to.clear.allowedBy !== 'operator-peer-setting') {
-      throw new CustodyError('CLEAR_EXPORT_REFUSED', `clear export to ${r.to.clear.peer} is not authorised`);
+    if ('kekLabel' in to && !checked.has(kekHandle(to.kekLabel))) {
+      token.check(kekHandle(to.kekLabel), 'kek', to.kekLabel);
+      checked.add(kekHandle(to.kekLabel));
+    }
+    if ('clear' in to && to.clear.allowedBy !== 'operator-peer-setting') {
+      throw new CustodyError('CLEAR_EXPORT_REFUSED', `clear export to ${to.clear.peer} is not authorised`);
     }
   }
-  return requests.map((r) => {
-    if ('clear' in r.to) return { kekLabel: null, key: token.deriveClear(root, r.block) };
-    return { kekLabel: r.to.kekLabel, key: token.deriveWrapped(root, r.block, r.to.kekLabel, kekHandle(r.to.kekLabel)) };
-  });
+}
+
+function exportOne(token: TokenSession, root: KeyHandle, block: Uint8Array, to: KeyDestination): ExportedKey {
+  if ('clear' in to) return { kekLabel: null, key: token.deriveClear(root, block) };
+  return { kekLabel: to.kekLabel, key: token.deriveWrapped(root, block, to.kekLabel, kekHandle(to.kekLabel)) };
 }

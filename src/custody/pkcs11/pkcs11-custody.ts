@@ -1,7 +1,20 @@
 import type { Worker } from 'node:worker_threads';
-import type { ExportedKey, KeyCustody, KeyDestination, KeyHandle, KeyInfo, KeyRef, KeyUsage } from '../custody.js';
+import type {
+  CompletedJoin,
+  ExportedKey,
+  HsmCounters,
+  JoinAcceptSeal,
+  KeyCustody,
+  KeyDestination,
+  KeyHandle,
+  KeyInfo,
+  KeyRef,
+  KeyUsage,
+  SessionKeyRequest,
+} from '../custody.js';
 import { kekHandle } from '../custody.js';
 import { CustodyError } from '../errors.js';
+import { readCounters } from './counters.js';
 import { type LoadedModule, releaseModule } from './module.js';
 import { asBuffer } from './operations.js';
 import type { TokenSession } from './token-session.js';
@@ -17,7 +30,8 @@ let workersOf: (custody: Pkcs11KeyCustody) => readonly Worker[];
 
 /**
  * KeyCustody on a PKCS#11 token: root keys and KEKs are token objects (sensitive, non-extractable) and every
- * operation that uses them runs inside the token; derived keys are session objects destroyed after each call.
+ * operation that uses them runs inside the token, on session-object working copies each worker session keeps
+ * (token-session.ts); session keys are session objects destroyed within the call that derives them.
  * The semantics — error codes, order of refusals, usage checks, clear-export rule — are the software keystore's.
  *
  * pkcs11js calls are synchronous, so they run in a pool of worker threads (worker-pool.ts), each with its own
@@ -58,6 +72,18 @@ export class Pkcs11KeyCustody implements KeyCustody {
     return asBuffer(await this.#run('ecbDecrypt', { handle: ref.handle, derive: ref.derive, data: plaintext }));
   }
 
+  async completeJoin(accept: JoinAcceptSeal, keys: readonly SessionKeyRequest[]): Promise<CompletedJoin> {
+    const { micKey, encryptionKey } = accept;
+    const done = await this.#run('completeJoin', {
+      micKey: { handle: micKey.handle, derive: micKey.derive },
+      micInput: accept.micInput,
+      encryptionKey: { handle: encryptionKey.handle, derive: encryptionKey.derive },
+      body: accept.body,
+      keys,
+    });
+    return { encrypted: asBuffer(done.encrypted), keys: done.keys.map((e) => ({ kekLabel: e.kekLabel, key: asBuffer(e.key) })) };
+  }
+
   async deriveAndExport(root: KeyHandle, requests: readonly { block: Uint8Array; to: KeyDestination }[]): Promise<ExportedKey[]> {
     const exported = await this.#run('deriveAndExport', { root, requests });
     return exported.map((e) => ({ kekLabel: e.kekLabel, key: asBuffer(e.key) }));
@@ -94,6 +120,11 @@ export class Pkcs11KeyCustody implements KeyCustody {
 
   async listKeys(): Promise<KeyInfo[]> {
     return this.#run('list', {});
+  }
+
+  /** PKCS#11 calls and key objects created/destroyed so far, by every worker and the login session. */
+  hsmCounters(): HsmCounters {
+    return readCounters([this.#login.counters, ...this.#pool.counters()]);
   }
 
   async deleteKey(handle: KeyHandle): Promise<void> {

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { CustodyError, type CustodyErrorCode, custodyErrorCodes } from '../errors.js';
+import { newCounterArray } from './counters.js';
 import type { LoadedModule } from './module.js';
 import { type FromWorker, type OperationName, type OperationRequest, type Operations, type ToWorker } from './operations.js';
 import type { WorkerInit } from './worker.js';
@@ -28,6 +29,12 @@ export interface WorkerPoolOptions {
    * dies fails the unanswered part of its batch.
    */
   readonly maxBatch?: number | undefined;
+  /**
+   * How long a worker session uses its session-object copy of a token key before copying it again from the token
+   * (default 60 s; token-session.ts). A key deleted by another process stops working here within this time; 0
+   * copies on every operation (every use then checks the token object still exists).
+   */
+  readonly workingCopyTtlMs?: number | undefined;
 }
 
 export const DEFAULT_WORKERS = 2;
@@ -59,12 +66,16 @@ export class WorkerPool {
   readonly #size: number;
   readonly #maxQueue: number;
   readonly #maxBatch: number;
+  readonly #copyTtlMs: number | undefined;
   readonly #slots = new Set<Slot>();
   readonly #queue: Job[] = [];
+  /** Every worker's counters, ended workers' included, so that totals only grow. */
+  readonly #counters: Float64Array[] = [];
   #nextId = 1;
   #closing = false;
 
-  private constructor(init: WorkerInit, module: LoadedModule, size: number, maxQueue: number, maxBatch: number) {
+  private constructor(init: WorkerInit, module: LoadedModule, size: number, maxQueue: number, maxBatch: number, copyTtlMs: number | undefined) {
+    this.#copyTtlMs = copyTtlMs;
     this.#init = init;
     this.#module = module;
     this.#size = size;
@@ -83,7 +94,9 @@ export class WorkerPool {
     if (!Number.isInteger(maxQueue) || maxQueue < 0) throw new CustodyError('TOKEN_UNAVAILABLE', `the PKCS#11 queue bound must be a non-negative integer, not ${maxQueue}`);
     const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new CustodyError('TOKEN_UNAVAILABLE', `the PKCS#11 batch size must be a positive integer, not ${maxBatch}`);
-    const pool = new WorkerPool(init, module, size, maxQueue, maxBatch);
+    const copyTtlMs = options.workingCopyTtlMs;
+    if (copyTtlMs !== undefined && !(Number.isFinite(copyTtlMs) && copyTtlMs >= 0)) throw new CustodyError('TOKEN_UNAVAILABLE', `the working-copy lifetime must be a non-negative number of ms, not ${copyTtlMs}`);
+    const pool = new WorkerPool(init, module, size, maxQueue, maxBatch, copyTtlMs);
     const started = await Promise.allSettled(Array.from({ length: size }, () => pool.#spawn()));
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed !== undefined) {
@@ -118,6 +131,11 @@ export class WorkerPool {
   /** Tells every worker to drop a cached object handle (after a deletion through one of them). */
   forget(handle: string): void {
     for (const slot of this.#slots) if (slot.session !== undefined) post(slot.worker, { kind: 'forget', handle });
+  }
+
+  /** The counter arrays of every worker started so far (counters.ts). */
+  counters(): readonly Float64Array[] {
+    return this.#counters;
   }
 
   /** The worker threads, for tests that end one mid-operation. */
@@ -162,7 +180,10 @@ export class WorkerPool {
 
   /** Starts one worker; resolves when its session is open, rejects with the CustodyError that kept it from opening. */
   #spawn(): Promise<void> {
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: this.#init });
+    const counters = newCounterArray();
+    this.#counters.push(counters);
+    const init: WorkerInit = { ...this.#init, counters, workingCopyTtlMs: this.#copyTtlMs };
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
     let settle!: { resolve: () => void; reject: (e: CustodyError) => void };
     const ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
     const slot: Slot = {

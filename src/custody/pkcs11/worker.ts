@@ -14,6 +14,9 @@ import { type TokenIdentity, TokenSession } from './token-session.js';
 export interface WorkerInit {
   readonly modulePath: string;
   readonly token: TokenIdentity;
+  /** This worker's counters (counters.ts), over a SharedArrayBuffer the main thread reads. */
+  readonly counters?: Float64Array | undefined;
+  readonly workingCopyTtlMs?: number | undefined;
 }
 
 /** Longest an answered operation waits for the rest of its batch before its answer is sent. */
@@ -40,7 +43,7 @@ function shutdown(): void {
 
 try {
   module = acquireModule(init.modulePath);
-  token = TokenSession.open(module, init.token);
+  token = TokenSession.open(module, init.token, init.counters, { workingCopyTtlMs: init.workingCopyTtlMs });
   post({ kind: 'ready', session: token.sessionHandle });
 } catch (error) {
   const e = error instanceof CustodyError ? error : new CustodyError('TOKEN_UNAVAILABLE', error instanceof Error ? error.message : String(error));

@@ -1,12 +1,16 @@
 import { type KeyObject, createSecretKey } from 'node:crypto';
+import { joinAcceptCipherInput } from '../../protocol/index.js';
 import {
+  type CompletedJoin,
   type ExportedKey,
+  type JoinAcceptSeal,
   type KeyCustody,
   type KeyDestination,
   type KeyHandle,
   type KeyInfo,
   type KeyRef,
   type KeyUsage,
+  type SessionKeyRequest,
   kekHandle,
 } from '../custody.js';
 import { CustodyError } from '../errors.js';
@@ -77,6 +81,22 @@ export class SoftwareKeyCustody implements KeyCustody {
         derived.fill(0);
       }
     });
+  }
+
+  async completeJoin(accept: JoinAcceptSeal, keys: readonly SessionKeyRequest[]): Promise<CompletedJoin> {
+    // Every refusal first, in the order of the separate calls: accept keys, then each root, KEK and clear export.
+    await this.#key(accept.micKey.handle, 'root');
+    await this.#key(accept.encryptionKey.handle, 'root');
+    for (const k of keys) {
+      await this.#key(k.root, 'root');
+      if ('kekLabel' in k.to) await this.#kek(k.to.kekLabel);
+      else if (k.to.clear.allowedBy !== 'operator-peer-setting') throw new CustodyError('CLEAR_EXPORT_REFUSED', `clear export to ${k.to.clear.peer} is not authorised`);
+    }
+    const mic = await this.computeMic(accept.micKey, accept.micInput);
+    const encrypted = await this.encryptJoinAccept(accept.encryptionKey, joinAcceptCipherInput(accept.body, mic));
+    const exported: ExportedKey[] = [];
+    for (const k of keys) exported.push(...(await this.deriveAndExport(k.root, [{ block: k.block, to: k.to }])));
+    return { encrypted, keys: exported };
   }
 
   async importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {

@@ -14,7 +14,8 @@ import { type Pkcs11Counters, totalCalls } from '../src/custody/pkcs11/counters.
 import { createToken, softhsmModule, useSoftHsmIn } from './softhsm.js';
 import { fsyncMedianMs } from './fsync-probe.js';
 import { joinkeepCliExists, joinkeepMain, projectRoot } from '../sim/joinkeep-cli.js';
-import { driveLoad, keepAliveAgent } from './load.js';
+import { type LoadResult, driveLoad, drivePosts, keepAliveAgent } from './load.js';
+import { type FloorServer, startFloorServer } from './floor-server-process.js';
 import { assertLoopbackUrl, parseBenchOptions } from './options.js';
 import { type Provisioned, provision } from './provision.js';
 import { type RunningServer, startServer } from '../sim/joinkeep-server.js';
@@ -102,13 +103,16 @@ async function main(): Promise<void> {
       });
     }
     log(`bench: provisioned in ${prov.seconds.toFixed(1)} s; starting joinkeep serve`);
-    server = await startServer(prov.dataDir, o.profileDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] } : {});
+    server = await startServer(prov.dataDir, {
+      args: ['--processes', String(o.processes)],
+      ...(o.profileDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] } : {}),
+    });
     assertLoopbackUrl(server.url);
     const ns = new NetworkServerClient({
       url: server.url, token: prov.nsToken, netId: BENCH_NET_ID, kek: prov.nsKek, style: o.style,
       protocolVersion: '1.0', agent: keepAliveAgent(o.concurrency), timeoutMs: 10_000,
     });
-    log(`bench: load — ${o.concurrency} in flight, ${o.warmupS} s warm-up, ${o.durationS} s measured`);
+    log(`bench: load — ${o.concurrency} in flight, ${o.warmupS} s warm-up, ${o.durationS} s measured, ${o.processes} server process(es)`);
     // The server's HSM counters over the measured part of the load (read when the warm-up ends, and at the end).
     const serverUrl = server.url;
     const metricsAtWarm = o.custody === 'pkcs11' ? new Promise<Scraped>((resolve, reject) => setTimeout(() => scrape(serverUrl).then(resolve, reject), o.warmupS * 1000)) : undefined;
@@ -121,6 +125,21 @@ async function main(): Promise<void> {
     const metrics0 = await metricsAtWarm;
     const clientCpuS = (clientCpu.user + clientCpu.system) / 1e6;
     await server.stop();
+    // The HTTP floors: same process layout, same load generator, same connections, same duration.
+    const httpFloors: { name: string; kind: 'empty' | 'durable'; load: LoadResult; cpuS: number }[] = [];
+    if (o.httpFloors) {
+      for (const kind of ['empty', 'durable'] as const) {
+        log(`bench: floor — ${kind === 'empty' ? 'empty Fastify POST' : 'Fastify POST + one durable SQLite update (FULL, group commit)'}, ${o.processes} process(es)`);
+        const floorServer: FloorServer = await startFloorServer(kind, o.processes, join(root, `floor-${kind}.db`));
+        try {
+          const cpu0 = floorServer.cpuSeconds();
+          const load = await drivePosts(floorServer.url, floorBody, keepAliveAgent(o.concurrency), { concurrency: o.concurrency, durationMs: o.durationS * 1000, warmupMs: o.warmupS * 1000 });
+          httpFloors.push({ name: kind === 'empty' ? `floor: empty Fastify POST (${o.processes} proc)` : `floor: POST + 1 durable update (${o.processes} proc)`, kind, load, cpuS: floorServer.cpuSeconds() - cpu0 });
+        } finally {
+          await floorServer.stop();
+        }
+      }
+    }
     const loadAfter = loadavg()[0] ?? 0;
     const fsyncMs = fsyncMedianMs(root);
 
@@ -134,18 +153,27 @@ async function main(): Promise<void> {
       ...(tokenFloorPerUse ? [{ name: '  same, on token objects, JSIntKey per use (before)', joinsPerSecond: tokenFloorPerUse.joins / tokenFloorPerUse.seconds, latency: summarise(tokenFloorPerUse.latenciesNs), errors: 0 }] : []),
       ...(hsmFloor ? [{ name: 'SoftHSM2 through the custody, 1 join in flight', joinsPerSecond: hsmFloor.joins / hsmFloor.seconds, latency: summarise(hsmFloor.latenciesNs), errors: 0 }] : []),
       { name: 'floor: join crypto in software, 1 core', joinsPerSecond: softwareFloorRate, latency: summarise(floor.latenciesNs), errors: 0 },
+      ...httpFloors.map((f) => ({ name: f.name, joinsPerSecond: f.load.joins / f.load.seconds, latency: summarise(f.load.latenciesNs), errors: [...f.load.errors.values()].reduce((a, b) => a + b, 0) })),
+    ];
+    const loadS = o.warmupS + o.durationS;
+    const ratios = [
+      `ratio end-to-end / ${tokenFloor ? 'SoftHSM2 in-process ' : ''}crypto floor = ${(e2eRate / floorRate).toFixed(3)}  (floor is ${(floorRate / e2eRate).toFixed(1)}× end-to-end)`,
+      ...httpFloors.map((f) => {
+        const rate = f.load.joins / f.load.seconds;
+        return `ratio end-to-end / ${f.kind === 'empty' ? 'empty Fastify POST' : 'POST + durable update'} floor = ${(e2eRate / rate).toFixed(3)}  (floor ${rate.toFixed(0)}/s, ${((f.cpuS / loadS / rate) * 1e3).toFixed(3)} ms server CPU per request)`;
+      }),
     ];
     const machine = machineInfo();
     const out = [
       '',
       `machine  ${machine.nproc} CPUs, ${machine.cpu}; Node ${process.version}; commit ${machine.commit}`,
       `host     load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after; fsync (128 B, data dir file system) median ${fsyncMs.toFixed(2)} ms`,
-      `cpu      during load (warm-up + measured, ${o.warmupS + o.durationS} s): server ${serverCpuS.toFixed(2)} s, load generator ${clientCpuS.toFixed(2)} s; server CPU per join ≈ ${((serverCpuS / (o.warmupS + o.durationS)) / e2eRate * 1e3).toFixed(2)} ms`,
+      `cpu      during load (warm-up + measured, ${o.warmupS + o.durationS} s): server (${o.processes} process(es)) ${serverCpuS.toFixed(2)} s, load generator ${clientCpuS.toFixed(2)} s; server CPU per join ≈ ${((serverCpuS / (o.warmupS + o.durationS)) / e2eRate * 1e3).toFixed(2)} ms`,
       `run      ${fleet.length} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, custody ${o.custody}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
       '',
       renderTable(rows),
       '',
-      `ratio end-to-end / ${tokenFloor ? 'SoftHSM2 in-process ' : ''}floor = ${(e2eRate / floorRate).toFixed(3)}  (floor is ${(floorRate / e2eRate).toFixed(1)}× end-to-end)`,
+      ...ratios,
       ...(tokenFloor && tokenFloorPerUse
         ? [
             '',
@@ -161,7 +189,7 @@ async function main(): Promise<void> {
       ...(errorCount > 0 ? ['', 'errors:', ...[...load.errors].map(([k, v]) => `  ${v} × ${k}`)] : []),
     ];
     process.stdout.write(`${out.join('\n')}\n`);
-    if (o.json) writeFileSync(o.json, `${JSON.stringify({ options: o, machine, loadBefore, loadAfter, fsyncMs, serverCpuS, clientCpuS, rows, ratio: e2eRate / floorRate, errors: Object.fromEntries(load.errors), provisionSeconds: prov.seconds }, null, 2)}\n`);
+    if (o.json) writeFileSync(o.json, `${JSON.stringify({ options: o, machine, loadBefore, loadAfter, fsyncMs, serverCpuS, clientCpuS, rows, ratio: e2eRate / floorRate, httpFloors: httpFloors.map((f) => ({ kind: f.kind, perSecond: f.load.joins / f.load.seconds, cpuS: f.cpuS, ratio: e2eRate / (f.load.joins / f.load.seconds) })), errors: Object.fromEntries(load.errors), provisionSeconds: prov.seconds }, null, 2)}\n`);
     if (errorCount > 0) process.exitCode = 1;
   } finally {
     await server?.stop();
@@ -205,6 +233,16 @@ function diffScrape(a: Scraped, b: Scraped): Pkcs11Counters {
     tokenObjectsCreated: a.tokenObjectsCreated - b.tokenObjectsCreated,
     objectsDestroyed: a.objectsDestroyed - b.objectsDestroyed,
   };
+}
+
+/** A JoinReq-sized TS002 body (TTS wire style); DevEUI varies so the durable floor spreads over its rows. */
+function floorBody(seq: number): string {
+  const devEui = `70B3D57ED000${(seq & 0xffff).toString(16).padStart(4, '0').toUpperCase()}`;
+  return JSON.stringify({
+    ProtocolVersion: '1.0', SenderID: '00BE0C', ReceiverID: '70B3D57ED0000001', TransactionID: seq, MessageType: 'JoinReq',
+    SenderNSID: '70B3D57ED0000000', MACVersion: '1.0.3', PHYPayload: '00010000D07ED5B3700000000000000000A1B2C3D4E5F6', DevEUI: devEui,
+    DevAddr: '01BE0C00', DLSettings: '03', RxDelay: 1, CFList: '184F84E85684B85E84886684586E8400',
+  });
 }
 
 function machineInfo(): { nproc: number; cpu: string; commit: string } {

@@ -87,3 +87,53 @@ export async function driveLoad(fleet: readonly SimulatedDevice[], ns: NetworkSe
   await Promise.all(Array.from({ length: o.concurrency }, worker));
   return { joins, seconds: o.durationMs / 1000, latenciesNs: Float64Array.from(latencies.values()), errors, verified };
 }
+
+/**
+ * The same closed loop for the HTTP floors (bench/floor-server.ts): `concurrency` workers POST a JoinReq-sized JSON
+ * body over the same kind of keep-alive pool and count answers with status 200.
+ */
+export async function drivePosts(url: string, body: (seq: number) => string, agent: http.Agent, o: Omit<LoadOptions, 'verifyEvery'>): Promise<LoadResult> {
+  const latencies = new SampleBuffer();
+  const errors = new Map<string, number>();
+  let joins = 0;
+  let seq = 0;
+  const start = performance.now();
+  const measureFrom = start + o.warmupMs;
+  const end = measureFrom + o.durationMs;
+  const target = new URL(url);
+  const post = (payload: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const req = http.request(
+        { host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } },
+        (res) => {
+          res.on('data', () => undefined);
+          res.on('end', () => resolve(res.statusCode ?? 0));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
+    });
+  const worker = async (): Promise<void> => {
+    while (performance.now() < end) {
+      const t0 = process.hrtime.bigint();
+      let status: number;
+      try {
+        status = await post(body(seq++));
+      } catch (e) {
+        errors.set(`exception: ${(e as Error).message}`, (errors.get(`exception: ${(e as Error).message}`) ?? 0) + 1);
+        continue;
+      }
+      const t1 = process.hrtime.bigint();
+      const now = performance.now();
+      if (now < measureFrom || now >= end) continue;
+      if (status !== 200) errors.set(`HTTP ${status}`, (errors.get(`HTTP ${status}`) ?? 0) + 1);
+      else {
+        joins++;
+        latencies.push(Number(t1 - t0));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: o.concurrency }, worker));
+  return { joins, seconds: o.durationMs / 1000, latenciesNs: Float64Array.from(latencies.values()), errors, verified: 0 };
+}

@@ -18,6 +18,10 @@ export interface BenchOptions {
   readonly reuse: string | undefined;
   readonly profileDir: string | undefined;
   readonly json: string | undefined;
+  /** `joinkeep serve --processes`, and the same layout for the HTTP floors. */
+  readonly processes: number;
+  /** Also measure the empty-POST and durable-update HTTP floors. */
+  readonly httpFloors: boolean;
 }
 
 const int = (min: number, max: number) => (v: string): number => {
@@ -45,6 +49,8 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     .option('--reuse <dir>', 'measure again a run directory kept with --keep (skips provisioning)')
     .option('--json <file>', 'also write the results as JSON')
     .option('--profile <dir>', 'run the server with node --cpu-prof, profiles written to DIR')
+    .option('--processes <n>', 'serve --processes N (and the HTTP floors with the same layout)', int(1, 64), 1)
+    .option('--no-http-floors', 'skip the empty-POST and durable-update HTTP floors')
     .parse([...argv], { from: 'user' })
     .opts<Record<string, unknown>>();
   const storage = o['storage'] as 'sqlite' | 'postgres';
@@ -70,6 +76,8 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     reuse: o['reuse'] as string | undefined,
     json: o['json'] as string | undefined,
     profileDir: o['profile'] as string | undefined,
+    processes: o['processes'] as number,
+    httpFloors: o['httpFloors'] !== false,
   };
 }
 

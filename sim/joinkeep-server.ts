@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import { joinkeepMain } from './joinkeep-cli.js';
@@ -11,7 +11,7 @@ import { joinkeepMain } from './joinkeep-cli.js';
 
 export interface RunningServer {
   readonly url: string;
-  /** CPU seconds (user + system) the server process has used so far (Linux /proc; NaN elsewhere). */
+  /** CPU seconds (user + system) the server process and its live children (serve --processes) have used so far (Linux /proc; NaN elsewhere). */
   cpuSeconds(): number;
   readonly port: number;
   readonly pid: number;
@@ -53,11 +53,11 @@ export function freeLoopbackPort(): Promise<number> {
 
 export async function startServer(
   dataDir: string,
-  opts: { readyTimeoutMs?: number; extraEnv?: Record<string, string>; nodeArgs?: readonly string[] } = {},
+  opts: { readyTimeoutMs?: number; extraEnv?: Record<string, string>; nodeArgs?: readonly string[]; args?: readonly string[] } = {},
 ): Promise<RunningServer> {
   installHooks();
   const port = await freeLoopbackPort();
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), joinkeepMain, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), joinkeepMain, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...(opts.args ?? [])], {
     env: { ...process.env, JOINKEEP_DATA_DIR: dataDir, ...opts.extraEnv },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -82,7 +82,7 @@ export async function startServer(
     port,
     pid: child.pid ?? -1,
     stderrTail: () => tail,
-    cpuSeconds: () => procCpuSeconds(child.pid),
+    cpuSeconds: () => processTreeCpuSeconds(child.pid),
     async stop() {
       if (child.exitCode !== null) return;
       child.kill('SIGTERM');
@@ -104,13 +104,43 @@ function healthy(port: number): Promise<boolean> {
   });
 }
 
-function procCpuSeconds(pid: number | undefined): number {
+function statFields(pid: number | string): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** Fields 14 and 15 of /proc/PID/stat (utime, stime) in clock ticks; Linux uses 100 ticks per second. */
+function procCpuSeconds(pid: number | string): number {
+  const fields = statFields(pid);
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The process and its direct children (cluster workers). */
+export function processTreeCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // Fields 14 and 15 of /proc/PID/stat (utime, stime) in clock ticks; Linux uses 100 ticks per second.
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    let total = procCpuSeconds(pid);
+    for (const child of childPids(pid)) {
+      try {
+        total += procCpuSeconds(child);
+      } catch { /* exited meanwhile */ }
+    }
+    return total;
   } catch {
     return Number.NaN;
   }
+}
+
+/** Pids of the direct children of `pid`: field 4 of /proc/PID/stat is the parent's pid (Linux; empty elsewhere). */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        if (Number(statFields(entry)[1]) === pid) out.push(Number(entry));
+      } catch { /* exited meanwhile */ }
+    }
+  } catch { /* no /proc */ }
+  return out;
 }

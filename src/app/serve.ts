@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { addAdminRoutes, createBackendServer } from '../backend/server.js';
+import type { Registry } from 'prom-client';
+import { type AdminSource, addAdminRoutes, createBackendServer, localAdminSource } from '../backend/server.js';
 import { type Logger, createLogger } from '../observability/logger.js';
 import { registerCustodyMetrics } from '../observability/custody-metrics.js';
 import { addHsmMetrics, createMetrics } from '../observability/metrics.js';
@@ -12,6 +13,8 @@ export interface Running {
   /** Bound address of the Backend Interfaces listener, e.g. http://127.0.0.1:8090. */
   readonly url: string;
   readonly adminUrl?: string | undefined;
+  /** Each HSM pool member's state (undefined for the software keystore). */
+  readonly custodyHealth?: (() => readonly { readonly name: string; readonly state: string }[]) | undefined;
   stop(): Promise<void>;
 }
 
@@ -19,6 +22,12 @@ export interface ServeOptions {
   readonly listen?: string | undefined;
   readonly adminListen?: string | undefined;
   readonly logger?: Logger;
+  /** Open the admin listener when one is configured (default true; serve --processes: the primary opens it). */
+  readonly adminListener?: boolean;
+  /** Overrides where /metrics reads from (serve --processes: the sum of every worker's registry). */
+  readonly admin?: AdminSource;
+  /** Told this process's metrics registry once it exists. */
+  readonly onMetrics?: (registry: Registry) => void;
 }
 
 /** Opens a data directory and serves the Backend Interfaces (and /metrics, /healthz) until stopped. */
@@ -34,6 +43,7 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
     const custodyHealth = custodyStatus && (() => custodyStatus().members);
     if (custodyHealth) registerCustodyMetrics(metrics.registry, custodyHealth);
     if (custody.hsmCounters !== undefined) addHsmMetrics(metrics, () => custody.hsmCounters!());
+    options.onMetrics?.(metrics.registry);
     const tls = config.backend.tls && {
       key: await readFile(resolveIn(dataDir, config.backend.tls.keyFile)),
       cert: await readFile(resolveIn(dataDir, config.backend.tls.certFile)),
@@ -50,13 +60,14 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
       tls,
       adminRoutes: adminListen === undefined,
       custodyHealth,
+      admin: options.admin,
     });
     servers.push(backend);
     const url = await backend.listen(parseListen(options.listen ?? config.backend.listen, '--listen'));
     let adminUrl: string | undefined;
-    if (adminListen !== undefined) {
+    if (adminListen !== undefined && (options.adminListener ?? true)) {
       const admin = Fastify() as unknown as FastifyInstance;
-      addAdminRoutes(admin, metrics, custodyHealth);
+      addAdminRoutes(admin, localAdminSource(metrics, custodyHealth));
       servers.push(admin);
       adminUrl = await admin.listen(parseListen(adminListen, '--admin-listen'));
     }
@@ -65,6 +76,7 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
       joinkeep,
       url,
       adminUrl,
+      custodyHealth,
       async stop() {
         for (const s of servers) await s.close();
         await joinkeep.close();

@@ -22,6 +22,8 @@ export interface BackendServerOptions {
   /** Serve GET /metrics and /healthz on this listener too (when there is no separate admin listener). */
   readonly adminRoutes?: boolean;
   readonly custodyHealth?: CustodyHealth | undefined;
+  /** Where /metrics reads from when it is not this process's registry alone (serve --processes: every worker's). */
+  readonly admin?: AdminSource | undefined;
 }
 
 /** The Backend Interfaces HTTP server (TS002 §20: HTTP/1.1 POST with a JSON body, answered synchronously). */
@@ -39,6 +41,11 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
+  // The per-request summary line carries only the fields `record` picks (identifiers, codes, a duration), never a
+  // request body or key: it skips the redaction pass, which cost more than the rest of the line (about 40 µs of
+  // ~55 µs per line measured here). Error lines, which carry causes, keep the redacting logger.
+  const requestLog = o.logger.child({}, { redact: [] });
+
   const handle = async (raw: unknown, credentials: Credentials): Promise<Outcome> => {
     const started = process.hrtime.bigint();
     const outcome = await dispatch(o, typeof raw === 'string' ? raw : '', credentials);
@@ -46,7 +53,7 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
     const messageType = knownMessageType(outcome.messageType);
     o.metrics.backendRequests.inc({ message_type: messageType, result: outcome.resultCode, mac_version: outcome.macVersion });
     o.metrics.backendDuration.observe({ message_type: messageType }, seconds);
-    await record(o, outcome, seconds);
+    await record(o, requestLog, outcome, seconds);
     return outcome;
   };
 
@@ -58,17 +65,34 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
     });
   }
 
-  if (o.adminRoutes ?? true) addAdminRoutes(app, o.metrics, o.custodyHealth);
+  if (o.adminRoutes ?? true) {
+    addAdminRoutes(app, { ...localAdminSource(o.metrics), ...o.admin, custody: o.admin?.custody ?? o.custodyHealth });
+  }
   return app;
 }
 
 /** What /healthz reports of custody: each HSM pool member's state (none for the software keystore). */
-export type CustodyHealth = () => readonly { readonly name: string; readonly state: string }[];
+export type CustodyHealth = () => readonly CustodyMemberHealth[] | Promise<readonly CustodyMemberHealth[]>;
+export interface CustodyMemberHealth {
+  readonly name: string;
+  readonly state: string;
+}
 
-export function addAdminRoutes(app: FastifyInstance, metrics: Metrics, custody?: CustodyHealth): void {
-  app.get('/metrics', async (_req, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
+/** What the admin routes serve: the Prometheus text and custody health, of one process or of all workers. */
+export interface AdminSource {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+  readonly custody?: CustodyHealth | undefined;
+}
+
+export function localAdminSource(metrics: Metrics, custody?: CustodyHealth): AdminSource {
+  return { contentType: metrics.registry.contentType, metrics: () => metrics.registry.metrics(), custody };
+}
+
+export function addAdminRoutes(app: FastifyInstance, source: AdminSource): void {
+  app.get('/metrics', async (_req, reply) => reply.header('content-type', source.contentType).send(await source.metrics()));
   app.get('/healthz', async (_req, reply) => {
-    const members = custody?.() ?? [];
+    const members = (await source.custody?.()) ?? [];
     if (members.length === 0) return { status: 'ok' };
     const up = members.filter((m) => m.state === 'up').length;
     // Degraded still serves every join; only a pool with no member in service makes this instance unhealthy.
@@ -91,7 +115,7 @@ function credentialsOf(authorization: string | undefined, socket: unknown): Cred
   return { authorization };
 }
 
-async function record(o: BackendServerOptions, outcome: Outcome, seconds: number): Promise<void> {
+async function record(o: BackendServerOptions, requestLog: Logger, outcome: Outcome, seconds: number): Promise<void> {
   const fields = {
     messageType: outcome.messageType,
     result: outcome.resultCode,
@@ -103,9 +127,9 @@ async function record(o: BackendServerOptions, outcome: Outcome, seconds: number
   if (outcome.internalError !== undefined) {
     o.logger.error({ ...fields, err: outcome.internalError }, 'backend request failed');
   } else if (outcome.resultCode === 'Success') {
-    o.logger.info(fields, 'backend request answered');
+    requestLog.info(fields, 'backend request answered');
   } else {
-    o.logger.warn({ ...fields, description: outcome.description }, 'backend request refused');
+    requestLog.warn({ ...fields, description: outcome.description }, 'backend request refused');
   }
   // Successes are audited by the join engine in the same transaction as their state change; refusals of
   // authenticated peers are audited here. Unauthenticated noise goes to logs and metrics only.

@@ -17,7 +17,8 @@ import type { Eui64 } from '../protocol/index.js';
 import { StorageError } from './errors.js';
 import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
 import { SqliteGroupCommit } from './sqlite-group-commit.js';
-import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
+import { auditToRow } from './records.js';
+import type { AuditEvent, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 import { sqliteMigrations } from './migrations/sqlite/index.js';
 import type { Database } from './schema.js';
 
@@ -45,7 +46,14 @@ export class SqliteStorage extends KyselyStorage {
       // Kysely's connection mutex: a group never runs inside a transaction Kysely holds open across an await.
       exclusive: (work) => db.connection().execute(async () => work()),
       onGroupCommitted: options.onGroupCommitted,
+      onBusy: options.onBusy,
+      busyTimeoutMs: SQLITE_BUSY_TIMEOUT_MS,
     });
+  }
+
+  /** Rides in the next group commit: no transaction, fsync or blocking lock wait of its own. */
+  override async appendAudit(event: AuditEvent): Promise<void> {
+    await this.#groupCommit.appendAudit(auditToRow(event));
   }
 
   /**
@@ -104,6 +112,8 @@ export interface SqliteStorageOptions {
   readonly maxGroupSize?: number | undefined;
   /** Told the size of each committed group (tests observe grouping with it). */
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
+  /** Told each time a group found the write lock held by another connection and was put back (tests). */
+  readonly onBusy?: (() => void) | undefined;
 }
 
 export async function openSqliteStorage(path: string, options: SqliteStorageOptions = {}): Promise<SqliteStorage> {

@@ -180,4 +180,59 @@ describe('sqlite / group commit', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('another connection holds the write lock / the group waits off the event loop, then commits once it is released', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
+    const path = join(dir, 'joinkeep.db');
+    let busy = 0;
+    const groups: number[] = [];
+    const storage = await openSqliteStorage(path, { onBusy: () => void busy++, onGroupCommitted: (n) => groups.push(n) });
+    const other = new BetterSqlite3(path);
+    try {
+      await storage.migrate();
+      const device = makeDevice();
+      await storage.insertDevice(device);
+      other.exec('begin immediate');
+      let settled = false;
+      const first = storage.reserveJoin(device.devEui, JOIN_EUI, acceptDevNonce(device.devEui, JOIN_EUI, 1), { sessionLimit: 3 }).finally(() => (settled = true));
+      // Timers keep firing while the lock is held elsewhere: the wait does not block the event loop.
+      let ticks = 0;
+      while (busy < 3 && !settled) {
+        await new Promise((r) => setTimeout(r, 5));
+        ticks++;
+      }
+      assert.ok(ticks > 0);
+      assert.equal(settled, false, 'no answer while the reservation cannot commit');
+      // Requests arriving meanwhile join the waiting group.
+      const second = storage.reserveJoin(device.devEui, JOIN_EUI, acceptDevNonce(device.devEui, JOIN_EUI, 2), { sessionLimit: 3 });
+      const audit = storage.appendAudit({ at: new Date(), actor: 'test', action: 'join.refuse', subject: `device/${device.devEui}`, outcome: 'MICFailed', details: {} });
+      await new Promise((r) => setTimeout(r, 5));
+      other.exec('commit');
+      const results = await Promise.all([first, second]);
+      await audit;
+      assert.deepEqual(results.map((r) => ('committed' in r ? r.committed.lastJoinNonce : r.refused)), [1, 2]);
+      assert.deepEqual(groups, [3], 'both reservations and the audit event in one group');
+      assert.equal((other.prepare("select count(*) as n from audit_events where action = 'join.refuse'").get() as { n: number }).n, 1);
+    } finally {
+      if (other.inTransaction) other.exec('rollback');
+      other.close();
+      await storage.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('audit events appended in one turn / ride in one group with the reservations of that turn', async () => {
+    const device = makeDevice();
+    await f.storage.insertDevice(device);
+    const before = committedAudit(f);
+    f.groups.length = 0;
+    const event = (i: number) => ({ at: new Date(), actor: 'test', action: 'join.refuse', subject: `device/${device.devEui}`, outcome: 'MICFailed', details: { i } });
+    await Promise.all([
+      f.storage.appendAudit(event(1)),
+      f.storage.reserveJoin(device.devEui, JOIN_EUI, acceptDevNonce(device.devEui, JOIN_EUI, 7), { sessionLimit: 5 }),
+      f.storage.appendAudit(event(2)),
+    ]);
+    assert.deepEqual(f.groups, [3]);
+    assert.equal(committedAudit(f), before + 3, 'two refusals and the accepted join');
+  });
 });

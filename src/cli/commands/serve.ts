@@ -1,20 +1,32 @@
 import { stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CONFIG_FILE } from '../../app/config.js';
 import type { Running } from '../../app/serve.js';
-import { DATA_DIR_ENV, dataDirOf } from '../context.js';
+import { DATA_DIR_ENV, UsageError, dataDirOf } from '../context.js';
 
-async function runUntilSignal(running: Running): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      running.stop().then(resolve, resolve);
+/** Serves until SIGINT/SIGTERM (or `until` settles), then stops; resolves with what `until` gave, if anything. */
+async function runUntilSignal<T>(running: Pick<Running, 'stop'>, until?: Promise<T>): Promise<T | undefined> {
+  return new Promise<T | undefined>((resolve) => {
+    const stop = (value?: T) => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      running.stop().then(() => resolve(value), () => resolve(value));
     };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
+    const onSignal = () => stop();
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    until?.then((value) => stop(value));
   });
+}
+
+/** `--processes`: a positive integer, or `auto` for one per CPU. */
+function parseProcesses(value: string): number | 'auto' {
+  if (value === 'auto') return 'auto';
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError(`--processes expects a positive integer or auto, got ${value}`);
+  return n;
 }
 
 export function registerServe(program: Command): void {
@@ -24,9 +36,31 @@ export function registerServe(program: Command): void {
     .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
     .option('--listen <host:port>', 'Backend Interfaces listener (default: from joinkeep.json, 127.0.0.1:8090)')
     .option('--admin-listen <host:port>', 'separate listener for /metrics and /healthz')
-    .action(async (o: { dataDir?: string; listen?: string; adminListen?: string }) => {
-      const { serve } = await import('../../app/serve.js');
-      await runUntilSignal(await serve(dataDirOf(o), { listen: o.listen, adminListen: o.adminListen }));
+    .option('--processes <n|auto>', 'worker processes sharing the listener (auto: one per CPU)', '1')
+    .action(async (o: { dataDir?: string; listen?: string; adminListen?: string; processes: string }) => {
+      const dataDir = dataDirOf(o);
+      const { isClusterWorker, serveCluster, serveClusterWorker } = await import('../../app/cluster.js');
+      if (isClusterWorker()) {
+        const running = await serveClusterWorker(dataDir, { listen: o.listen, adminListen: o.adminListen });
+        // A Ctrl-C reaches the whole process group and the primary then relays SIGTERM: a second signal must not
+        // cut this worker's in-flight requests short (the primary SIGKILLs it if it never finishes).
+        for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => undefined);
+        // The primary went away (even by SIGKILL): stop too, never linger as an orphan.
+        const orphaned = new Promise<void>((resolve) => process.once('disconnect', resolve));
+        await runUntilSignal(running, orphaned);
+        process.disconnect?.();
+        return;
+      }
+      const requested = parseProcesses(o.processes);
+      const processes = requested === 'auto' ? availableParallelism() : requested;
+      if (processes === 1) {
+        const { serve } = await import('../../app/serve.js');
+        await runUntilSignal(await serve(dataDir, { listen: o.listen, adminListen: o.adminListen }));
+        return;
+      }
+      const running = await serveCluster(dataDir, { processes, listen: o.listen, adminListen: o.adminListen });
+      const failure = await runUntilSignal(running, running.failed);
+      if (failure !== undefined) throw failure;
     });
   program
     .command('start')

@@ -98,7 +98,7 @@ async function main(): Promise<void> {
       fleet = buildFleet(o.devices, o.macVersion);
       log(`bench: provisioning ${o.devices} devices (${o.macVersion}) through the CLI, ${o.provisionParallelism} at a time, in ${root}`);
       let lastShown = 0;
-      prov = await provision(root, fleet, { kind: o.storage, postgresUrl: o.postgresUrl, custody: o.custody }, o.provisionParallelism, (n) => {
+      prov = await provision(root, fleet, { kind: o.storage, postgresUrl: o.postgresUrl, custody: o.custody, tokens: o.tokens }, o.provisionParallelism, (n) => {
         if (n - lastShown >= 250 || n === o.devices) { lastShown = n; log(`  ${n}/${o.devices}`); }
       });
     }
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
       `machine  ${machine.nproc} CPUs, ${machine.cpu}; Node ${process.version}; commit ${machine.commit}`,
       `host     load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after; fsync (128 B, data dir file system) median ${fsyncMs.toFixed(2)} ms`,
       `cpu      during load (warm-up + measured, ${o.warmupS + o.durationS} s): server (${o.processes} process(es)) ${serverCpuS.toFixed(2)} s, load generator ${clientCpuS.toFixed(2)} s; server CPU per join ≈ ${((serverCpuS / (o.warmupS + o.durationS)) / e2eRate * 1e3).toFixed(2)} ms`,
-      `run      ${fleet.length} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, custody ${o.custody}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
+      `run      ${fleet.length} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, custody ${o.custody}${o.custody === 'pkcs11' ? ` (${o.tokens} token(s))` : ''}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
       '',
       renderTable(rows),
       '',

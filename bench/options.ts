@@ -9,6 +9,8 @@ export interface BenchOptions {
   readonly macVersion: MacMix;
   readonly storage: 'sqlite' | 'postgres';
   readonly custody: 'software' | 'pkcs11';
+  /** With --custody pkcs11: SoftHSM2 tokens in the server's pool. */
+  readonly tokens: number;
   readonly postgresUrl: string | undefined;
   readonly floorDurationS: number;
   readonly verifyEvery: number;
@@ -50,6 +52,7 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     .option('--json <file>', 'also write the results as JSON')
     .option('--profile <dir>', 'run the server with node --cpu-prof, profiles written to DIR')
     .option('--processes <n>', 'serve --processes N (and the HTTP floors with the same layout)', int(1, 64), 1)
+    .option('--tokens <n>', 'with --custody pkcs11: SoftHSM2 tokens in the server\'s pool (every key on each)', int(1, 8), 1)
     .option('--no-http-floors', 'skip the empty-POST and durable-update HTTP floors')
     .parse([...argv], { from: 'user' })
     .opts<Record<string, unknown>>();
@@ -67,6 +70,7 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     macVersion: o['macVersion'] as MacMix,
     storage,
     custody: o['custody'] as 'software' | 'pkcs11',
+    tokens: o['tokens'] as number,
     postgresUrl,
     floorDurationS: o['floorDuration'] as number,
     verifyEvery: o['verifyEvery'] as number,

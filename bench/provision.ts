@@ -32,6 +32,8 @@ export interface StorageChoice {
   readonly postgresUrl?: string | undefined;
   /** Keys in a SoftHSM2 token over PKCS#11 instead of the software keystore. */
   readonly custody?: 'software' | 'pkcs11';
+  /** PKCS#11: tokens in the server's pool (every key on each). */
+  readonly tokens?: number;
 }
 
 export async function provision(root: string, fleet: readonly SimulatedDevice[], storage: StorageChoice, parallelism: number, progress: (done: number) => void): Promise<Provisioned> {
@@ -55,8 +57,11 @@ export async function provision(root: string, fleet: readonly SimulatedDevice[],
   const custodyArgs: string[] = [];
   if (storage.custody === 'pkcs11') {
     useSoftHsmIn(root);
-    const token = createToken('bench-server');
-    custodyArgs.push('--custody', 'pkcs11', '--pkcs11-module', softhsmModule(), '--token-label', token.label, '--pin-file', file('token.pin', token.pin));
+    custodyArgs.push('--custody', 'pkcs11', '--pkcs11-module', softhsmModule());
+    for (let i = 0; i < (storage.tokens ?? 1); i++) {
+      const token = createToken(`bench-server-${i}`);
+      custodyArgs.push('--token-label', token.label, '--pin-file', file(`token-${i}.pin`, token.pin));
+    }
   }
   await runJoinkeep(['init', '--data-dir', dataDir, ...(storage.kind === 'postgres' ? ['--storage', 'postgres', '--postgres-url', storage.postgresUrl ?? ''] : []), ...custodyArgs], dataDir);
   for (const k of [importKek, nsKek, asKek]) {

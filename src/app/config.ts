@@ -15,6 +15,9 @@ export const POSTGRES_URL_ENV = 'JOINKEEP_POSTGRES_URL';
 export type StorageConfig = { readonly kind: 'sqlite'; readonly path: string } | { readonly kind: 'postgres'; readonly url?: string };
 /** Where a PIN comes from: a file (first line) or an environment variable; never the command line or this file. */
 export type PinSource = { readonly pinFile: string } | { readonly pinEnv: string };
+/** Where the Security Officer's PIN comes from (trusted-KEK mode only); same rules as the user PIN. */
+export type SoPinSource = { readonly soPinFile: string } | { readonly soPinEnv: string };
+export type Pkcs11TokenConfig = { readonly label: string; readonly module?: string } & PinSource & Partial<{ readonly soPinFile: string; readonly soPinEnv: string }>;
 
 export type CustodyConfig =
   | { readonly kind: 'software'; readonly masterKey: { readonly file: string } | { readonly env: string } }
@@ -26,7 +29,13 @@ export type CustodyConfig =
        * Tokens by label, each with its PIN source; two or more make a high-availability pool in which every key is
        * kept on every token. `module` overrides the library for one token (HSMs of different makes).
        */
-      readonly tokens: readonly ({ readonly label: string; readonly module?: string } & PinSource)[];
+      readonly tokens: readonly Pkcs11TokenConfig[];
+      /**
+       * Trusted-KEK mode (docs/security.md): session keys leave wrapped only under KEKs the Security Officer marked
+       * trusted (CKA_TRUSTED); each token then names its SO PIN source (soPinFile or soPinEnv), used only by
+       * `joinkeep kek add`. Absent or false: KEKs are created by the user, as before.
+       */
+      readonly trustedKeks?: boolean;
       /** Worker threads running PKCS#11 calls off the event loop (default 2). */
       readonly workers?: number;
       /** Operations that may wait for a worker before new ones are refused as overload (default 1024). */
@@ -105,6 +114,14 @@ export function validateConfig(raw: unknown, where: string): JoinkeepConfig {
       fail('custody.tokens must list tokens as {"label":…,"pinFile":…} or {"label":…,"pinEnv":…} (optionally with "module")');
     }
     if (new Set((tokens as { label: string }[]).map((t) => t.label)).size !== (tokens as unknown[]).length) fail('custody.tokens lists a token label twice');
+    if (custody.trustedKeks !== undefined && typeof custody.trustedKeks !== 'boolean') fail('custody.trustedKeks must be true or false');
+    for (const t of tokens as Record<string, unknown>[]) {
+      const so = ['soPinFile', 'soPinEnv'].filter((k) => t[k] !== undefined);
+      if (so.some((k) => typeof t[k] !== 'string' || t[k] === '')) fail(`custody.tokens: "${String(t['label'])}": soPinFile / soPinEnv must be a file name / a variable name (never the PIN itself)`);
+      if (custody.trustedKeks === true && so.length !== 1) fail(`custody.trustedKeks needs each token to name its Security Officer PIN source: "soPinFile" or "soPinEnv" (exactly one) on token "${String(t['label'])}"`);
+      if (custody.trustedKeks !== true && so.length > 0) fail(`custody.tokens: token "${String(t['label'])}" has an SO PIN source, which is used only with "trustedKeks": true`);
+      if (typeof t['soPin'] === 'string' || typeof t['pin'] === 'string') fail(`custody.tokens: token "${String(t['label'])}" holds a PIN; give "pinFile"/"pinEnv" and "soPinFile"/"soPinEnv" instead`);
+    }
     if (custody.workers !== undefined && (!Number.isInteger(custody.workers) || custody.workers < 1 || custody.workers > 64)) fail('custody.workers must be an integer 1..64');
     if (custody.maxQueue !== undefined && (!Number.isInteger(custody.maxQueue) || custody.maxQueue < 0)) fail('custody.maxQueue must be a non-negative integer');
     for (const k of ['healthIntervalMs', 'operationTimeoutMs'] as const) {

@@ -4,6 +4,7 @@ import { MASTER_KEY_ENV, createMasterKeyFile } from '../custody/index.js';
 import { CONFIG_FILE, type CustodyConfig, type JoinkeepConfig, type StorageConfig, defaultConfig, parseListen, resolveIn } from './config.js';
 import { AppError } from './errors.js';
 import { openJoinkeep } from './joinkeep.js';
+import { readSoPin } from './pkcs11.js';
 
 export interface InitOptions {
   readonly storage?: StorageConfig;
@@ -29,6 +30,11 @@ export async function initDataDir(dataDir: string, options: InitOptions = {}, en
   const custody: CustodyConfig = options.pkcs11 ?? { kind: 'software', masterKey: masterKeyEnv ? { env: masterKeyEnv } : { file: MASTER_KEY_FILE } };
   const base = defaultConfig(options.storage ?? { kind: 'sqlite', path: 'joinkeep.db' }, custody);
   const config: JoinkeepConfig = options.listen ? { ...base, backend: { ...base.backend, listen: options.listen } } : base;
+  if (custody.kind === 'pkcs11' && custody.trustedKeks === true) {
+    // Trusted-KEK mode: every SO PIN source must be readable now (the PIN itself is checked by `kek add`, the only
+    // command that logs in as the Security Officer).
+    for (const t of custody.tokens) await readSoPin(dataDir, t, env);
+  }
 
   const created: string[] = [];
   const dirExisted = await exists(dataDir);

@@ -34,6 +34,10 @@ export async function migrateToPkcs11(
   const env = options.env ?? process.env;
   const config = await loadConfig(dataDir);
   if (config.custody.kind !== 'software') throw new AppError('CONFIG_INVALID', `${dataDir} already keeps its keys in PKCS#11 tokens`);
+  // KEKs travel wrapped under a transport KEK, and an unwrapped KEK can never become trusted (docs/security.md).
+  if (target.trustedKeks === true) {
+    throw new AppError('CONFIG_INVALID', 'custody migrate cannot move keys into trusted-KEK mode: KEKs arrive wrapped and could never be trusted; nothing was changed');
+  }
   const jk = await openJoinkeep(dataDir, { env, logger: options.logger });
   try {
     const software = jk.custody;

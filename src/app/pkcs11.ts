@@ -14,7 +14,7 @@ export async function openPkcs11(dataDir: string, custody: Extract<CustodyConfig
   // Loaded only for PKCS#11 data directories: the software keystore never loads the native module.
   const { openPkcs11Custody } = await import('../custody/pkcs11/index.js');
   return openPkcs11Custody(
-    { modulePath: custody.module, tokens },
+    { modulePath: custody.module, tokens, trustedKeks: custody.trustedKeks === true },
     {
       workers: custody.workers,
       maxQueue: custody.maxQueue,
@@ -41,4 +41,17 @@ export async function readPin(dataDir: string, t: { readonly label: string } & P
   const pin = text.split(/\r?\n/)[0]?.trim() ?? '';
   if (pin === '') throw new AppError('CONFIG_INVALID', `the PIN file of token "${t.label}" (${path}) is empty`);
   return pin;
+}
+
+/** The Security Officer's PIN of a token in trusted-KEK mode, from its file or variable. */
+export async function readSoPin(dataDir: string, t: { readonly label: string; readonly soPinFile?: string; readonly soPinEnv?: string }, env: NodeJS.ProcessEnv): Promise<string> {
+  const source = t.soPinEnv !== undefined ? { pinEnv: t.soPinEnv } : t.soPinFile !== undefined ? { pinFile: t.soPinFile } : undefined;
+  if (source === undefined) throw new AppError('CONFIG_INVALID', `token "${t.label}" has no Security Officer PIN source (soPinFile or soPinEnv)`);
+  try {
+    return await readPin(dataDir, { label: t.label, ...source }, env);
+  } catch (error) {
+    // Same checks as the user PIN; the message says which PIN is missing.
+    if (error instanceof AppError) throw new AppError('CONFIG_INVALID', error.message.replace('the PIN', 'the Security Officer PIN'));
+    throw error;
+  }
 }

@@ -6,9 +6,21 @@ export function collect(value: string, previous: string[]): string[] {
 }
 
 /** Pairs each --token-label with the PIN source given for it, in order; PINs never appear on the command line. */
-export function pkcs11Custody(o: { custody: string; pkcs11Module?: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[] }) {
+export function pkcs11Custody(o: {
+  custody: string;
+  pkcs11Module?: string;
+  tokenLabel: string[];
+  pinFile: string[];
+  pinEnv: string[];
+  trustedKeks?: boolean;
+  soPinFile?: string[];
+  soPinEnv?: string[];
+}) {
+  const soPinFile = o.soPinFile ?? [];
+  const soPinEnv = o.soPinEnv ?? [];
   if (o.custody === 'software') {
     if (o.pkcs11Module || o.tokenLabel.length > 0) throw new UsageError('--pkcs11-module and --token-label go with --custody pkcs11');
+    if (o.trustedKeks || soPinFile.length + soPinEnv.length > 0) throw new UsageError('--trusted-keks, --so-pin-file and --so-pin-env go with --custody pkcs11');
     return undefined;
   }
   if (o.custody !== 'pkcs11') throw new UsageError('--custody must be software or pkcs11');
@@ -17,6 +29,14 @@ export function pkcs11Custody(o: { custody: string; pkcs11Module?: string; token
   if (o.pinFile.length + o.pinEnv.length !== o.tokenLabel.length || (o.pinFile.length > 0 && o.pinEnv.length > 0)) {
     throw new UsageError('give one --pin-file (or one --pin-env) per --token-label, in the same order');
   }
-  const tokens = o.tokenLabel.map((label, i) => (o.pinFile.length > 0 ? { label, pinFile: resolve(o.pinFile[i]!) } : { label, pinEnv: o.pinEnv[i]! }));
-  return { kind: 'pkcs11' as const, module: resolve(o.pkcs11Module), tokens };
+  if (!o.trustedKeks && soPinFile.length + soPinEnv.length > 0) throw new UsageError('--so-pin-file and --so-pin-env go with --trusted-keks');
+  if (o.trustedKeks && (soPinFile.length + soPinEnv.length !== o.tokenLabel.length || (soPinFile.length > 0 && soPinEnv.length > 0))) {
+    throw new UsageError('--trusted-keks needs the Security Officer PIN of each token: one --so-pin-file (or one --so-pin-env) per --token-label, in the same order');
+  }
+  const tokens = o.tokenLabel.map((label, i) => {
+    const pin = o.pinFile.length > 0 ? { pinFile: resolve(o.pinFile[i]!) } : { pinEnv: o.pinEnv[i]! };
+    if (!o.trustedKeks) return { label, ...pin };
+    return { label, ...pin, ...(soPinFile.length > 0 ? { soPinFile: resolve(soPinFile[i]!) } : { soPinEnv: soPinEnv[i]! }) };
+  });
+  return { kind: 'pkcs11' as const, module: resolve(o.pkcs11Module), tokens, ...(o.trustedKeks ? { trustedKeks: true } : {}) };
 }

@@ -13,6 +13,11 @@ export const custodyErrorCodes = [
   'TOKEN_ERROR',
   /** PKCS#11: every worker is busy and the queue is full; the operation was refused at once, not queued (the HSM is saturated). */
   'OVERLOADED',
+  /**
+   * PKCS#11 trusted-KEK mode: the KEK is not trusted (CKA_TRUSTED=false), so the token will not wrap a session key
+   * under it; or a KEK was to enter in a way that cannot make it trusted (unwrapped, or created by the user).
+   */
+  'KEK_NOT_TRUSTED',
 ] as const;
 export type CustodyErrorCode = (typeof custodyErrorCodes)[number];
 

@@ -62,7 +62,7 @@ export const DEFAULT_OPERATION_TIMEOUT_MS = 1000;
 const HEALTH_MESSAGE = Buffer.concat([Buffer.from([0xff]), Buffer.from('joinkeep health check')]);
 
 /** Refusals about the request itself: every member would answer the same, so they are not retried. */
-const REQUEST_ERRORS = new Set(['INVALID_KEY', 'CLEAR_EXPORT_REFUSED', 'UNWRAP_FAILED', 'KEY_EXISTS']);
+const REQUEST_ERRORS = new Set(['INVALID_KEY', 'CLEAR_EXPORT_REFUSED', 'UNWRAP_FAILED', 'KEY_EXISTS', 'KEK_NOT_TRUSTED']);
 /** A key a member does not hold: the request's fault only if no member holds it. */
 const NOT_FOUND = new Set(['KEY_NOT_FOUND', 'KEK_NOT_FOUND']);
 

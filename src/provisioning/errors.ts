@@ -1,4 +1,4 @@
-export const provisioningErrorCodes = ['INVALID_INPUT', 'DEVICE_EXISTS', 'KEK_EXISTS', 'KEK_NOT_FOUND', 'CLEAR_KEY_REFUSED', 'UNWRAP_FAILED'] as const;
+export const provisioningErrorCodes = ['INVALID_INPUT', 'DEVICE_EXISTS', 'KEK_EXISTS', 'KEK_NOT_FOUND', 'CLEAR_KEY_REFUSED', 'UNWRAP_FAILED', 'KEK_NOT_TRUSTABLE'] as const;
 export type ProvisioningErrorCode = (typeof provisioningErrorCodes)[number];
 
 /** Refusals of administrative changes; messages say what to do and never contain key material. */

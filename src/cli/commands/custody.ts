@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { dataDirOf, print, withJoinkeep } from '../context.js';
+import { UsageError, dataDirOf, print, withJoinkeep } from '../context.js';
 import { collect, pkcs11Custody } from '../pkcs11-options.js';
 
 export function registerCustody(program: Command): void {
@@ -12,7 +12,13 @@ export function registerCustody(program: Command): void {
     .option('--token-label <label>', 'HSM token label (repeat for a pool, each with its --pin-file or --pin-env)', collect, [])
     .option('--pin-file <file>', 'file holding the PIN of the token named by the matching --token-label', collect, [])
     .option('--pin-env <var>', 'environment variable holding the PIN of the matching --token-label', collect, [])
-    .action(async (o: { dataDir?: string; pkcs11Module: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[] }) => {
+    .option('--trusted-keks', 'refused: keys that arrive wrapped cannot become trusted KEKs (see docs/operations.md)')
+    .action(async (o: { dataDir?: string; pkcs11Module: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[]; trustedKeks?: boolean }) => {
+      if (o.trustedKeks) {
+        throw new UsageError(
+          'custody migrate cannot move into trusted-KEK mode: KEKs leave the software keystore only wrapped, and an unwrapped KEK can never become trusted. Migrate without --trusted-keks, or create a new data directory with `init --trusted-keks` and add the KEKs from their key files',
+        );
+      }
       const dataDir = dataDirOf(o);
       const target = pkcs11Custody({ ...o, custody: 'pkcs11' })!;
       const [{ migrateToPkcs11 }, { createLogger }, { default: pino }] = await Promise.all([import('../../app/migrate-custody.js'), import('../../observability/logger.js'), import('pino')]);

@@ -16,7 +16,24 @@ export function registerInit(program: Command): void {
     .option('--token-label <label>', 'HSM token label (repeat for a pool of HSMs, each with its --pin-file or --pin-env)', collect, [])
     .option('--pin-file <file>', 'file holding the PIN of the token named by the matching --token-label', collect, [])
     .option('--pin-env <var>', 'environment variable holding the PIN of the matching --token-label', collect, [])
-    .action(async (o: { dataDir?: string; storage: string; postgresUrl?: string; masterKeyEnv?: string; listen: string; custody: string; pkcs11Module?: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[] }) => {
+    .option('--trusted-keks', 'PKCS#11: session keys are wrapped only under KEKs the Security Officer marked trusted (kek add needs the SO PIN)')
+    .option('--so-pin-file <file>', 'with --trusted-keks: file holding the Security Officer PIN of the matching --token-label', collect, [])
+    .option('--so-pin-env <var>', 'with --trusted-keks: environment variable holding the Security Officer PIN of the matching --token-label', collect, [])
+    .action(async (o: {
+      dataDir?: string;
+      storage: string;
+      postgresUrl?: string;
+      masterKeyEnv?: string;
+      listen: string;
+      custody: string;
+      pkcs11Module?: string;
+      tokenLabel: string[];
+      pinFile: string[];
+      pinEnv: string[];
+      trustedKeks?: boolean;
+      soPinFile: string[];
+      soPinEnv: string[];
+    }) => {
       const dataDir = dataDirOf(o);
       const pkcs11 = pkcs11Custody(o);
       if (o.storage !== 'sqlite' && o.storage !== 'postgres') throw new UsageError('--storage must be sqlite or postgres');
@@ -29,7 +46,7 @@ export function registerInit(program: Command): void {
       const c = config.custody;
       const custody =
         c.kind === 'pkcs11'
-          ? `keys in PKCS#11 token${c.tokens.length > 1 ? 's' : ''} ${c.tokens.map((t) => `"${t.label}"`).join(', ')}`
+          ? `keys in PKCS#11 token${c.tokens.length > 1 ? 's' : ''} ${c.tokens.map((t) => `"${t.label}"`).join(', ')}${c.trustedKeks ? ', trusted-KEK mode (add KEKs with `joinkeep kek add --key-file`, which logs in as the Security Officer)' : ''}`
           : 'file' in c.masterKey
             ? `software keystore, master key in ${dataDir}/${c.masterKey.file} (0600) — back it up; without it no key can be opened`
             : `software keystore, master key from $${c.masterKey.env}`;

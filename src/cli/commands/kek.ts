@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { addKek, addWrappedKek, parseKekText } from '../../provisioning/keks.js';
-import { UsageError, print, readSecretFile, withJoinkeep } from '../context.js';
+import { parseKekText } from '../../provisioning/keks.js';
+import { UsageError, dataDirOf, print, readSecretFile, withJoinkeep } from '../context.js';
 
 export function registerKek(program: Command): void {
   const kek = program.command('kek').description('key-encryption keys agreed with peers (values never shown)');
@@ -13,13 +13,14 @@ export function registerKek(program: Command): void {
     .option('--envelope <json>', 'the KEK as a TS002 KeyEnvelope {"KEKLabel":"…","AESKey":"…"}, unwrapped only inside custody')
     .action(async (o: { dataDir?: string; label: string; keyFile?: string; envelope?: string }) => {
       if ((o.keyFile === undefined) === (o.envelope === undefined)) throw new UsageError('give exactly one of --key-file or --envelope');
-      const deps = (jk: { custody: Parameters<typeof addKek>[0]['custody']; audit: Parameters<typeof addKek>[0]['audit'] }) => ({ custody: jk.custody, audit: jk.audit, actor: 'cli' });
+      const dataDir = dataDirOf(o);
+      const [{ addKekToDataDir, addWrappedKekToDataDir }, { createLogger }, { default: pino }] = await Promise.all([import('../../app/keks.js'), import('../../observability/logger.js'), import('pino')]);
+      const logger = createLogger({ level: 'warn', destination: pino.destination(2) });
       if (o.envelope !== undefined) {
-        const envelope = o.envelope;
-        await withJoinkeep(o, (jk) => addWrappedKek(deps(jk), o.label, envelope));
+        await addWrappedKekToDataDir(dataDir, o.label, o.envelope, { logger });
       } else {
         const key = parseKekText(await readSecretFile(o.keyFile!, '--key-file'), `--key-file ${o.keyFile}`);
-        await withJoinkeep(o, (jk) => addKek(deps(jk), o.label, key));
+        await addKekToDataDir(dataDir, o.label, key, { logger });
       }
       process.stdout.write(`Added KEK "${o.label}".\n`);
     });

@@ -6,6 +6,7 @@ import { Pkcs11KeyCustody, type Pkcs11CustodyOptions } from './pkcs11-custody.js
 import { type TokenIdentity, TokenSession } from './token-session.js';
 import { WorkerPool } from './worker-pool.js';
 
+export { PENDING_PREFIX, type TrustedKekToken, createTrustedKeks, refuseSecurityOfficerLogin } from './trusted-kek.js';
 export { Pkcs11KeyCustody, type Pkcs11CustodyOptions, pkcs11WorkersForTest } from './pkcs11-custody.js';
 export type { TokenIdentity } from './token-session.js';
 export { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_WORKERS, type WorkerPoolOptions } from './worker-pool.js';
@@ -21,6 +22,12 @@ export interface Pkcs11CustodyConfig {
   readonly modulePath: string;
   /** Tokens by label with their user PIN: one token, or a pool of two or more holding the same keys. */
   readonly tokens: readonly PoolTokenIdentity[];
+  /**
+   * Trusted-KEK mode: session keys that leave wrapped can be wrapped only under KEKs with CKA_TRUSTED=true, which only
+   * createTrustedKeks makes (as the Security Officer, in a process where this custody is not open). importKek and
+   * KEK envelopes are refused with KEK_NOT_TRUSTED.
+   */
+  readonly trustedKeks?: boolean | undefined;
 }
 
 /**
@@ -32,7 +39,10 @@ export async function openPkcs11Custody(config: Pkcs11CustodyConfig, options: Pk
   if (config.tokens.length === 0) throw new CustodyError('TOKEN_UNAVAILABLE', 'no PKCS#11 token is configured');
   return ReplicatedKeyCustody.open(
     'pkcs11',
-    config.tokens.map((token) => ({ name: token.label, open: () => openPkcs11Token(token.modulePath ?? config.modulePath, token, options) })),
+    config.tokens.map((token) => ({
+      name: token.label,
+      open: () => openPkcs11Token(token.modulePath ?? config.modulePath, token, { ...options, trustedKeks: config.trustedKeks === true || options.trustedKeks === true }),
+    })),
     options,
   );
 }

@@ -133,6 +133,11 @@ export function acquireLogin(module: LoadedModule, slotKey: string, session: Obj
   entry.logins.set(slotKey, { refs: 1, pinMac, loggedInHere });
 }
 
+/** True when this registry holds a user login on the token of `slotKey` (a custody on it is open in this thread). */
+export function hasRegisteredLogin(module: LoadedModule, slotKey: string): boolean {
+  return modules.get(module.path)?.logins.has(slotKey) === true;
+}
+
 export function releaseLogin(module: LoadedModule, slotKey: string, session: ObjectHandle): void {
   const entry = modules.get(module.path);
   const login = entry?.logins.get(slotKey);

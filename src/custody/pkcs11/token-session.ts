@@ -78,6 +78,11 @@ export interface TokenSessionOptions {
   readonly workingCopies?: boolean | undefined;
   /** Age after which a working copy is made again from its token object (default COPY_TTL_MS). */
   readonly workingCopyTtlMs?: number | undefined;
+  /**
+   * Trusted-KEK mode: session keys that leave wrapped are derived with CKA_WRAP_WITH_TRUSTED=true, so the token
+   * wraps them only under a KEK with CKA_TRUSTED=true (one the Security Officer created: trusted-kek.ts).
+   */
+  readonly wrapWithTrusted?: boolean | undefined;
 }
 
 export interface TokenIdentity {
@@ -99,6 +104,7 @@ export class TokenSession {
   /** Keys the token would not copy (e.g. CKA_COPYABLE=false): used directly, without asking again. */
   readonly #uncopyable = new Set<KeyHandle>();
   readonly #copyTtlMs: number;
+  readonly #wrapWithTrusted: boolean;
   /** Object handles by Joinkeep handle; re-found when the token says a handle is stale, dropped by destroy(). */
   readonly #cache = new Map<KeyHandle, TokenKey>();
   /**
@@ -119,6 +125,7 @@ export class TokenSession {
     this.#p = countedPkcs11(module.pkcs11, counters);
     this.#copies = options.workingCopies === false ? undefined : new Map();
     this.#copyTtlMs = options.workingCopyTtlMs ?? COPY_TTL_MS;
+    this.#wrapWithTrusted = options.wrapWithTrusted === true;
   }
 
   /**
@@ -191,15 +198,32 @@ export class TokenSession {
     );
   }
 
-  /** Derives AES(root, block) as a session object and wraps it (RFC 3394) under the KEK; the object is destroyed. */
+  /**
+   * Derives AES(root, block) as a session object and wraps it (RFC 3394) under the KEK; the object is destroyed.
+   * In trusted-KEK mode the derived key carries CKA_WRAP_WITH_TRUSTED=true (PKCS#11 v2.40 §4.9): the token itself
+   * refuses to wrap it under a KEK without CKA_TRUSTED, whoever asks (CKR_KEY_NOT_WRAPPABLE, measured on SoftHSM2
+   * 2.6.1), and the attribute cannot be cleared on the object or a copy of it.
+   */
   deriveWrapped(root: KeyHandle, block: Uint8Array, kekLabel: string, kek: KeyHandle): Buffer {
     return this.#op(`deriving from ${root} and wrapping under KEK "${kekLabel}"`, [root, kek], () => {
       const rootKey = this.#working(root, this.#key(root, 'root'));
       const kekKey = this.#working(kek, this.#kek(kek, kekLabel));
+      const K = pkcs11Lib();
+      const trusted: Template = this.#wrapWithTrusted ? [{ type: K.CKA_WRAP_WITH_TRUSTED, value: true }] : [];
       // Sensitive but extractable: C_WrapKey refuses a non-extractable key (CKR_KEY_UNEXTRACTABLE, spec-notes §9.1).
-      return this.#withDerived(rootKey, block, { sensitive: true, extractable: true, flags: EXPORT_FLAGS }, (derived) =>
-        Buffer.from(this.#p.C_WrapKey(this.#session, { mechanism: pkcs11Lib().CKM_AES_KEY_WRAP }, kekKey, derived, Buffer.alloc(48))),
-      );
+      return this.#withDerived(rootKey, block, { sensitive: true, extractable: true, flags: EXPORT_FLAGS, extra: trusted }, (derived) => {
+        try {
+          return Buffer.from(this.#p.C_WrapKey(this.#session, { mechanism: K.CKM_AES_KEY_WRAP }, kekKey, derived, Buffer.alloc(48)));
+        } catch (error) {
+          if (this.#wrapWithTrusted && ckrName(error) === 'CKR_KEY_NOT_WRAPPABLE') {
+            throw new CustodyError(
+              'KEK_NOT_TRUSTED',
+              `KEK "${kekLabel}" on token "${this.label}" is not trusted (CKA_TRUSTED=false): in trusted-KEK mode session keys are wrapped only under KEKs the Security Officer created with \`joinkeep kek add --key-file\``,
+            );
+          }
+          throw error;
+        }
+      });
     });
   }
 
@@ -217,6 +241,8 @@ export class TokenSession {
   /** The one clear import: a KEK from the operator's file, created sensitive and non-extractable. */
   createKek(handle: KeyHandle, value: Uint8Array, createdAt: Date): void {
     this.#op(`creating ${handle}`, [], () => {
+      // A KEK the user creates is never trusted: it could wrap nothing in this mode (trusted-kek.ts makes KEKs).
+      if (this.#wrapWithTrusted) throw trustedModeRefusal(handle, 'created by the user');
       if (this.#find(handle) !== undefined) throw new CustodyError('KEY_EXISTS', `a key named ${handle} already exists`);
       const K = pkcs11Lib();
       this.#p.C_CreateObject(this.#session, [...tokenKeyTemplate(handle, 'kek', createdAt), { type: K.CKA_VALUE, value: Buffer.from(value) }]);
@@ -231,6 +257,9 @@ export class TokenSession {
    */
   unwrapInto(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, kekLabel: string, kek: KeyHandle, createdAt: Date): void {
     this.#op(`unwrapping ${handle} under KEK "${kekLabel}"`, [kek], () => {
+      // Only the Security Officer can mark a KEK trusted, and cannot unwrap under the user's private KEKs, nor mark
+      // an unwrapped key afterwards (CKR_ATTRIBUTE_READ_ONLY, docs/security.md): an unwrapped KEK is never trusted.
+      if (usage === 'kek' && this.#wrapWithTrusted) throw trustedModeRefusal(handle, 'unwrapped from an envelope');
       const kekKey = this.#kek(kek, kekLabel);
       const refused = (): CustodyError =>
         new CustodyError('UNWRAP_FAILED', `the key for ${handle} does not unwrap under KEK "${kekLabel}" (wrong KEK or corrupted envelope)`);
@@ -333,7 +362,9 @@ export class TokenSession {
   /** The attributes an auditor asks about, read from the token; never CKA_VALUE. */
   #protection(object: ObjectHandle): Record<string, boolean> {
     const K = pkcs11Lib();
-    const names = ['CKA_SENSITIVE', 'CKA_EXTRACTABLE', 'CKA_ALWAYS_SENSITIVE', 'CKA_NEVER_EXTRACTABLE', 'CKA_SIGN', 'CKA_ENCRYPT', 'CKA_DECRYPT', 'CKA_DERIVE', 'CKA_WRAP', 'CKA_UNWRAP'] as const;
+    // CKA_TRUSTED: a KEK the Security Officer created (trusted-KEK mode); CKA_WRAP_WITH_TRUSTED: the key itself
+    // may only be wrapped under such a KEK (set on session keys in that mode; they are never kept, so never listed).
+    const names = ['CKA_PRIVATE', 'CKA_SENSITIVE', 'CKA_EXTRACTABLE', 'CKA_ALWAYS_SENSITIVE', 'CKA_NEVER_EXTRACTABLE', 'CKA_SIGN', 'CKA_ENCRYPT', 'CKA_DECRYPT', 'CKA_DERIVE', 'CKA_WRAP', 'CKA_UNWRAP', 'CKA_TRUSTED', 'CKA_WRAP_WITH_TRUSTED'] as const;
     const out: Record<string, boolean> = {};
     for (const name of names) {
       try {
@@ -466,7 +497,7 @@ export class TokenSession {
   #withDerived<T>(
     root: ObjectHandle,
     block: Uint8Array,
-    kind: { readonly sensitive: boolean; readonly extractable: boolean; readonly flags: UsageFlags },
+    kind: { readonly sensitive: boolean; readonly extractable: boolean; readonly flags: UsageFlags; readonly extra?: Template },
     use: (derived: ObjectHandle) => T,
   ): T {
     assertBlock(block);
@@ -476,6 +507,7 @@ export class TokenSession {
       { type: K.CKA_SENSITIVE, value: kind.sensitive },
       { type: K.CKA_EXTRACTABLE, value: kind.extractable },
       ...flagAttributes(kind.flags),
+      ...(kind.extra ?? []),
     ]);
     try {
       return use(derived);
@@ -584,7 +616,14 @@ export class TokenSession {
   }
 }
 
-function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: Date): Template {
+function trustedModeRefusal(handle: KeyHandle, how: string): CustodyError {
+  return new CustodyError(
+    'KEK_NOT_TRUSTED',
+    `${handle} cannot be ${how} in trusted-KEK mode: only a KEK the Security Officer creates from its clear value is trusted (CKA_TRUSTED); add it with \`joinkeep kek add --key-file\` (an unwrapped KEK can never become trusted)`,
+  );
+}
+
+export function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: Date): Template {
   const K = pkcs11Lib();
   return [
     { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },

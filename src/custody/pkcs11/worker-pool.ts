@@ -35,6 +35,11 @@ export interface WorkerPoolOptions {
    * copies on every operation (every use then checks the token object still exists).
    */
   readonly workingCopyTtlMs?: number | undefined;
+  /**
+   * Trusted-KEK mode (token-session.ts): session keys that leave wrapped carry CKA_WRAP_WITH_TRUSTED=true, and KEKs
+   * can enter only through createTrustedKeks (trusted-kek.ts), never through this custody.
+   */
+  readonly trustedKeks?: boolean | undefined;
 }
 
 export const DEFAULT_WORKERS = 2;
@@ -67,6 +72,7 @@ export class WorkerPool {
   readonly #maxQueue: number;
   readonly #maxBatch: number;
   readonly #copyTtlMs: number | undefined;
+  readonly #trustedKeks: boolean;
   readonly #slots = new Set<Slot>();
   readonly #queue: Job[] = [];
   /** Every worker's counters, ended workers' included, so that totals only grow. */
@@ -74,8 +80,9 @@ export class WorkerPool {
   #nextId = 1;
   #closing = false;
 
-  private constructor(init: WorkerInit, module: LoadedModule, size: number, maxQueue: number, maxBatch: number, copyTtlMs: number | undefined) {
+  private constructor(init: WorkerInit, module: LoadedModule, size: number, maxQueue: number, maxBatch: number, copyTtlMs: number | undefined, trustedKeks: boolean) {
     this.#copyTtlMs = copyTtlMs;
+    this.#trustedKeks = trustedKeks;
     this.#init = init;
     this.#module = module;
     this.#size = size;
@@ -96,7 +103,7 @@ export class WorkerPool {
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new CustodyError('TOKEN_UNAVAILABLE', `the PKCS#11 batch size must be a positive integer, not ${maxBatch}`);
     const copyTtlMs = options.workingCopyTtlMs;
     if (copyTtlMs !== undefined && !(Number.isFinite(copyTtlMs) && copyTtlMs >= 0)) throw new CustodyError('TOKEN_UNAVAILABLE', `the working-copy lifetime must be a non-negative number of ms, not ${copyTtlMs}`);
-    const pool = new WorkerPool(init, module, size, maxQueue, maxBatch, copyTtlMs);
+    const pool = new WorkerPool(init, module, size, maxQueue, maxBatch, copyTtlMs, options.trustedKeks === true);
     const started = await Promise.allSettled(Array.from({ length: size }, () => pool.#spawn()));
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed !== undefined) {
@@ -182,7 +189,7 @@ export class WorkerPool {
   #spawn(): Promise<void> {
     const counters = newCounterArray();
     this.#counters.push(counters);
-    const init: WorkerInit = { ...this.#init, counters, workingCopyTtlMs: this.#copyTtlMs };
+    const init: WorkerInit = { ...this.#init, counters, workingCopyTtlMs: this.#copyTtlMs, wrapWithTrusted: this.#trustedKeks };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
     let settle!: { resolve: () => void; reject: (e: CustodyError) => void };
     const ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));

@@ -17,6 +17,8 @@ export interface WorkerInit {
   /** This worker's counters (counters.ts), over a SharedArrayBuffer the main thread reads. */
   readonly counters?: Float64Array | undefined;
   readonly workingCopyTtlMs?: number | undefined;
+  /** Trusted-KEK mode: session keys that leave wrapped are derived with CKA_WRAP_WITH_TRUSTED=true. */
+  readonly wrapWithTrusted?: boolean | undefined;
 }
 
 /** Longest an answered operation waits for the rest of its batch before its answer is sent. */
@@ -43,7 +45,7 @@ function shutdown(): void {
 
 try {
   module = acquireModule(init.modulePath);
-  token = TokenSession.open(module, init.token, init.counters, { workingCopyTtlMs: init.workingCopyTtlMs });
+  token = TokenSession.open(module, init.token, init.counters, { workingCopyTtlMs: init.workingCopyTtlMs, wrapWithTrusted: init.wrapWithTrusted });
   post({ kind: 'ready', session: token.sessionHandle });
 } catch (error) {
   const e = error instanceof CustodyError ? error : new CustodyError('TOKEN_UNAVAILABLE', error instanceof Error ? error.message : String(error));

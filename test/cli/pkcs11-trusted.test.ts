@@ -13,6 +13,7 @@ import { aesKeyWrap } from '../../src/custody/primitives.js';
 import { cliJson, cliOk, runCli } from '../helpers/cli-run.js';
 import { type TestToken, createTestToken, softhsmModulePath } from '../helpers/softhsm.js';
 import { joinReq, resultCode } from '../helpers/ts002.js';
+import { VECTOR_A } from '../helpers/spec-vectors.js';
 
 /*
  * Trusted-KEK mode (docs/security.md): KEKs made by the Security Officer (CKA_TRUSTED) in `joinkeep kek add`, and
@@ -87,15 +88,7 @@ function keksOn(token: TestToken): Map<string, Record<string, boolean>> {
 const TRUSTED_KEK = { private: true, trusted: true, sensitive: true, extractable: false, wrap: true, unwrap: true, sign: false, derive: false };
 
 /** spec-notes §1.12 A (1.0.3) and E: the JoinAns the software keystore gives (test/join/activation.test.ts). */
-const A = {
-  appKey: Buffer.from('2B7E151628AED2A6ABF7158809CF4F3C', 'hex'),
-  joinEui: '70B3D57ED0000001',
-  devEui: '0004A30B001C0530',
-  joinRequest: '00010000D07ED5B37030051C000BA3040034124F5CA349',
-  joinAccept: '2040F30F9CA4CB4F1505E5157A3B35EAB5',
-  nwkSKeyWrapped: '07FEF91D10A931FFB71F6080129C4852BDD09128041FBA8B',
-  appSKeyWrapped: '4AD35A9B614AEE1283798B73DB22478AF0B6336614C383FB',
-};
+const A = VECTOR_A;
 const KEKS = {
   ns: { label: 'ns-000013', key: '000102030405060708090A0B0C0D0E0F' },
   as: { label: 'as-1', key: '101112131415161718191A1B1C1D1E1F' },

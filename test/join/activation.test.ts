@@ -5,6 +5,7 @@ import type { Eui64, MacVersion } from '../../src/protocol/index.js';
 import { SimulatedDevice } from '../../sim/device.js';
 import { KEKS, TOKENS, WORLDS, type World, randomEui, randomKey, startWorld, worldName } from '../helpers/world.js';
 import { appSKeyReq, homeNsReq, joinReq, joinRequestFrame, resultCode } from '../helpers/ts002.js';
+import { VECTOR_A } from '../helpers/spec-vectors.js';
 
 /*
  * Activation end to end over real HTTP, on SQLite and PostgreSQL. Byte-exact expectations come from
@@ -13,17 +14,7 @@ import { appSKeyReq, homeNsReq, joinReq, joinRequestFrame, resultCode } from '..
  * RFC 3394 §4.1; everything else is checked by the device simulator computing what a device computes.
  */
 
-const A = {
-  appKey: Buffer.from('2B7E151628AED2A6ABF7158809CF4F3C', 'hex'),
-  joinEui: '70B3D57ED0000001',
-  devEui: '0004A30B001C0530',
-  joinRequest: '00010000D07ED5B37030051C000BA3040034124F5CA349',
-  joinAccept: '2040F30F9CA4CB4F1505E5157A3B35EAB5',
-  nwkSKeyWrapped: '07FEF91D10A931FFB71F6080129C4852BDD09128041FBA8B',
-  appSKeyWrapped: '4AD35A9B614AEE1283798B73DB22478AF0B6336614C383FB',
-  cfList: '184F84E85684B85E84886684586E8400',
-  joinAcceptWithCfList: '208EC3F5550908BD74563DE98727BC9E8DB97D80361AFBC4D80797633FA9907BE9',
-};
+const A = VECTOR_A;
 const B = {
   nwkKey: Buffer.from('000102030405060708090A0B0C0D0E0F', 'hex'),
   appKey: Buffer.from('0F0E0D0C0B0A09080706050403020100', 'hex'),

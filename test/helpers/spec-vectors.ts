@@ -1,0 +1,15 @@
+/**
+ * spec-notes §1.12 vector A (LoRaWAN 1.0.3 join) with E's wraps under the RFC 3394 §4.1 KEK (NS) and the AS KEK
+ * of test/helpers/world.ts: the published answers Joinkeep must give byte for byte, in every custody.
+ */
+export const VECTOR_A = {
+  appKey: Buffer.from('2B7E151628AED2A6ABF7158809CF4F3C', 'hex'),
+  joinEui: '70B3D57ED0000001',
+  devEui: '0004A30B001C0530',
+  joinRequest: '00010000D07ED5B37030051C000BA3040034124F5CA349',
+  joinAccept: '2040F30F9CA4CB4F1505E5157A3B35EAB5',
+  nwkSKeyWrapped: '07FEF91D10A931FFB71F6080129C4852BDD09128041FBA8B',
+  appSKeyWrapped: '4AD35A9B614AEE1283798B73DB22478AF0B6336614C383FB',
+  cfList: '184F84E85684B85E84886684586E8400',
+  joinAcceptWithCfList: '208EC3F5550908BD74563DE98727BC9E8DB97D80361AFBC4D80797633FA9907BE9',
+};

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetworkServerClient } from '../sim/network-server.js';
@@ -125,6 +125,25 @@ async function main(): Promise<void> {
     const metrics0 = await metricsAtWarm;
     const clientCpuS = (clientCpu.user + clientCpu.system) / 1e6;
     await server.stop();
+    // With PKCS#11, the same load on the software keystore in the same run (fresh devices, same storage and layout).
+    let softwareLoad: LoadResult | undefined;
+    if (o.custody === 'pkcs11' && !o.reuse) {
+      const softwareRoot = join(root, 'software-keystore');
+      mkdirSync(softwareRoot);
+      const softwareFleet = buildFleet(o.devices, o.macVersion);
+      log(`bench: the same load on the software keystore — provisioning ${o.devices} devices`);
+      const softwareProv = await provision(softwareRoot, softwareFleet, { kind: o.storage, postgresUrl: o.postgresUrl, custody: 'software' }, o.provisionParallelism, () => undefined);
+      const softwareServer = await startServer(softwareProv.dataDir, { args: ['--processes', String(o.processes)] });
+      try {
+        const softwareNs = new NetworkServerClient({
+          url: softwareServer.url, token: softwareProv.nsToken, netId: BENCH_NET_ID, kek: softwareProv.nsKek, style: o.style,
+          protocolVersion: '1.0', agent: keepAliveAgent(o.concurrency), timeoutMs: 10_000,
+        });
+        softwareLoad = await driveLoad(softwareFleet, softwareNs, { concurrency: o.concurrency, durationMs: o.durationS * 1000, warmupMs: o.warmupS * 1000, verifyEvery: o.verifyEvery });
+      } finally {
+        await softwareServer.stop();
+      }
+    }
     // The HTTP floors: same process layout, same load generator, same connections, same duration.
     const httpFloors: { name: string; kind: 'empty' | 'durable'; load: LoadResult; cpuS: number }[] = [];
     if (o.httpFloors) {
@@ -149,6 +168,9 @@ async function main(): Promise<void> {
     const errorCount = [...load.errors.values()].reduce((a, b) => a + b, 0);
     const rows = [
       { name: `end-to-end HTTP (${o.storage}, ${o.custody}, ${o.concurrency} conns)`, joinsPerSecond: e2eRate, latency: summarise(load.latenciesNs), errors: errorCount },
+      ...(softwareLoad
+        ? [{ name: `end-to-end HTTP (${o.storage}, software keystore, same run)`, joinsPerSecond: softwareLoad.joins / softwareLoad.seconds, latency: summarise(softwareLoad.latenciesNs), errors: [...softwareLoad.errors.values()].reduce((a, b) => a + b, 0) }]
+        : []),
       ...(tokenFloor ? [{ name: 'floor: join crypto in SoftHSM2, in-process, 1 core', joinsPerSecond: floorRate, latency: summarise(tokenFloor.latenciesNs), errors: 0 }] : []),
       ...(tokenFloorPerUse ? [{ name: '  same, on token objects, JSIntKey per use (before)', joinsPerSecond: tokenFloorPerUse.joins / tokenFloorPerUse.seconds, latency: summarise(tokenFloorPerUse.latenciesNs), errors: 0 }] : []),
       ...(hsmFloor ? [{ name: 'SoftHSM2 through the custody, 1 join in flight', joinsPerSecond: hsmFloor.joins / hsmFloor.seconds, latency: summarise(hsmFloor.latenciesNs), errors: 0 }] : []),

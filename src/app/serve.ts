@@ -4,7 +4,7 @@ import type { Registry } from 'prom-client';
 import { type AdminSource, addAdminRoutes, createBackendServer, localAdminSource } from '../backend/server.js';
 import { type Logger, createLogger } from '../observability/logger.js';
 import { registerCustodyMetrics } from '../observability/custody-metrics.js';
-import { addHsmMetrics, createMetrics } from '../observability/metrics.js';
+import { createMetrics } from '../observability/metrics.js';
 import { parseListen, resolveIn } from './config.js';
 import { type Joinkeep, openJoinkeep } from './joinkeep.js';
 
@@ -47,8 +47,7 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
     const { custody } = joinkeep;
     const custodyStatus = custody.status?.bind(custody);
     const custodyHealth = custodyStatus && (() => custodyStatus().members);
-    if (custodyHealth) registerCustodyMetrics(metrics.registry, custodyHealth);
-    if (custody.hsmCounters !== undefined) addHsmMetrics(metrics, () => custody.hsmCounters!());
+    registerCustodyMetrics(metrics.registry, custody);
     options.onMetrics?.(metrics.registry);
     const tls = config.backend.tls && {
       key: await readFile(resolveIn(dataDir, config.backend.tls.keyFile)),

@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { UsageError } from './context.js';
 
@@ -5,9 +6,8 @@ export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** Pairs each --token-label with the PIN source given for it, in order; PINs never appear on the command line. */
-export function pkcs11Custody(o: {
-  custody: string;
+/** The token options as commander parses them (see addTokenOptions). */
+export interface TokenFlags {
   pkcs11Module?: string;
   tokenLabel: string[];
   pinFile: string[];
@@ -15,7 +15,19 @@ export function pkcs11Custody(o: {
   trustedKeks?: boolean;
   soPinFile?: string[];
   soPinEnv?: string[];
-}) {
+}
+
+/** --pkcs11-module and the repeatable --token-label/--pin-file/--pin-env, shared by `init` and `custody migrate`. */
+export function addTokenOptions(command: Command, options: { moduleRequired?: boolean } = {}): Command {
+  const module = ['--pkcs11-module <path>', 'PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so'] as const;
+  return (options.moduleRequired ? command.requiredOption(...module) : command.option(...module))
+    .option('--token-label <label>', 'HSM token label (repeat for a pool of HSMs, each with its --pin-file or --pin-env)', collect, [])
+    .option('--pin-file <file>', 'file holding the PIN of the token named by the matching --token-label', collect, [])
+    .option('--pin-env <var>', 'environment variable holding the PIN of the matching --token-label', collect, []);
+}
+
+/** Pairs each --token-label with the PIN source given for it, in order; PINs never appear on the command line. */
+export function pkcs11Custody(o: TokenFlags & { custody: string }) {
   const soPinFile = o.soPinFile ?? [];
   const soPinEnv = o.soPinEnv ?? [];
   if (o.custody === 'software') {

@@ -300,7 +300,7 @@ export class ReplicatedKeyCustody implements KeyCustody {
   // --- internals ---------------------------------------------------------------------------------------------
 
   #inService(): Member[] {
-    return this.#members.filter((m) => m.state === 'up' && m.custody !== undefined);
+    return this.#members.filter(inService);
   }
 
   /** Runs `operation` on one member after another, least busy first, until one answers. */
@@ -349,7 +349,7 @@ export class ReplicatedKeyCustody implements KeyCustody {
     const start = this.#turn++ % n;
     for (let i = 0; i < n; i++) {
       const m = this.#members[(start + i) % n]!;
-      if (m.state !== 'up' || m.custody === undefined || tried.has(m)) continue;
+      if (!inService(m) || tried.has(m)) continue;
       if (best === undefined || m.inFlight < best.inFlight) best = m;
     }
     return best;
@@ -408,7 +408,7 @@ export class ReplicatedKeyCustody implements KeyCustody {
   /** The members for a write: all of them, each in service; otherwise TOKEN_UNAVAILABLE naming the others. */
   #requireWhole(what: string): Member[] {
     this.#assertOpen();
-    const out = this.#members.filter((m) => m.state !== 'up' || m.custody === undefined);
+    const out = this.#members.filter((m) => !inService(m));
     if (out.length > 0) {
       const names = out.map((m) => `"${m.name}" (${m.state}${m.lastError ? `: ${m.lastError}` : ''})`).join(', ');
       throw new CustodyError('TOKEN_UNAVAILABLE', `cannot ${what} while custody member ${names} is out of service: every member must hold every key; retry when it is back`);
@@ -416,12 +416,9 @@ export class ReplicatedKeyCustody implements KeyCustody {
     return [...this.#members];
   }
 
+  /** Takes a member in service out; a member already out keeps the reason it left with. */
   #takeOut(member: Member, reason: string, state: CustodyMemberState = 'down'): void {
-    if (member.state !== 'up') return;
-    member.state = state;
-    member.since = new Date();
-    member.lastError = reason;
-    this.#onEvent({ kind: state === 'inconsistent' ? 'member-inconsistent' : 'member-down', member: member.name, reason });
+    if (member.state === 'up') this.#stillOut(member, state, reason);
   }
 
   /** Records why a member out of service stays out; an event only when the state or the reason changes. */
@@ -557,6 +554,11 @@ export class ReplicatedKeyCustody implements KeyCustody {
   #assertOpen(): void {
     if (this.#closed !== undefined) throw new CustodyError('TOKEN_UNAVAILABLE', 'the custody is closed');
   }
+}
+
+/** Up and open: the health check has not taken it out, and it is not being reopened. */
+function inService(member: Member): boolean {
+  return member.state === 'up' && member.custody !== undefined;
 }
 
 /** Errors that say the member could not do its part, as opposed to a refusal of the request. */

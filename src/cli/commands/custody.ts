@@ -1,19 +1,18 @@
 import type { Command } from 'commander';
 import { UsageError, dataDirOf, print, withJoinkeep } from '../context.js';
-import { collect, pkcs11Custody } from '../pkcs11-options.js';
+import { type TokenFlags, addTokenOptions, pkcs11Custody } from '../pkcs11-options.js';
 
 export function registerCustody(program: Command): void {
   const custody = program.command('custody').description('where the keys are kept');
-  custody
-    .command('migrate')
-    .description('move every key from the software keystore into PKCS#11 tokens; keys travel only wrapped')
-    .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
-    .requiredOption('--pkcs11-module <path>', 'PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so')
-    .option('--token-label <label>', 'HSM token label (repeat for a pool, each with its --pin-file or --pin-env)', collect, [])
-    .option('--pin-file <file>', 'file holding the PIN of the token named by the matching --token-label', collect, [])
-    .option('--pin-env <var>', 'environment variable holding the PIN of the matching --token-label', collect, [])
+  addTokenOptions(
+    custody
+      .command('migrate')
+      .description('move every key from the software keystore into PKCS#11 tokens; keys travel only wrapped')
+      .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)'),
+    { moduleRequired: true },
+  )
     .option('--trusted-keks', 'refused: keys that arrive wrapped cannot become trusted KEKs (see docs/operations.md)')
-    .action(async (o: { dataDir?: string; pkcs11Module: string; tokenLabel: string[]; pinFile: string[]; pinEnv: string[]; trustedKeks?: boolean }) => {
+    .action(async (o: TokenFlags & { dataDir?: string }) => {
       if (o.trustedKeks) {
         throw new UsageError(
           'custody migrate cannot move into trusted-KEK mode: KEKs leave the software keystore only wrapped, and an unwrapped KEK can never become trusted. Migrate without --trusted-keks, or create a new data directory with `init --trusted-keks` and add the KEKs from their key files',

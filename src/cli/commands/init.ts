@@ -1,39 +1,23 @@
 import type { Command } from 'commander';
 import { dataDirOf, UsageError } from '../context.js';
-import { collect, pkcs11Custody } from '../pkcs11-options.js';
+import { type TokenFlags, addTokenOptions, collect, pkcs11Custody } from '../pkcs11-options.js';
 
 export function registerInit(program: Command): void {
-  program
-    .command('init')
+  addTokenOptions(
+    program
+      .command('init')
     .description('create a data directory: configuration, master key (0600) and database')
     .option('--data-dir <dir>', 'data directory to create (or JOINKEEP_DATA_DIR)')
     .option('--storage <kind>', 'sqlite (embedded default) or postgres', 'sqlite')
     .option('--postgres-url <url>', 'PostgreSQL URL (or JOINKEEP_POSTGRES_URL at run time, to keep passwords out of the file)')
     .option('--master-key-env <name>', 'read the master key from this environment variable instead of a file')
     .option('--listen <host:port>', 'Backend Interfaces listener', '127.0.0.1:8090')
-    .option('--custody <kind>', 'software (embedded default) or pkcs11 (keys in an HSM)', 'software')
-    .option('--pkcs11-module <path>', 'PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so')
-    .option('--token-label <label>', 'HSM token label (repeat for a pool of HSMs, each with its --pin-file or --pin-env)', collect, [])
-    .option('--pin-file <file>', 'file holding the PIN of the token named by the matching --token-label', collect, [])
-    .option('--pin-env <var>', 'environment variable holding the PIN of the matching --token-label', collect, [])
+    .option('--custody <kind>', 'software (embedded default) or pkcs11 (keys in an HSM)', 'software'),
+  )
     .option('--trusted-keks', 'PKCS#11: session keys are wrapped only under KEKs the Security Officer marked trusted (kek add needs the SO PIN)')
     .option('--so-pin-file <file>', 'with --trusted-keks: file holding the Security Officer PIN of the matching --token-label', collect, [])
     .option('--so-pin-env <var>', 'with --trusted-keks: environment variable holding the Security Officer PIN of the matching --token-label', collect, [])
-    .action(async (o: {
-      dataDir?: string;
-      storage: string;
-      postgresUrl?: string;
-      masterKeyEnv?: string;
-      listen: string;
-      custody: string;
-      pkcs11Module?: string;
-      tokenLabel: string[];
-      pinFile: string[];
-      pinEnv: string[];
-      trustedKeks?: boolean;
-      soPinFile: string[];
-      soPinEnv: string[];
-    }) => {
+    .action(async (o: TokenFlags & { dataDir?: string; storage: string; postgresUrl?: string; masterKeyEnv?: string; listen: string; custody: string }) => {
       const dataDir = dataDirOf(o);
       const pkcs11 = pkcs11Custody(o);
       if (o.storage !== 'sqlite' && o.storage !== 'postgres') throw new UsageError('--storage must be sqlite or postgres');

@@ -42,6 +42,15 @@ export function createLogger(options: { level?: string; destination?: pino.Desti
       redact: { paths: redactedPaths, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    options.destination,
+    options.destination ?? bufferedStdout(),
   );
+}
+
+/**
+ * Standard output, written in chunks of at least 4 KiB (or every 200 ms) instead of one write(2) per line: at a few
+ * thousand requests/s a syscall per request-summary line cost several per cent of the event loop. Lines still
+ * buffered are written synchronously when the process exits (pino's exit hook).
+ */
+function bufferedStdout(): pino.DestinationStream {
+  return pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 200 } as Parameters<typeof pino.destination>[0]);
 }

@@ -1,40 +1,40 @@
-import type BetterSqlite3 from 'better-sqlite3';
 import type { Eui64 } from '../protocol/index.js';
 import { StorageError } from './errors.js';
 import { backoff, checkDecision, storageFailure, type ErrorClass } from './kysely-storage.js';
 import { auditToRow, initialJoinState, joinStateToRow, sessionToRow } from './records.js';
-import type { JoinDecision, JoinState, ReserveJoinResult, SessionRecord } from './storage.js';
+import type { SqliteWriter } from './sqlite-writer.js';
+import type { GroupItem, ItemResult, JoinRow } from './sqlite-writer-protocol.js';
+import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
 /*
  * Group commit for reserveJoin on SQLite (docs/storage.md, "Group commit").
  *
- * With synchronous=FULL every COMMIT fsyncs the WAL, and better-sqlite3 runs it on the event loop: one commit
- * per join made the fsync the largest single cost of a join and capped a process at a few hundred joins/s.
- * Here the reservations that arrive in one turn of the event loop (and those that queue up while a group
- * commits) share one BEGIN IMMEDIATE … COMMIT:
+ * With synchronous=FULL every COMMIT fsyncs the WAL: one commit per join made the fsync the largest single cost of a
+ * join. Here the reservations that arrive in one turn of the event loop (and those that queue up while a group
+ * commits) share one transaction, written by the SQLite writer thread (sqlite-writer-thread.ts) on its own
+ * connection, so neither the statements nor the COMMIT's fsync run on the event loop:
  *
- * - each reservation runs, in arrival order, inside its own SAVEPOINT: lock-and-read, decide, check, write.
- *   A refusal, a throw in `decide` or a failed write rolls back to the savepoint: that reservation changes
- *   nothing and the others are unaffected. Later reservations of the same device see earlier ones' writes
- *   (one transaction, one connection), so the DevNonce and JoinNonce rules hold inside a group exactly as
- *   they do across groups.
+ * 1. read: the writer thread reads each reservation's row (JoinNonce counter and DevNonce state). It handles requests
+ *    in order and the previous group has committed, so the rows include every earlier write of this process.
+ * 2. decide, here on the main thread, in arrival order: `decide`, then checkDecision. A later reservation of the same
+ *    device in the group decides on the row as the earlier one leaves it, so the DevNonce and JoinNonce rules hold
+ *    inside a group exactly as they do across groups.
+ * 3. commit: one BEGIN IMMEDIATE … COMMIT in the writer thread; each reservation in its own SAVEPOINT, written only if
+ *    its row still equals the row it was decided on. Another process on the same file (serve --processes N) may have
+ *    written the device between 1 and 3: that reservation is not written ("conflict") and goes back to the queue to be
+ *    decided again on the new row, as if it had arrived later. A failed write rolls back to its savepoint: that
+ *    reservation changes nothing and fails, the others are unaffected.
  * - every outcome — success, refusal or error — is delivered only after COMMIT returned, i.e. after the fsync.
  *   A refusal may depend on an earlier reservation of the same group, so it waits for the commit too.
- * - if BEGIN or COMMIT fails, the whole group is rolled back and every reservation in it fails with the
- *   StorageError: nothing of the group was written.
- * - another process holding the write lock (serve --processes N, or separate processes on one file) must not stall
- *   this process: SQLite's busy handler sleeps inside the call, i.e. on the event loop, in steps of up to 100 ms,
- *   and two processes handing the lock back and forth that way answered a few hundred joins/s with p99 over 2 s.
- *   So the group runs with busy_timeout 0: a BEGIN IMMEDIATE that finds the lock taken fails at once with
- *   SQLITE_BUSY, the group goes back to the head of the queue (requests arriving meanwhile join it), and it is
- *   tried again after the event loop has run (setImmediate, then every millisecond) until `busyTimeoutMs` after
- *   its oldest request; then the group fails, as a blocking busy_timeout would have. Nothing of the group ran, and
- *   `decide` is pure, so running it again is safe.
+ * - if BEGIN or COMMIT fails, nothing of the group was written and every reservation in it fails with the
+ *   StorageError.
+ * - another process holding the write lock must not stall this one: the writer's connection has busy_timeout 0, so a
+ *   BEGIN IMMEDIATE that finds the lock taken fails at once with SQLITE_BUSY, the group goes back to the head of the
+ *   queue (requests arriving meanwhile join it), and it is tried again after the event loop has run (setImmediate,
+ *   then every millisecond) until `busyTimeoutMs` after its oldest request; then the group fails, as a blocking
+ *   busy_timeout would have. Nothing of the group was written, and `decide` is pure, so deciding again is safe.
  * - audit events appended outside a join (refusals) ride in the next group: no transaction and no fsync of their
  *   own, and no blocking wait for the write lock either.
- *
- * Other processes on the same file serialize with whole groups through SQLite's write lock (BEGIN IMMEDIATE),
- * as they did with single reservations.
  */
 
 /** One reservation, or one audit event, waiting for its group. */
@@ -72,44 +72,32 @@ export interface GroupCommitOptions {
   readonly maxGroupSize?: number;
   readonly classify: (error: unknown) => ErrorClass;
   readonly maxAttempts: number;
-  /**
-   * Runs `work` while no other statement or transaction uses the connection (Kysely's connection mutex), so a
-   * group never starts inside a transaction that Kysely has open across an await.
-   */
-  readonly exclusive: <T>(work: () => T) => Promise<T>;
   /** Observes each committed group's size (tests, metrics). */
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
-  /** How long a request may wait for another process's write lock; the connection's busy_timeout outside groups. */
+  /** How long a request may wait for another process's write lock. */
   readonly busyTimeoutMs: number;
   /** Observes each time a group found the write lock taken and was put back (tests). */
   readonly onBusy?: (() => void) | undefined;
 }
 
-interface JoinRow {
-  readonly last_join_nonce: number;
-  readonly state_dev_eui: string | null;
-  readonly last_dev_nonce: number | null;
-  readonly used_dev_nonces: string | null;
-  readonly last_rj_count1: number | null;
-}
+/** What the main thread decided for one queued request before the group is written. */
+type Plan =
+  | { readonly done: Outcome }
+  | { readonly item: number; readonly committed?: ReserveJoinResult<unknown> };
+
+type GroupRun = { readonly busy: true } | { readonly busy: false; readonly again: readonly Pending[] };
 
 export class SqliteGroupCommit {
   readonly #options: GroupCommitOptions;
   readonly #maxGroupSize: number;
+  readonly #writer: SqliteWriter;
   #queue: Pending[] = [];
   #draining = false;
-  readonly #connection: BetterSqlite3.Database;
-  #statements: Statements | undefined;
 
-  constructor(connection: BetterSqlite3.Database, options: GroupCommitOptions) {
+  constructor(writer: SqliteWriter, options: GroupCommitOptions) {
     this.#options = options;
     this.#maxGroupSize = options.maxGroupSize ?? 256;
-    this.#connection = connection;
-  }
-
-  /** Prepared on first use: the tables exist only after migrate(). */
-  get #s(): Statements {
-    return (this.#statements ??= prepareStatements(this.#connection, this.#options.busyTimeoutMs));
+    this.#writer = writer;
   }
 
   reserve<R>(devEui: Eui64, joinEui: Eui64, decide: (current: JoinState) => JoinDecision<R>, sessionLimit: number): Promise<ReserveJoinResult<R>> {
@@ -139,7 +127,8 @@ export class SqliteGroupCommit {
       let busyRounds = 0;
       while (this.#queue.length > 0) {
         const group = this.#queue.splice(0, this.#maxGroupSize);
-        if ((await this.#commitGroup(group)) === 'busy') {
+        const run = await this.#commitGroup(group);
+        if (run.busy) {
           // Back to the head of the queue, in order; whatever arrives meanwhile joins it on the next try.
           this.#queue.unshift(...group);
           this.#options.onBusy?.();
@@ -147,6 +136,8 @@ export class SqliteGroupCommit {
           await new Promise<void>((resolve) => (busyRounds === 1 ? setImmediate(resolve) : setTimeout(resolve, 1)));
         } else {
           busyRounds = 0;
+          // Reservations whose row another connection changed: decided again, on the new row, in the next group.
+          this.#queue.unshift(...run.again);
         }
       }
     } finally {
@@ -154,173 +145,100 @@ export class SqliteGroupCommit {
     }
   }
 
-  async #commitGroup(group: readonly Pending[]): Promise<'done' | 'busy'> {
+  async #commitGroup(group: readonly Pending[]): Promise<GroupRun> {
     for (let attempt = 1; ; attempt++) {
-      let outcomes: Outcome[];
+      let plans: Plan[];
+      let results: readonly ItemResult[];
       try {
-        outcomes = await this.#options.exclusive(() => this.#runGroup(group));
+        const reservations = group.filter((p): p is PendingReservation => p.kind === 'reserve');
+        const rows = reservations.length === 0 ? [] : await this.#writer.read(reservations.map((p) => [p.joinEui, p.devEui] as const));
+        const items: GroupItem[] = [];
+        plans = planGroup(group, rows, items);
+        results = items.length === 0 ? [] : await this.#writer.commit(items);
       } catch (error) {
-        if (isBusy(error) && performance.now() - group[0]!.since < this.#options.busyTimeoutMs) return 'busy';
+        if (isBusy(error) && performance.now() - group[0]!.since < this.#options.busyTimeoutMs) return { busy: true };
         if (!isBusy(error) && this.#options.classify(error) === 'retry' && attempt < this.#options.maxAttempts) {
           await backoff(attempt);
           continue;
         }
         const failure = storageFailure('sqlite', error, 'reserveJoin (group commit)');
         for (const p of group) p.reject(failure);
-        return 'done';
+        return { busy: false, again: [] };
       }
-      this.#options.onGroupCommitted?.(group.length);
+      const again: Pending[] = [];
+      const outcomes = group.map((p, i): Outcome | undefined => {
+        const plan = plans[i]!;
+        if ('done' in plan) return plan.done;
+        const result = results[plan.item]!;
+        if (result === 'conflict') {
+          again.push(p);
+          return undefined;
+        }
+        if (result !== 'written') return { error: storageFailure('sqlite', Object.assign(new Error(result.error.message), { code: result.error.code }), p.kind === 'reserve' ? 'reserveJoin' : 'appendAudit') };
+        return { ok: plan.committed };
+      });
+      this.#options.onGroupCommitted?.(group.length - again.length);
       group.forEach((p, i) => {
-        const outcome = outcomes[i]!;
+        const outcome = outcomes[i];
+        if (outcome === undefined) return;
         if ('ok' in outcome) (p.resolve as (v: unknown) => void)(outcome.ok);
         else p.reject(outcome.error);
       });
-      return 'done';
+      return { busy: false, again };
     }
   }
+}
 
-  /**
-   * One transaction for the group; throws (after rolling back) if BEGIN or COMMIT fails. busy_timeout is 0 while it
-   * runs (see above: a taken write lock is waited for off the event loop), and restored for Kysely's statements.
-   */
-  #runGroup(group: readonly Pending[]): Outcome[] {
-    const s = this.#s;
-    s.noBusyWait.run();
-    try {
-      s.begin.run();
-      try {
-        const outcomes = group.map((p) => (p.kind === 'reserve' ? this.#reserveOne(p) : this.#appendOne(p)));
-        // synchronous=FULL: COMMIT returns after the WAL is fsynced; only then are the outcomes delivered.
-        s.commit.run();
-        return outcomes;
-      } catch (error) {
-        if (s.connection.inTransaction) s.rollback.run();
-        throw error;
-      }
-    } finally {
-      s.busyWait.run();
-    }
-  }
-
-  #appendOne(p: PendingAudit): Outcome {
-    try {
-      this.#s.insertAudit.run(p.row);
-      return { ok: undefined };
-    } catch (error) {
-      if (isBusy(error)) throw error;
-      return { error: storageFailure('sqlite', error, 'appendAudit') };
-    }
-  }
-
-  #reserveOne(p: PendingReservation): Outcome {
-    const s = this.#s;
-    s.savepoint.run();
-    try {
-      const outcome = this.#decideAndWrite(p);
-      if ('ok' in outcome && outcome.ok !== undefined && 'committed' in outcome.ok) {
-        s.release.run();
-      } else {
-        s.rollbackToSavepoint.run();
-        s.release.run();
-      }
-      return outcome;
-    } catch (error) {
-      s.rollbackToSavepoint.run();
-      s.release.run();
-      // Busy while holding the write lock should not happen; if it does, the whole group is tried again.
-      if (this.#options.classify(error) === 'retry') throw error;
-      return { error: storageFailure('sqlite', error, 'reserveJoin') };
-    }
-  }
-
-  /** Lock-and-read (the group's BEGIN IMMEDIATE holds the write lock) → decide → check → write. */
-  #decideAndWrite(p: PendingReservation): Outcome {
-    const s = this.#s;
-    const row = s.read.get(p.joinEui, p.devEui) as JoinRow | undefined;
-    if (row === undefined) return { error: new StorageError('DEVICE_NOT_FOUND', `device ${p.devEui} not found`) };
-    const current: JoinState =
-      row.state_dev_eui === null
-        ? initialJoinState(row.last_join_nonce)
-        : {
-            lastJoinNonce: row.last_join_nonce,
-            lastDevNonce: row.last_dev_nonce,
-            usedDevNonces: JSON.parse(row.used_dev_nonces ?? '[]') as number[],
-            lastRjCount1: row.last_rj_count1,
-          };
+/**
+ * Decides every request of the group in arrival order on the rows read for it, and appends the writes to `items`.
+ * A reservation decides on its device's row as the earlier reservations of the group leave it.
+ */
+function planGroup(group: readonly Pending[], rows: readonly (JoinRow | undefined)[], items: GroupItem[]): Plan[] {
+  const joinNonces = new Map<string, number>();
+  const states = new Map<string, Omit<JoinRow, 'last_join_nonce'>>();
+  let next = 0;
+  return group.map((p): Plan => {
+    if (p.kind === 'audit') return { item: items.push({ kind: 'audit', row: p.row }) - 1 };
+    const read = rows[next++];
+    if (read === undefined) return { done: { error: new StorageError('DEVICE_NOT_FOUND', `device ${p.devEui} not found`) } };
+    const key = `${p.devEui}/${p.joinEui}`;
+    const { last_join_nonce: _, ...readState } = read;
+    const base: JoinRow = { last_join_nonce: joinNonces.get(p.devEui) ?? read.last_join_nonce, ...(states.get(key) ?? readState) };
+    const current = joinStateOf(base);
     let decision: JoinDecision<unknown>;
     try {
       decision = p.decide(current);
     } catch (error) {
-      return { error };
+      return { done: { error } };
     }
-    if ('refuse' in decision) return { ok: { refused: decision.refuse } };
+    if ('refuse' in decision) return { done: { ok: { refused: decision.refuse } } };
     const broken = checkDecision(p.devEui, p.joinEui, current, decision.commit, decision.session);
-    if (broken !== undefined) return { error: broken };
-    write(s, p.devEui, p.joinEui, decision.commit, decision.session, decision.audit === undefined ? undefined : auditToRow(decision.audit), p.sessionLimit);
-    return { ok: { committed: decision.commit, session: decision.session } };
-  }
+    if (broken !== undefined) return { done: { error: broken } };
+    // The decision's own instant (the engine's injected clock), not a clock read here.
+    const state = joinStateToRow(p.devEui, p.joinEui, decision.commit, decision.session.createdAt.getTime());
+    const item = items.push({
+      kind: 'reserve',
+      devEui: p.devEui,
+      joinEui: p.joinEui,
+      expect: base,
+      joinNonce: decision.commit.lastJoinNonce,
+      state,
+      session: sessionToRow(decision.session),
+      audit: decision.audit === undefined ? undefined : auditToRow(decision.audit),
+      sessionLimit: p.sessionLimit,
+    }) - 1;
+    joinNonces.set(p.devEui, decision.commit.lastJoinNonce);
+    states.set(key, { state_dev_eui: p.devEui, last_dev_nonce: state.last_dev_nonce ?? null, used_dev_nonces: state.used_dev_nonces ?? '[]', last_rj_count1: state.last_rj_count1 ?? null });
+    return { item, committed: { committed: decision.commit, session: decision.session } };
+  });
 }
 
-function write(
-  s: Statements,
-  devEui: Eui64,
-  joinEui: Eui64,
-  commit: JoinState,
-  session: SessionRecord,
-  audit: ReturnType<typeof auditToRow> | undefined,
-  sessionLimit: number,
-): void {
-  s.updateJoinNonce.run(commit.lastJoinNonce, devEui);
-  // The decision's own instant (the engine's injected clock), not a clock read here.
-  s.upsertState.run(joinStateToRow(devEui, joinEui, commit, session.createdAt.getTime()));
-  s.insertSession.run(sessionToRow(session));
-  s.pruneSessions.run(devEui, devEui, sessionLimit - 1);
-  if (audit !== undefined) s.insertAudit.run(audit);
-}
-
-type Statements = ReturnType<typeof prepareStatements>;
-
-/** The join path's statements, prepared once per connection. */
-function prepareStatements(connection: BetterSqlite3.Database, busyTimeoutMs: number) {
-  return {
-    connection,
-    // `pragma busy_timeout` acts when it is compiled, not when it runs: these must be prepared afresh each time.
-    noBusyWait: { run: () => connection.pragma('busy_timeout = 0') },
-    busyWait: { run: () => connection.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`) },
-    begin: connection.prepare('begin immediate'),
-    commit: connection.prepare('commit'),
-    rollback: connection.prepare('rollback'),
-    savepoint: connection.prepare('savepoint reserve_join'),
-    release: connection.prepare('release reserve_join'),
-    rollbackToSavepoint: connection.prepare('rollback to reserve_join'),
-    // One statement is enough here: the transaction holds the database's write lock, so nothing can change between
-    // reading the counter and the DevNonce state (PostgreSQL needs two, see kysely-storage.ts).
-    read: connection.prepare(
-      `select d.last_join_nonce, s.dev_eui as state_dev_eui, s.last_dev_nonce, s.used_dev_nonces, s.last_rj_count1
-       from devices d left join device_join_state s on s.dev_eui = d.dev_eui and s.join_eui = ?
-       where d.dev_eui = ?`,
-    ),
-    updateJoinNonce: connection.prepare('update devices set last_join_nonce = ? where dev_eui = ?'),
-    upsertState: connection.prepare(
-      `insert into device_join_state (dev_eui, join_eui, last_dev_nonce, used_dev_nonces, last_rj_count1, updated_at)
-       values (@dev_eui, @join_eui, @last_dev_nonce, @used_dev_nonces, @last_rj_count1, @updated_at)
-       on conflict (dev_eui, join_eui) do update set last_dev_nonce = excluded.last_dev_nonce,
-         used_dev_nonces = excluded.used_dev_nonces, last_rj_count1 = excluded.last_rj_count1, updated_at = excluded.updated_at`,
-    ),
-    insertSession: connection.prepare(
-      `insert into sessions (dev_eui, session_key_id, join_eui, scheme, join_nonce, dev_nonce, net_id, dev_addr, created_at)
-       values (@dev_eui, @session_key_id, @join_eui, @scheme, @join_nonce, @dev_nonce, @net_id, @dev_addr, @created_at)`,
-    ),
-    // Keeps the sessionLimit most recent sessions of the device (seq orders them): deletes those older than the
-    // sessionLimit-th newest, if there is one. Both halves are range searches of sessions_dev_eui_seq; the earlier
-    // `seq not in (select … limit ?)` built a temporary set per join and cost ten times as much (27 µs against 2.7).
-    pruneSessions: connection.prepare(
-      `delete from sessions where dev_eui = ? and seq <
-         (select seq from sessions where dev_eui = ? order by seq desc limit 1 offset ?)`,
-    ),
-    insertAudit: connection.prepare(
-      `insert into audit_events (at, actor, action, subject, outcome, details)
-       values (@at, @actor, @action, @subject, @outcome, @details)`,
-    ),
-  };
-}
+const joinStateOf = (row: JoinRow): JoinState =>
+  row.state_dev_eui === null
+    ? initialJoinState(row.last_join_nonce)
+    : {
+        lastJoinNonce: row.last_join_nonce,
+        lastDevNonce: row.last_dev_nonce,
+        usedDevNonces: JSON.parse(row.used_dev_nonces ?? '[]') as number[],
+        lastRjCount1: row.last_rj_count1,
+      };

@@ -1,5 +1,4 @@
-import BetterSqlite3 from 'better-sqlite3';
-import { closeSync, fchmodSync, openSync } from 'node:fs';
+import type BetterSqlite3 from 'better-sqlite3';
 import {
   CompiledQuery,
   Kysely,
@@ -16,14 +15,16 @@ import {
 import type { Eui64 } from '../protocol/index.js';
 import { StorageError } from './errors.js';
 import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
+import { SQLITE_BUSY_TIMEOUT_MS, openSqliteConnection } from './sqlite-connection.js';
 import { SqliteGroupCommit } from './sqlite-group-commit.js';
+import { SqliteWriter } from './sqlite-writer.js';
+import type { WriterSettings } from './sqlite-writer-protocol.js';
 import { auditToRow } from './records.js';
 import type { AuditEvent, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 import { sqliteMigrations } from './migrations/sqlite/index.js';
 import type { Database } from './schema.js';
 
-/** How long a statement waits for another process's write lock before SQLITE_BUSY. */
-export const SQLITE_BUSY_TIMEOUT_MS = 5000;
+export { SQLITE_BUSY_TIMEOUT_MS };
 
 /** The durability-relevant settings of the open connection, as SQLite reports them. */
 export interface SqliteSettings {
@@ -32,19 +33,21 @@ export interface SqliteSettings {
   readonly synchronous: number;
   readonly foreignKeys: boolean;
   readonly busyTimeoutMs: number;
+  /** The writer thread's connection, which commits the join path's state (sqlite-writer-thread.ts). */
+  readonly writer: WriterSettings;
 }
 
 export class SqliteStorage extends KyselyStorage {
   readonly #groupCommit: SqliteGroupCommit;
+  readonly #writer: SqliteWriter;
 
-  constructor(db: Kysely<Database>, connection: BetterSqlite3.Database, options: SqliteStorageOptions = {}) {
+  constructor(db: Kysely<Database>, path: string, options: SqliteStorageOptions = {}) {
     super(db, sqliteDialect);
-    this.#groupCommit = new SqliteGroupCommit(connection, {
+    this.#writer = new SqliteWriter(path);
+    this.#groupCommit = new SqliteGroupCommit(this.#writer, {
       maxGroupSize: options.maxGroupSize,
       classify: sqliteDialect.classify,
       maxAttempts: sqliteDialect.maxAttempts,
-      // Kysely's connection mutex: a group never runs inside a transaction Kysely holds open across an await.
-      exclusive: (work) => db.connection().execute(async () => work()),
       onGroupCommitted: options.onGroupCommitted,
       onBusy: options.onBusy,
       busyTimeoutMs: SQLITE_BUSY_TIMEOUT_MS,
@@ -99,7 +102,13 @@ export class SqliteStorage extends KyselyStorage {
       synchronous: Number(await pragma('synchronous')),
       foreignKeys: Number(await pragma('foreign_keys')) === 1,
       busyTimeoutMs: Number(await pragma('busy_timeout')),
+      writer: await this.#writer.settings(),
     };
+  }
+
+  override async close(): Promise<void> {
+    await this.#writer.close();
+    await super.close();
   }
 }
 
@@ -117,38 +126,9 @@ export interface SqliteStorageOptions {
 }
 
 export async function openSqliteStorage(path: string, options: SqliteStorageOptions = {}): Promise<SqliteStorage> {
-  let connection: BetterSqlite3.Database;
-  try {
-    createPrivateFile(path);
-    connection = new BetterSqlite3(path, { timeout: SQLITE_BUSY_TIMEOUT_MS });
-  } catch (error) {
-    throw new StorageError('UNAVAILABLE', `cannot open SQLite database ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  try {
-    configure(connection, path);
-  } catch (error) {
-    connection.close();
-    if (error instanceof StorageError) throw error;
-    throw new StorageError('UNAVAILABLE', `cannot configure SQLite database ${path}: ${(error as Error).message}`, { cause: error });
-  }
+  const connection = openSqliteConnection(path, SQLITE_BUSY_TIMEOUT_MS);
   const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: withStatementCache(connection) }) });
-  return new SqliteStorage(db, connection, options);
-}
-
-/**
- * Durability: an answer must never leave before its JoinNonce is on disk, or a power cut could make us issue it
- * again. WAL with synchronous=FULL fsyncs the WAL on every commit (synchronous=NORMAL would only sync at
- * checkpoints and may lose the last commits on power loss). busy_timeout makes BEGIN IMMEDIATE wait for another
- * process's write lock instead of failing at once. foreign_keys is off by default in SQLite and per connection.
- */
-function configure(connection: BetterSqlite3.Database, path: string): void {
-  connection.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
-  const journalMode = String(connection.pragma('journal_mode = WAL', { simple: true }));
-  if (journalMode !== 'wal' && !(isMemory(path) && journalMode === 'memory')) {
-    throw new StorageError('UNAVAILABLE', `SQLite database ${path} cannot use WAL (journal_mode is ${journalMode})`);
-  }
-  connection.pragma('synchronous = FULL');
-  connection.pragma('foreign_keys = ON');
+  return new SqliteStorage(db, path, options);
 }
 
 /**
@@ -170,29 +150,6 @@ function withStatementCache(connection: BetterSqlite3.Database, limit = 256): Sq
       return statement;
     },
   };
-}
-
-const isMemory = (path: string): boolean => path === ':memory:' || path === '';
-
-/**
- * Creates the database file readable by its owner only: it holds sealed keys, peers' token hashes and the
- * audit trail. SQLite gives the -wal and -shm files the database file's permissions. An existing file keeps
- * the permissions its operator gave it.
- */
-function createPrivateFile(path: string): void {
-  if (isMemory(path)) return;
-  let fd: number;
-  try {
-    fd = openSync(path, 'wx', 0o600);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return;
-    throw error;
-  }
-  try {
-    fchmodSync(fd, 0o600); // exact, whatever the umask
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /*

@@ -15,11 +15,18 @@ const postgres = storageBackends.find((b) => b.name === 'postgres');
 assert.ok(sqlite && postgres);
 
 describe('sqlite / durability', () => {
-  it('connection / WAL, synchronous=FULL, foreign keys on, busy timeout 5 s', async () => {
+  it('connections / WAL, synchronous=FULL, foreign keys on, busy timeout 5 s; the writer thread\'s connection the same', async () => {
     const opened = await sqlite.open();
     try {
       assert.ok(opened.storage instanceof SqliteStorage);
-      assert.deepEqual(await opened.storage.settings(), { journalMode: 'wal', synchronous: 2, foreignKeys: true, busyTimeoutMs: 5000 });
+      assert.deepEqual(await opened.storage.settings(), {
+        journalMode: 'wal',
+        synchronous: 2,
+        foreignKeys: true,
+        busyTimeoutMs: 5000,
+        // The connection that commits the join path's state: FULL is what makes an answer wait for the fsync.
+        writer: { journalMode: 'wal', synchronous: 2, foreignKeys: true },
+      });
     } finally {
       await opened.cleanup();
     }

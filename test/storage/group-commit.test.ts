@@ -221,6 +221,27 @@ describe('sqlite / group commit', () => {
     }
   });
 
+  it('another connection writes the device between the read and the commit / not written, decided again on the new row', async () => {
+    const device = makeDevice();
+    await f.storage.insertDevice(device);
+    f.groups.length = 0;
+    const seen: number[] = [];
+    const accept = acceptDevNonce(device.devEui, JOIN_EUI, 9);
+    // decide runs on the main thread after the writer thread read the row and before the group's transaction: the
+    // moment another process could issue JoinNonces for the same device.
+    const decide = (current: JoinState): JoinDecision<string> => {
+      seen.push(current.lastJoinNonce);
+      if (seen.length === 1) f.observer.prepare('update devices set last_join_nonce = last_join_nonce + 5 where dev_eui = ?').run(device.devEui);
+      return accept(current);
+    };
+    const result = await f.storage.reserveJoin(device.devEui, JOIN_EUI, decide, { sessionLimit: 5 });
+    assert.deepEqual(seen, [0, 5], 'decided twice: first on the stale row, then on the row the other connection left');
+    assert.ok('committed' in result && result.committed.lastJoinNonce === 6);
+    assert.equal(committedJoinNonce(f, device.devEui), 6, 'JoinNonce 1 (decided on the stale row) was never written');
+    assert.equal(committedSessions(f, device.devEui), 1);
+    assert.deepEqual(f.groups, [0, 1], 'the stale group wrote nothing; the next one wrote the reservation');
+  });
+
   it('audit events appended in one turn / ride in one group with the reservations of that turn', async () => {
     const device = makeDevice();
     await f.storage.insertDevice(device);

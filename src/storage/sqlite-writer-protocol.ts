@@ -1,0 +1,86 @@
+import type { Insertable } from 'kysely';
+import type { AuditEventsTable, DeviceJoinStateTable, SessionsTable } from './schema.js';
+
+/*
+ * Messages between the main thread (sqlite-writer.ts) and the SQLite writer thread (sqlite-writer-thread.ts).
+ * Plain data only: they cross the thread boundary by structured clone.
+ */
+
+/** A device's join state as one row: its JoinNonce counter and the DevNonce state of one JoinEUI (null if none yet). */
+export interface JoinRow {
+  readonly last_join_nonce: number;
+  readonly state_dev_eui: string | null;
+  readonly last_dev_nonce: number | null;
+  readonly used_dev_nonces: string | null;
+  readonly last_rj_count1: number | null;
+}
+
+export type AuditRow = Insertable<AuditEventsTable>;
+
+/** One reservation's writes, valid only if the device's row still equals `expect` under the write lock. */
+export interface ReservationWrite {
+  readonly kind: 'reserve';
+  readonly devEui: string;
+  readonly joinEui: string;
+  readonly expect: JoinRow;
+  readonly joinNonce: number;
+  readonly state: Insertable<DeviceJoinStateTable>;
+  readonly session: Insertable<SessionsTable>;
+  readonly audit: AuditRow | undefined;
+  readonly sessionLimit: number;
+}
+
+export interface AuditWrite {
+  readonly kind: 'audit';
+  readonly row: AuditRow;
+}
+
+export type GroupItem = ReservationWrite | AuditWrite;
+
+/**
+ * What became of one item of a committed group: written; not written because the row changed since it was read
+ * (another connection wrote it: decide again on the new state); or not written because its statements failed.
+ */
+export type ItemResult = 'written' | 'conflict' | { readonly error: WireError };
+
+export interface WireError {
+  readonly message: string;
+  /** SQLite's error code (SQLITE_BUSY, SQLITE_CONSTRAINT_…), when it is one. */
+  readonly code: string | undefined;
+}
+
+export interface WriterSettings {
+  readonly journalMode: string;
+  readonly synchronous: number;
+  readonly foreignKeys: boolean;
+}
+
+export type WriterRequest =
+  | { readonly id: number; readonly op: 'read'; readonly keys: readonly (readonly [joinEui: string, devEui: string])[] }
+  | { readonly id: number; readonly op: 'commit'; readonly items: readonly GroupItem[] }
+  | { readonly id: number; readonly op: 'settings' };
+
+export type WriterReply =
+  | { readonly id: number; readonly rows: readonly (JoinRow | undefined)[] }
+  | { readonly id: number; readonly results: readonly ItemResult[] }
+  | { readonly id: number; readonly settings: WriterSettings }
+  | { readonly id: number; readonly error: WireError };
+
+export interface WriterInit {
+  readonly path: string;
+}
+
+export const toWireError = (error: unknown): WireError => ({
+  message: error instanceof Error ? error.message : String(error),
+  code: typeof (error as { code?: unknown } | null)?.code === 'string' ? ((error as { code: string }).code) : undefined,
+});
+
+/** Rebuilt on the main thread so that callers can classify it by `code` as they would a driver error. */
+export class WriterThreadError extends Error {
+  readonly code: string | undefined;
+  constructor(wire: WireError) {
+    super(wire.message);
+    this.name = 'WriterThreadError';
+    this.code = wire.code;
+  }
+}

@@ -1,0 +1,147 @@
+import type BetterSqlite3 from 'better-sqlite3';
+import { parentPort, workerData } from 'node:worker_threads';
+import { openSqliteConnection } from './sqlite-connection.js';
+import {
+  type AuditRow,
+  type GroupItem,
+  type ItemResult,
+  type JoinRow,
+  type ReservationWrite,
+  type WriterInit,
+  type WriterReply,
+  type WriterRequest,
+  toWireError,
+} from './sqlite-writer-protocol.js';
+
+/*
+ * The SQLite writer thread: owns the connection that writes the join path's state (docs/storage.md, "Group commit").
+ * With synchronous=FULL a COMMIT returns after the WAL is fsynced, and better-sqlite3 runs it on the calling thread:
+ * on the event loop that made every group's fsync (and, now and then, a checkpoint) stall all HTTP work. Here it
+ * stalls only this thread. Requests are handled one at a time, in arrival order, so a read sent after a commit sees it.
+ *
+ * busy_timeout is 0: when another connection holds the write lock, BEGIN IMMEDIATE fails at once with SQLITE_BUSY and
+ * the main thread puts the group back and tries again later (sqlite-group-commit.ts), without blocking anything.
+ */
+
+const port = parentPort;
+if (port === null) throw new Error('sqlite-writer-thread runs as a worker thread');
+const init = workerData as WriterInit;
+const connection = openSqliteConnection(init.path, 0);
+let statements: Statements | undefined;
+
+port.on('message', (request: WriterRequest) => {
+  let reply: WriterReply;
+  try {
+    // Prepared on first use: the tables exist only after the main connection ran the migrations.
+    const s = (statements ??= prepareStatements(connection));
+    if (request.op === 'read') reply = { id: request.id, rows: request.keys.map(([joinEui, devEui]) => s.read.get(joinEui, devEui) as JoinRow | undefined) };
+    else if (request.op === 'commit') reply = { id: request.id, results: commitGroup(s, request.items) };
+    else reply = { id: request.id, settings: { journalMode: String(connection.pragma('journal_mode', { simple: true })), synchronous: Number(connection.pragma('synchronous', { simple: true })), foreignKeys: Number(connection.pragma('foreign_keys', { simple: true })) === 1 } };
+  } catch (error) {
+    reply = { id: request.id, error: toWireError(error) };
+  }
+  port.postMessage(reply);
+});
+
+/**
+ * One transaction for the group: each item in its own savepoint, so a failed or outdated item writes nothing and the
+ * others are unaffected. Throws (after rolling back) if BEGIN or COMMIT fails: then nothing of the group was written.
+ */
+function commitGroup(s: Statements, items: readonly GroupItem[]): ItemResult[] {
+  s.begin.run();
+  try {
+    const results = items.map((item) => (item.kind === 'audit' ? appendAudit(s, item.row) : reserve(s, item)));
+    // synchronous=FULL: COMMIT returns after the WAL is fsynced; only then does the main thread answer.
+    s.commit.run();
+    return results;
+  } catch (error) {
+    if (connection.inTransaction) s.rollback.run();
+    throw error;
+  }
+}
+
+function appendAudit(s: Statements, row: AuditRow): ItemResult {
+  try {
+    s.insertAudit.run(row);
+    return 'written';
+  } catch (error) {
+    if (isBusy(error)) throw error;
+    return { error: toWireError(error) };
+  }
+}
+
+function reserve(s: Statements, w: ReservationWrite): ItemResult {
+  s.savepoint.run();
+  try {
+    // The decision was made on a row read before this transaction; another connection may have written since.
+    const current = s.read.get(w.joinEui, w.devEui) as JoinRow | undefined;
+    if (current === undefined || !sameRow(current, w.expect)) {
+      s.release.run();
+      return 'conflict';
+    }
+    s.updateJoinNonce.run(w.joinNonce, w.devEui);
+    s.upsertState.run(w.state);
+    s.insertSession.run(w.session);
+    s.pruneSessions.run(w.devEui, w.devEui, w.sessionLimit - 1);
+    if (w.audit !== undefined) s.insertAudit.run(w.audit);
+    s.release.run();
+    return 'written';
+  } catch (error) {
+    s.rollbackToSavepoint.run();
+    s.release.run();
+    if (isBusy(error)) throw error;
+    return { error: toWireError(error) };
+  }
+}
+
+const sameRow = (a: JoinRow, b: JoinRow): boolean =>
+  a.last_join_nonce === b.last_join_nonce &&
+  (a.state_dev_eui === null) === (b.state_dev_eui === null) &&
+  a.last_dev_nonce === b.last_dev_nonce &&
+  a.used_dev_nonces === b.used_dev_nonces &&
+  a.last_rj_count1 === b.last_rj_count1;
+
+const isBusy = (error: unknown): boolean => String((error as { code?: unknown } | null)?.code ?? '').startsWith('SQLITE_BUSY');
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+/** The join path's statements, prepared once. */
+function prepareStatements(db: BetterSqlite3.Database) {
+  return {
+    begin: db.prepare('begin immediate'),
+    commit: db.prepare('commit'),
+    rollback: db.prepare('rollback'),
+    savepoint: db.prepare('savepoint reserve_join'),
+    release: db.prepare('release reserve_join'),
+    rollbackToSavepoint: db.prepare('rollback to reserve_join'),
+    // One statement is enough: inside the group's transaction the write lock is held, so nothing changes between
+    // reading the counter and the DevNonce state (PostgreSQL needs two, see kysely-storage.ts).
+    read: db.prepare(
+      `select d.last_join_nonce, s.dev_eui as state_dev_eui, s.last_dev_nonce, s.used_dev_nonces, s.last_rj_count1
+       from devices d left join device_join_state s on s.dev_eui = d.dev_eui and s.join_eui = ?
+       where d.dev_eui = ?`,
+    ),
+    updateJoinNonce: db.prepare('update devices set last_join_nonce = ? where dev_eui = ?'),
+    upsertState: db.prepare(
+      `insert into device_join_state (dev_eui, join_eui, last_dev_nonce, used_dev_nonces, last_rj_count1, updated_at)
+       values (@dev_eui, @join_eui, @last_dev_nonce, @used_dev_nonces, @last_rj_count1, @updated_at)
+       on conflict (dev_eui, join_eui) do update set last_dev_nonce = excluded.last_dev_nonce,
+         used_dev_nonces = excluded.used_dev_nonces, last_rj_count1 = excluded.last_rj_count1, updated_at = excluded.updated_at`,
+    ),
+    insertSession: db.prepare(
+      `insert into sessions (dev_eui, session_key_id, join_eui, scheme, join_nonce, dev_nonce, net_id, dev_addr, created_at)
+       values (@dev_eui, @session_key_id, @join_eui, @scheme, @join_nonce, @dev_nonce, @net_id, @dev_addr, @created_at)`,
+    ),
+    // Keeps the sessionLimit most recent sessions of the device (seq orders them): deletes those older than the
+    // sessionLimit-th newest, if there is one. Both halves are range searches of sessions_dev_eui_seq; the earlier
+    // `seq not in (select … limit ?)` built a temporary set per join and cost ten times as much (27 µs against 2.7).
+    pruneSessions: db.prepare(
+      `delete from sessions where dev_eui = ? and seq <
+         (select seq from sessions where dev_eui = ? order by seq desc limit 1 offset ?)`,
+    ),
+    insertAudit: db.prepare(
+      `insert into audit_events (at, actor, action, subject, outcome, details)
+       values (@at, @actor, @action, @subject, @outcome, @details)`,
+    ),
+  };
+}

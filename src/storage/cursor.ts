@@ -12,7 +12,7 @@ export function pageSize(limit: number | undefined): number {
   return Math.min(MAX_PAGE_SIZE, Math.max(1, Math.floor(limit)));
 }
 
-export function encodeCursor(kind: 'device' | 'audit', key: string | number): string {
+export function encodeCursor(kind: 'device' | 'audit' | 'inventory', key: string | number): string {
   return Buffer.from(`${kind}:${key}`, 'utf8').toString('base64url');
 }
 
@@ -21,6 +21,12 @@ const AUDIT_KEY = /^[1-9][0-9]{0,15}$/;
 
 export function decodeDeviceCursor(cursor: string): string {
   const key = decode(cursor, 'device');
+  if (!DEVICE_KEY.test(key)) throw invalidCursor();
+  return key;
+}
+
+export function decodeInventoryCursor(cursor: string): string {
+  const key = decode(cursor, 'inventory');
   if (!DEVICE_KEY.test(key)) throw invalidCursor();
   return key;
 }

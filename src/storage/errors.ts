@@ -2,6 +2,8 @@ export const storageErrorCodes = [
   'DEVICE_EXISTS',
   'DEVICE_NOT_FOUND',
   'PEER_EXISTS',
+  'MAKER_EXISTS',
+  'BATCH_EXISTS',
   'KEY_RECORD_EXISTS',
   'SCHEMA_TOO_NEW',
   'UNAVAILABLE',

@@ -1,6 +1,6 @@
 import { type Compilable, CompiledQuery, type Kysely, type Migration, type Transaction, sql } from 'kysely';
 import type { Eui64, NetId } from '../protocol/index.js';
-import { decodeAuditCursor, decodeDeviceCursor, encodeCursor, pageSize } from './cursor.js';
+import { decodeAuditCursor, decodeDeviceCursor, decodeInventoryCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError, type StorageErrorCode } from './errors.js';
 import { applyMigrations } from './migrate.js';
 import {
@@ -17,9 +17,16 @@ import {
   sessionFromRow,
   sessionToRow,
 } from './records.js';
+import * as personalization from './personalization-store.js';
+import { makerFromRow, makerToRow } from './personalization-store.js';
 import type { Database } from './schema.js';
 import type {
   AuditEvent,
+  BatchImport,
+  BatchRecord,
+  DerivationKeyRecord,
+  InventoryDevice,
+  MakerRecord,
   DeviceRecord,
   JoinDecision,
   JoinState,
@@ -346,6 +353,62 @@ export class KyselyStorage implements Storage {
     const page = rows.slice(0, limit).map(auditFromRow);
     const last = rows[limit - 1];
     return rows.length > limit && last !== undefined ? { items: page, next: encodeCursor('audit', last.id) } : { items: page };
+  }
+
+  // Personalization (personalization-store.ts)
+
+  async insertMaker(maker: MakerRecord): Promise<void> {
+    await this.#run('insertMaker', () => this.db.insertInto('makers').values(makerToRow(maker)).execute(), [
+      'MAKER_EXISTS',
+      `a maker named "${maker.name}", or one with the same signing key, is already registered`,
+    ]);
+  }
+
+  async getMaker(name: string): Promise<MakerRecord | undefined> {
+    const row = await this.#run('getMaker', () => this.db.selectFrom('makers').selectAll().where('name', '=', name).executeTakeFirst());
+    return row === undefined ? undefined : makerFromRow(row);
+  }
+
+  async findMakerByKeyId(keyId: string): Promise<MakerRecord | undefined> {
+    const row = await this.#run('findMakerByKeyId', () => this.db.selectFrom('makers').selectAll().where('key_id', '=', keyId).executeTakeFirst());
+    return row === undefined ? undefined : makerFromRow(row);
+  }
+
+  async listMakers(): Promise<MakerRecord[]> {
+    return (await this.#run('listMakers', () => this.db.selectFrom('makers').selectAll().orderBy('name').execute())).map(makerFromRow);
+  }
+
+  getBatch(batchId: string): Promise<BatchRecord | undefined> {
+    return this.#run('getBatch', () => personalization.getBatch(this.db, batchId));
+  }
+
+  findKnownDevEuis(devEuis: readonly Eui64[]): Promise<Eui64[]> {
+    return this.#run('findKnownDevEuis', () => personalization.findKnownDevEuis(this.db, devEuis));
+  }
+
+  async importBatch(batch: BatchImport): Promise<void> {
+    try {
+      await this.db.transaction().execute((trx) => personalization.writeBatch(trx, batch));
+    } catch (error) {
+      if (error instanceof StorageError) throw error;
+      if (this.dialect.classify(error) === 'unique-violation') {
+        throw new StorageError('BATCH_EXISTS', `batch ${batch.batch.batchId}, or one of its devices, was imported concurrently`, { cause: error });
+      }
+      throw this.#fail(error, 'importBatch');
+    }
+  }
+
+  getInventoryDevice(devEui: Eui64): Promise<InventoryDevice | undefined> {
+    return this.#run('getInventoryDevice', () => personalization.getInventoryDevice(this.db, devEui));
+  }
+
+  async listInventory(options: ListOptions & { readonly maker?: string; readonly batchId?: string } = {}): Promise<{ items: InventoryDevice[]; next?: string }> {
+    if (options.after !== undefined) decodeInventoryCursor(options.after); // a bad cursor is a RangeError, not a storage failure
+    return this.#run('listInventory', () => personalization.listInventory(this.db, options));
+  }
+
+  getDerivationKey(id: string): Promise<DerivationKeyRecord | undefined> {
+    return this.#run('getDerivationKey', () => personalization.getDerivationKey(this.db, id));
   }
 
   async close(): Promise<void> {

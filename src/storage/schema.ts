@@ -19,6 +19,51 @@ export interface Database {
   peers: PeersTable;
   key_records: KeyRecordsTable;
   audit_events: AuditEventsTable;
+  makers: MakersTable;
+  batches: BatchesTable;
+  derivation_keys: DerivationKeysTable;
+  device_inventory: DeviceInventoryTable;
+}
+
+export interface MakersTable {
+  name: string;
+  kind: string;
+  key_id: string;
+  /** JSON object (a public JWK). */
+  public_jwk: string;
+  created_at: number;
+}
+
+export interface BatchesTable {
+  batch_id: string;
+  maker: string;
+  kind: string;
+  payload_sha256: string;
+  device_count: number;
+  created_at: number;
+  imported_at: number;
+}
+
+export interface DerivationKeysTable {
+  id: string;
+  maker: string;
+  key_handle: string;
+  batch_id: string;
+  created_at: number;
+}
+
+export interface DeviceInventoryTable {
+  dev_eui: string;
+  join_eui: string;
+  mac_version: string;
+  app_key_handle: string;
+  nwk_key_handle: string | null;
+  maker: string;
+  batch_id: string;
+  profile: string | null;
+  serial_number: string | null;
+  claim_code_hash: string | null;
+  created_at: number;
 }
 
 export interface DevicesTable {

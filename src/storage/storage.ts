@@ -100,6 +100,64 @@ export interface AuditEvent {
   readonly details: Readonly<Record<string, unknown>>;
 }
 
+/** A device maker, secure-element vendor or other Join Server whose signed batches Joinkeep accepts. */
+export interface MakerRecord {
+  /** The identity named in its batches (`maker`), unique. */
+  readonly name: string;
+  readonly kind: 'device-maker' | 'se-vendor' | 'join-server';
+  /** RFC 7638 thumbprint of its signing key: the JWS `kid` of its batches. */
+  readonly keyId: string;
+  /** Its public signing key as a JWK (EC P-256 or Ed25519). */
+  readonly publicJwk: Readonly<Record<string, unknown>>;
+  readonly createdAt: Date;
+}
+
+export interface BatchRecord {
+  readonly batchId: string;
+  readonly maker: string;
+  readonly kind: 'device-keys' | 'derived' | 'derivation-master' | 'transfer';
+  /** SHA-256 of the signed payload, upper-case hex: the same batch id with other contents is a conflict. */
+  readonly payloadSha256: string;
+  readonly deviceCount: number;
+  /** The batch's own creation time, as its maker signed it. */
+  readonly createdAt: Date;
+  readonly importedAt: Date;
+}
+
+/** A device whose root keys are in custody but which no buyer has claimed: its maker's inventory. */
+export interface InventoryDevice {
+  readonly devEui: Eui64;
+  readonly joinEui: Eui64;
+  readonly macVersion: MacVersion;
+  readonly appKeyHandle: string;
+  readonly nwkKeyHandle: string | null;
+  readonly maker: string;
+  readonly batchId: string;
+  readonly profile: string | null;
+  readonly serialNumber: string | null;
+  /** SHA-256 of `DevEUI:claim code`, upper-case hex; null when the maker set no claim code. */
+  readonly claimCodeHash: string | null;
+  readonly createdAt: Date;
+}
+
+/** A secure-element vendor's derivation master key, in custody under `keyHandle`. */
+export interface DerivationKeyRecord {
+  readonly id: string;
+  readonly maker: string;
+  readonly keyHandle: string;
+  readonly batchId: string;
+  readonly createdAt: Date;
+}
+
+/** What an imported batch writes, all in one transaction. */
+export interface BatchImport {
+  readonly batch: BatchRecord;
+  readonly inventory: readonly InventoryDevice[];
+  readonly derivationKey?: DerivationKeyRecord | undefined;
+  /** One per batch and one per device. */
+  readonly audit: readonly AuditEvent[];
+}
+
 export interface ListOptions {
   readonly limit?: number;
   /** Opaque cursor from the previous page. */
@@ -171,6 +229,23 @@ export interface Storage {
   getKeyRecord(handle: string): Promise<SealedKeyRecord | undefined>;
   listKeyRecords(): Promise<Omit<SealedKeyRecord, 'sealed'>[]>;
   deleteKeyRecord(handle: string): Promise<boolean>;
+
+  // Personalization: makers, batches, inventory (docs/specs/sealed-batch.md)
+  insertMaker(maker: MakerRecord): Promise<void>;
+  getMaker(name: string): Promise<MakerRecord | undefined>;
+  findMakerByKeyId(keyId: string): Promise<MakerRecord | undefined>;
+  listMakers(): Promise<MakerRecord[]>;
+  getBatch(batchId: string): Promise<BatchRecord | undefined>;
+  /** The DevEUIs among `devEuis` already known, as devices or in an inventory. */
+  findKnownDevEuis(devEuis: readonly Eui64[]): Promise<Eui64[]>;
+  /**
+   * Writes a batch, its inventory, its derivation key and its audit events in one transaction. Fails with
+   * BATCH_EXISTS if the batch id is taken and DEVICE_EXISTS if a DevEUI is known, writing nothing.
+   */
+  importBatch(batch: BatchImport): Promise<void>;
+  getInventoryDevice(devEui: Eui64): Promise<InventoryDevice | undefined>;
+  listInventory(options?: ListOptions & { readonly maker?: string; readonly batchId?: string }): Promise<{ items: InventoryDevice[]; next?: string }>;
+  getDerivationKey(id: string): Promise<DerivationKeyRecord | undefined>;
 
   // Audit trail (append-only)
   appendAudit(event: AuditEvent): Promise<void>;

@@ -1,5 +1,6 @@
 import type { Migration } from 'kysely';
 import * as initial from './0001-initial.js';
+import * as personalization from './0002-personalization.js';
 
 /**
  * Every PostgreSQL migration this build knows, in order. Registered statically (no directory scan) because the
@@ -7,4 +8,5 @@ import * as initial from './0001-initial.js';
  */
 export const postgresMigrations: Readonly<Record<string, Migration>> = {
   '0001-initial': initial,
+  '0002-personalization': personalization,
 };

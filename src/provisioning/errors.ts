@@ -1,4 +1,22 @@
-export const provisioningErrorCodes = ['INVALID_INPUT', 'DEVICE_EXISTS', 'KEK_EXISTS', 'KEK_NOT_FOUND', 'CLEAR_KEY_REFUSED', 'UNWRAP_FAILED', 'KEK_NOT_TRUSTABLE'] as const;
+export const provisioningErrorCodes = [
+  'INVALID_INPUT',
+  'DEVICE_EXISTS',
+  'KEK_EXISTS',
+  'KEK_NOT_FOUND',
+  'CLEAR_KEY_REFUSED',
+  'UNWRAP_FAILED',
+  'KEK_NOT_TRUSTABLE',
+  // Sealed batches (docs/specs/sealed-batch.md)
+  'BATCH_INVALID',
+  'BATCH_SIGNATURE_INVALID',
+  'MAKER_UNKNOWN',
+  'MAKER_MISMATCH',
+  'BATCH_WRONG_RECIPIENT',
+  'DERIVATION_KEY_UNKNOWN',
+  'BATCH_CONFLICT',
+  'BATCH_ALREADY_IMPORTED',
+  'BATCH_ID_REUSED',
+] as const;
 export type ProvisioningErrorCode = (typeof provisioningErrorCodes)[number];
 
 /** Refusals of administrative changes; messages say what to do and never contain key material. */
@@ -7,6 +25,8 @@ export class ProvisioningError extends Error {
   constructor(
     readonly code: ProvisioningErrorCode,
     message: string,
+    /** Machine-readable particulars, e.g. the per-device report of a refused batch. */
+    readonly details?: Readonly<Record<string, unknown>>,
   ) {
     super(message);
   }

@@ -25,6 +25,7 @@ import type {
   BatchImport,
   BatchRecord,
   DerivationKeyRecord,
+  DeviceBinding,
   InventoryDevice,
   MakerRecord,
   DeviceRecord,
@@ -405,6 +406,17 @@ export class KyselyStorage implements Storage {
   async listInventory(options: ListOptions & { readonly maker?: string; readonly batchId?: string } = {}): Promise<{ items: InventoryDevice[]; next?: string }> {
     if (options.after !== undefined) decodeInventoryCursor(options.after); // a bad cursor is a RangeError, not a storage failure
     return this.#run('listInventory', () => personalization.listInventory(this.db, options));
+  }
+
+  async bindInventoryDevices(devEuis: readonly Eui64[], binding: DeviceBinding, audit: readonly AuditEvent[]): Promise<DeviceRecord[]> {
+    const now = audit[0]?.at ?? new Date();
+    try {
+      return await this.db.transaction().execute((trx) => personalization.bindInventory(trx, devEuis, binding, audit, now));
+    } catch (error) {
+      if (error instanceof StorageError) throw error;
+      if (this.dialect.classify(error) === 'unique-violation') throw new StorageError('DEVICE_EXISTS', 'a device being bound exists already', { cause: error });
+      throw this.#fail(error, 'bindInventoryDevices');
+    }
   }
 
   getDerivationKey(id: string): Promise<DerivationKeyRecord | undefined> {

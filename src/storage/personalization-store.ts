@@ -4,7 +4,8 @@ import { decodeInventoryCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError } from './errors.js';
 import { auditToRow } from './records.js';
 import type { BatchesTable, Database, DerivationKeysTable, DeviceInventoryTable, MakersTable } from './schema.js';
-import type { BatchImport, BatchRecord, DerivationKeyRecord, InventoryDevice, ListOptions, MakerRecord } from './storage.js';
+import { deviceToRow } from './records.js';
+import type { AuditEvent, BatchImport, BatchRecord, DerivationKeyRecord, DeviceBinding, DeviceRecord, InventoryDevice, ListOptions, MakerRecord } from './storage.js';
 
 /*
  * Makers, batches, derivation keys and the device inventory (docs/specs/sealed-batch.md), the same on SQLite and
@@ -154,4 +155,24 @@ export async function listInventory(
 export async function getDerivationKey(db: Kysely<Database>, id: string): Promise<DerivationKeyRecord | undefined> {
   const row = await db.selectFrom('derivation_keys').selectAll().where('id', '=', id).executeTakeFirst();
   return row === undefined ? undefined : derivationFromRow(row);
+}
+
+/** In the caller's transaction: every DevEUI must be in the inventory; each moves to `devices` with the binding. */
+export async function bindInventory(trx: Kysely<Database>, devEuis: readonly Eui64[], binding: DeviceBinding, audit: readonly AuditEvent[], now: Date): Promise<DeviceRecord[]> {
+  const bound: DeviceRecord[] = [];
+  for (const part of chunks(devEuis)) {
+    const rows = await trx.selectFrom('device_inventory').selectAll().where('dev_eui', 'in', part).execute();
+    const found = new Map(rows.map((r) => [r.dev_eui, r]));
+    const missing = part.find((d) => !found.has(d));
+    if (missing !== undefined) throw new StorageError('DEVICE_NOT_FOUND', `device ${missing} is not in the inventory (unknown, or bound already)`);
+    const devices = part.map((d): DeviceRecord => {
+      const r = inventoryFromRow(found.get(d)!);
+      return { devEui: r.devEui, joinEui: r.joinEui, macVersion: r.macVersion, appKeyHandle: r.appKeyHandle, nwkKeyHandle: r.nwkKeyHandle, ...binding, createdAt: now };
+    });
+    await trx.insertInto('devices').values(devices.map(deviceToRow)).execute();
+    await trx.deleteFrom('device_inventory').where('dev_eui', 'in', part).execute();
+    bound.push(...devices);
+  }
+  for (const part of chunks(audit)) await trx.insertInto('audit_events').values(part.map(auditToRow)).execute();
+  return bound;
 }

@@ -149,6 +149,9 @@ export interface DerivationKeyRecord {
   readonly createdAt: Date;
 }
 
+/** Where a device may be activated: its home network, and who receives its AppSKey. */
+export type DeviceBinding = Pick<DeviceRecord, 'homeNetId' | 'homeNsId' | 'asId' | 'roamingNetIds'>;
+
 /** What an imported batch writes, all in one transaction. */
 export interface BatchImport {
   readonly batch: BatchRecord;
@@ -246,6 +249,11 @@ export interface Storage {
   getInventoryDevice(devEui: Eui64): Promise<InventoryDevice | undefined>;
   listInventory(options?: ListOptions & { readonly maker?: string; readonly batchId?: string }): Promise<{ items: InventoryDevice[]; next?: string }>;
   getDerivationKey(id: string): Promise<DerivationKeyRecord | undefined>;
+  /**
+   * Moves inventory devices to `devices` with their home network and AS, in one transaction: all of them or none
+   * (DEVICE_NOT_FOUND names the first DevEUI that is not in the inventory). Returns the devices as bound.
+   */
+  bindInventoryDevices(devEuis: readonly Eui64[], binding: DeviceBinding, audit: readonly AuditEvent[]): Promise<DeviceRecord[]>;
 
   // Audit trail (append-only)
   appendAudit(event: AuditEvent): Promise<void>;

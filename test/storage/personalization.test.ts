@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Eui64 } from '../../src/protocol/index.js';
 import { type BatchImport, type InventoryDevice, type MakerRecord, StorageError } from '../../src/storage/index.js';
-import { JOIN_EUI, at, makeDevice, randomEui } from '../helpers/storage-fixtures.js';
+import { JOIN_EUI, NET_ID, at, makeDevice, randomEui } from '../helpers/storage-fixtures.js';
 import { type OpenedStorage, storageBackends } from '../helpers/storages.js';
 
 /*
@@ -126,6 +126,28 @@ for (const backend of storageBackends) {
       });
       assert.deepEqual(await s.getDerivationKey('se-master-1'), key);
       assert.equal(await s.getDerivationKey('nope'), undefined);
+    });
+
+    it('binding inventory devices / they move to devices with the binding; one unknown DevEUI binds none', async () => {
+      const s = opened.storage;
+      const b = batchImport('acme', 3);
+      await s.importBatch(b);
+      const [d1, d2, d3] = b.inventory;
+      const binding = { homeNetId: NET_ID, homeNsId: null, asId: 'as-1', roamingNetIds: null };
+      const event = (devEui: string) => ({ at: at(9), actor: 'cli', action: 'device.bind', subject: `device/${devEui}`, outcome: 'success', details: {} });
+      await assert.rejects(s.bindInventoryDevices([d1!.devEui, randomEui()], binding, [event(d1!.devEui)]), (e: unknown) => e instanceof StorageError && e.code === 'DEVICE_NOT_FOUND');
+      assert.ok(await s.getInventoryDevice(d1!.devEui), 'nothing moved');
+      assert.equal(await s.getDevice(d1!.devEui), undefined);
+      assert.equal((await s.listAudit({ subject: `device/${d1!.devEui}`, action: 'device.bind' })).items.length, 0);
+      const bound = await s.bindInventoryDevices([d1!.devEui, d2!.devEui], binding, [event(d1!.devEui), event(d2!.devEui)]);
+      assert.deepEqual(bound.map((d) => d.devEui), [d1!.devEui, d2!.devEui]);
+      const device = await s.getDevice(d2!.devEui);
+      assert.equal(device?.appKeyHandle, d2!.appKeyHandle);
+      assert.equal(device?.homeNetId, NET_ID);
+      assert.equal(device?.asId, 'as-1');
+      assert.equal(await s.getInventoryDevice(d2!.devEui), undefined);
+      assert.ok(await s.getInventoryDevice(d3!.devEui));
+      await assert.rejects(s.bindInventoryDevices([d1!.devEui], binding, []), (e: unknown) => e instanceof StorageError && e.code === 'DEVICE_NOT_FOUND', 'bound already');
     });
 
     it('inventory cursor that is not one / RangeError', async () => {

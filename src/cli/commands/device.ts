@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { bindInventoryDevices } from '../../provisioning/bind.js';
 import { addDevice } from '../../provisioning/devices.js';
 import { eui64FromBeHex } from '../../protocol/index.js';
 import type { DeviceRecord } from '../../storage/storage.js';
@@ -38,6 +39,23 @@ export function registerDevice(program: Command): void {
         addDevice({ storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'cli' }, { ...o, roamingNetIds }),
       );
       process.stdout.write(`Added device ${d.devEui} (LoRaWAN ${d.macVersion}, JoinEUI ${d.joinEui}, home NetID ${d.homeNetId}${d.asId ? `, AS ${d.asId}` : ''}).\n`);
+    });
+  device
+    .command('bind')
+    .description('bind devices of the inventory (imported from sealed batches) to a home network and AS, so they can be activated')
+    .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
+    .option('--dev-eui <list>', 'comma-separated DevEUIs of inventory devices')
+    .option('--batch <id>', 'every device of this batch still in the inventory')
+    .requiredOption('--home-net-id <hex>', 'NetID of the home network, the only one that may activate the devices')
+    .option('--home-ns-id <eui>', 'NSID of the home network server (TS002-1.1)')
+    .option('--as-id <id>', 'AS-ID of the application server that receives the AppSKeys')
+    .option('--roaming-net-ids <list>', 'comma-separated NetIDs allowed to learn the home network by HomeNSReq (default: any registered network)')
+    .action(async (o: { dataDir?: string; devEui?: string; batch?: string; homeNetId: string; homeNsId?: string; asId?: string; roamingNetIds?: string }) => {
+      const list = (v: string | undefined) => (v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean));
+      const bound = await withJoinkeep(o, (jk) =>
+        bindInventoryDevices({ storage: jk.storage, actor: 'cli' }, { devEuis: list(o.devEui), batchId: o.batch, homeNetId: o.homeNetId, homeNsId: o.homeNsId, asId: o.asId, roamingNetIds: list(o.roamingNetIds) }),
+      );
+      process.stdout.write(`Bound ${bound.length} device(s) to home NetID ${bound[0]!.homeNetId}${bound[0]!.asId ? `, AS ${bound[0]!.asId}` : ''}.\n`);
     });
   device
     .command('show')

@@ -27,6 +27,7 @@ import type {
   DerivationKeyRecord,
   DeviceBinding,
   InventoryDevice,
+  TransferRecord,
   MakerRecord,
   DeviceRecord,
   JoinDecision,
@@ -416,6 +417,23 @@ export class KyselyStorage implements Storage {
       if (error instanceof StorageError) throw error;
       if (this.dialect.classify(error) === 'unique-violation') throw new StorageError('DEVICE_EXISTS', 'a device being bound exists already', { cause: error });
       throw this.#fail(error, 'bindInventoryDevices');
+    }
+  }
+
+  async insertTransfer(transfer: TransferRecord): Promise<void> {
+    await this.#run('insertTransfer', () => this.db.insertInto('transfers').values(personalization.transferToRow(transfer)).execute(), ['BATCH_EXISTS', `transfer ${transfer.batchId} exists already`]);
+  }
+
+  getTransfer(batchId: string): Promise<TransferRecord | undefined> {
+    return this.#run('getTransfer', () => personalization.getTransfer(this.db, batchId));
+  }
+
+  async confirmTransfer(batchId: string, audit: readonly AuditEvent[], at: Date): Promise<string[]> {
+    try {
+      return await this.db.transaction().execute((trx) => personalization.confirmTransfer(trx, batchId, audit, at));
+    } catch (error) {
+      if (error instanceof StorageError) throw error;
+      throw this.#fail(error, 'confirmTransfer');
     }
   }
 

@@ -5,7 +5,7 @@ import { StorageError } from './errors.js';
 import { auditToRow } from './records.js';
 import type { BatchesTable, Database, DerivationKeysTable, DeviceInventoryTable, MakersTable } from './schema.js';
 import { deviceToRow } from './records.js';
-import type { AuditEvent, BatchImport, BatchRecord, DerivationKeyRecord, DeviceBinding, DeviceRecord, InventoryDevice, ListOptions, MakerRecord } from './storage.js';
+import type { AuditEvent, TransferRecord, BatchImport, BatchRecord, DerivationKeyRecord, DeviceBinding, DeviceRecord, InventoryDevice, ListOptions, MakerRecord } from './storage.js';
 
 /*
  * Makers, batches, derivation keys and the device inventory (docs/specs/sealed-batch.md), the same on SQLite and
@@ -62,6 +62,8 @@ const inventoryToRow = (d: InventoryDevice): DeviceInventoryTable => ({
   profile: d.profile,
   serial_number: d.serialNumber,
   claim_code_hash: d.claimCodeHash,
+  last_join_nonce: d.lastJoinNonce,
+  last_dev_nonce: d.lastDevNonce,
   created_at: d.createdAt.getTime(),
 });
 
@@ -76,6 +78,8 @@ const inventoryFromRow = (r: Selectable<DeviceInventoryTable>): InventoryDevice 
   profile: r.profile,
   serialNumber: r.serial_number,
   claimCodeHash: r.claim_code_hash,
+  lastJoinNonce: r.last_join_nonce,
+  lastDevNonce: r.last_dev_nonce,
   createdAt: new Date(r.created_at),
 });
 
@@ -169,10 +173,58 @@ export async function bindInventory(trx: Kysely<Database>, devEuis: readonly Eui
       const r = inventoryFromRow(found.get(d)!);
       return { devEui: r.devEui, joinEui: r.joinEui, macVersion: r.macVersion, appKeyHandle: r.appKeyHandle, nwkKeyHandle: r.nwkKeyHandle, ...binding, createdAt: now };
     });
-    await trx.insertInto('devices').values(devices.map(deviceToRow)).execute();
+    // The JoinNonce counter and last DevNonce a transfer carried over (0 and none for devices from a factory).
+    await trx.insertInto('devices').values(devices.map((d) => ({ ...deviceToRow(d), last_join_nonce: found.get(d.devEui)!.last_join_nonce }))).execute();
+    const states = rows.filter((r) => r.last_dev_nonce !== null);
+    if (states.length > 0) {
+      await trx
+        .insertInto('device_join_state')
+        .values(states.map((r) => ({ dev_eui: r.dev_eui, join_eui: r.join_eui, last_dev_nonce: r.last_dev_nonce, used_dev_nonces: '[]', last_rj_count1: null, updated_at: now.getTime() })))
+        .execute();
+    }
     await trx.deleteFrom('device_inventory').where('dev_eui', 'in', part).execute();
     bound.push(...devices);
   }
   for (const part of chunks(audit)) await trx.insertInto('audit_events').values(part.map(auditToRow)).execute();
   return bound;
+}
+
+export const transferToRow = (t: TransferRecord) => ({
+  batch_id: t.batchId,
+  recipient: t.recipient,
+  dev_euis: JSON.stringify(t.devEuis),
+  state: t.state,
+  created_at: t.createdAt.getTime(),
+  confirmed_at: t.confirmedAt === null ? null : t.confirmedAt.getTime(),
+});
+
+export async function getTransfer(db: Kysely<Database>, batchId: string): Promise<TransferRecord | undefined> {
+  const r = await db.selectFrom('transfers').selectAll().where('batch_id', '=', batchId).executeTakeFirst();
+  if (r === undefined) return undefined;
+  return {
+    batchId: r.batch_id,
+    recipient: r.recipient,
+    devEuis: JSON.parse(r.dev_euis) as Eui64[],
+    state: r.state,
+    createdAt: new Date(r.created_at),
+    confirmedAt: r.confirmed_at === null ? null : new Date(r.confirmed_at),
+  };
+}
+
+/** In the caller's transaction. */
+export async function confirmTransfer(trx: Kysely<Database>, batchId: string, audit: readonly AuditEvent[], at: Date): Promise<string[]> {
+  const t = await getTransfer(trx, batchId);
+  if (t === undefined) throw new StorageError('DEVICE_NOT_FOUND', `no transfer ${batchId}`);
+  if (t.state !== 'pending') throw new StorageError('BATCH_EXISTS', `transfer ${batchId} was confirmed on ${t.confirmedAt?.toISOString()}`);
+  const handles: string[] = [];
+  for (const part of chunks(t.devEuis)) {
+    const devices = await trx.selectFrom('devices').select(['app_key_handle', 'nwk_key_handle']).where('dev_eui', 'in', part).execute();
+    const inventory = await trx.selectFrom('device_inventory').select(['app_key_handle', 'nwk_key_handle']).where('dev_eui', 'in', part).execute();
+    for (const r of [...devices, ...inventory]) handles.push(r.app_key_handle, ...(r.nwk_key_handle === null ? [] : [r.nwk_key_handle]));
+    await trx.deleteFrom('devices').where('dev_eui', 'in', part).execute();
+    await trx.deleteFrom('device_inventory').where('dev_eui', 'in', part).execute();
+  }
+  await trx.updateTable('transfers').set({ state: 'confirmed', confirmed_at: at.getTime() }).where('batch_id', '=', batchId).execute();
+  for (const part of chunks(audit)) await trx.insertInto('audit_events').values(part.map(auditToRow)).execute();
+  return handles;
 }

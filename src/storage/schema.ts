@@ -23,6 +23,7 @@ export interface Database {
   batches: BatchesTable;
   derivation_keys: DerivationKeysTable;
   device_inventory: DeviceInventoryTable;
+  transfers: TransfersTable;
 }
 
 export interface MakersTable {
@@ -63,7 +64,20 @@ export interface DeviceInventoryTable {
   profile: string | null;
   serial_number: string | null;
   claim_code_hash: string | null;
+  /** Carried over from the sending Join Server on a transfer, so JoinNonces keep increasing; 0 otherwise. */
+  last_join_nonce: number;
+  last_dev_nonce: number | null;
   created_at: number;
+}
+
+export interface TransfersTable {
+  batch_id: string;
+  recipient: string;
+  /** JSON array of DevEUIs. */
+  dev_euis: string;
+  state: 'pending' | 'confirmed';
+  created_at: number;
+  confirmed_at: number | null;
 }
 
 export interface DevicesTable {

@@ -137,6 +137,12 @@ export interface InventoryDevice {
   readonly serialNumber: string | null;
   /** SHA-256 of `DevEUI:claim code`, upper-case hex; null when the maker set no claim code. */
   readonly claimCodeHash: string | null;
+  /**
+   * The join state a transfer carries over from the sending Join Server: a LoRaWAN 1.1 device accepts only a JoinNonce
+   * above the last it saw, and replayed Join-requests must stay refused. 0 and null for devices from a factory.
+   */
+  readonly lastJoinNonce: number;
+  readonly lastDevNonce: number | null;
   readonly createdAt: Date;
 }
 
@@ -147,6 +153,17 @@ export interface DerivationKeyRecord {
   readonly keyHandle: string;
   readonly batchId: string;
   readonly createdAt: Date;
+}
+
+/** Devices this Join Server sealed for another one; retired here once the receiver confirms. */
+export interface TransferRecord {
+  readonly batchId: string;
+  /** The receiving Join Server, a registered maker of kind 'join-server' (its receipt is verified with its key). */
+  readonly recipient: string;
+  readonly devEuis: readonly Eui64[];
+  readonly state: 'pending' | 'confirmed';
+  readonly createdAt: Date;
+  readonly confirmedAt: Date | null;
 }
 
 /** Where a device may be activated: its home network, and who receives its AppSKey. */
@@ -249,6 +266,13 @@ export interface Storage {
   getInventoryDevice(devEui: Eui64): Promise<InventoryDevice | undefined>;
   listInventory(options?: ListOptions & { readonly maker?: string; readonly batchId?: string }): Promise<{ items: InventoryDevice[]; next?: string }>;
   getDerivationKey(id: string): Promise<DerivationKeyRecord | undefined>;
+  insertTransfer(transfer: TransferRecord): Promise<void>;
+  getTransfer(batchId: string): Promise<TransferRecord | undefined>;
+  /**
+   * Marks a pending transfer confirmed and removes its devices (bound or in the inventory, with their join state and
+   * sessions) in one transaction; returns the custody handles of their root keys, for the caller to delete.
+   */
+  confirmTransfer(batchId: string, audit: readonly AuditEvent[], at: Date): Promise<string[]>;
   /**
    * Moves inventory devices to `devices` with their home network and AS, in one transaction: all of them or none
    * (DEVICE_NOT_FOUND names the first DevEUI that is not in the inventory). Returns the devices as bound.

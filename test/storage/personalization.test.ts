@@ -32,6 +32,8 @@ function inventory(makerName: string, batchId: string, devEui: Eui64 = randomEui
     profile: 'th-sensor-v2',
     serialNumber: 'SN-1',
     claimCodeHash: 'A'.repeat(64),
+    lastJoinNonce: 0,
+    lastDevNonce: null,
     createdAt: at(1),
   };
 }
@@ -148,6 +150,36 @@ for (const backend of storageBackends) {
       assert.equal(await s.getInventoryDevice(d2!.devEui), undefined);
       assert.ok(await s.getInventoryDevice(d3!.devEui));
       await assert.rejects(s.bindInventoryDevices([d1!.devEui], binding, []), (e: unknown) => e instanceof StorageError && e.code === 'DEVICE_NOT_FOUND', 'bound already');
+    });
+
+    it('a device handed over with its join state / bound with that JoinNonce counter and last DevNonce', async () => {
+      const s = opened.storage;
+      const b = batchImport('acme', 1);
+      const carried: BatchImport = { ...b, inventory: [{ ...b.inventory[0]!, macVersion: '1.1', lastJoinNonce: 41, lastDevNonce: 17 }] };
+      await s.importBatch(carried);
+      const devEui = carried.inventory[0]!.devEui;
+      await s.bindInventoryDevices([devEui], { homeNetId: NET_ID, homeNsId: null, asId: null, roamingNetIds: null }, []);
+      assert.deepEqual(await s.getJoinState(devEui, JOIN_EUI), { lastJoinNonce: 41, lastDevNonce: 17, usedDevNonces: [], lastRjCount1: null });
+    });
+
+    it('a transfer confirmed / its devices (bound or not) and their join state leave; the key handles are returned; twice is refused', async () => {
+      const s = opened.storage;
+      await s.insertMaker({ ...maker('js-b', 'kid-js-b'), kind: 'join-server' });
+      const b = batchImport('acme', 2);
+      await s.importBatch(b);
+      const [bound, unbound] = b.inventory;
+      await s.bindInventoryDevices([bound!.devEui], { homeNetId: NET_ID, homeNsId: null, asId: null, roamingNetIds: null }, []);
+      const transferId = randomUUID();
+      await s.insertTransfer({ batchId: transferId, recipient: 'js-b', devEuis: [bound!.devEui, unbound!.devEui], state: 'pending', createdAt: at(20), confirmedAt: null });
+      assert.equal((await s.getTransfer(transferId))?.state, 'pending');
+      const event = { at: at(21), actor: 'cli', action: 'transfer.confirm', subject: `batch/${transferId}`, outcome: 'success', details: {} };
+      const handles = await s.confirmTransfer(transferId, [event], at(21));
+      assert.deepEqual(handles.sort(), [bound!.appKeyHandle, unbound!.appKeyHandle].sort());
+      assert.equal(await s.getDevice(bound!.devEui), undefined);
+      assert.equal(await s.getInventoryDevice(unbound!.devEui), undefined);
+      assert.deepEqual(await s.getTransfer(transferId), { batchId: transferId, recipient: 'js-b', devEuis: [bound!.devEui, unbound!.devEui], state: 'confirmed', createdAt: at(20), confirmedAt: at(21) });
+      await assert.rejects(s.confirmTransfer(transferId, [event], at(22)), (e: unknown) => e instanceof StorageError && e.code === 'BATCH_EXISTS');
+      assert.equal((await s.listAudit({ subject: `batch/${transferId}` })).items.length, 1, 'the refused confirmation wrote nothing');
     });
 
     it('inventory cursor that is not one / RangeError', async () => {

@@ -49,7 +49,19 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       profile text,
       serial_number text,
       claim_code_hash text check (${hex('claim_code_hash', 64)}),
+      last_join_nonce integer not null default 0 check (last_join_nonce between 0 and 16777215),
+      last_dev_nonce integer check (last_dev_nonce between 0 and 65535),
       created_at integer not null
+    ) strict`,
+    // Devices handed over to another Join Server (docs/specs/sealed-batch.md, "Transfer"): kept until the receiver's
+    // signed receipt arrives; then the devices and their keys are retired here.
+    `create table transfers (
+      batch_id text primary key,
+      recipient text not null references makers (name),
+      dev_euis text not null,
+      state text not null,
+      created_at integer not null,
+      confirmed_at integer
     ) strict`,
     `create index device_inventory_batch on device_inventory (batch_id)`,
     `create index device_inventory_maker on device_inventory (maker, dev_eui)`,

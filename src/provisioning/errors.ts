@@ -1,4 +1,20 @@
-export const provisioningErrorCodes = ['INVALID_INPUT', 'DEVICE_EXISTS', 'KEK_EXISTS', 'KEK_NOT_FOUND', 'CLEAR_KEY_REFUSED', 'UNWRAP_FAILED', 'KEK_NOT_TRUSTABLE'] as const;
+export const provisioningErrorCodes = [
+  'INVALID_INPUT',
+  'DEVICE_EXISTS',
+  'KEK_EXISTS',
+  'KEK_NOT_FOUND',
+  'CLEAR_KEY_REFUSED',
+  'UNWRAP_FAILED',
+  'KEK_NOT_TRUSTABLE',
+  // Sealed batches (docs/specs/sealed-batch.md): the file, its signature, its maker; the maker tool's outputs.
+  'BATCH_INVALID',
+  'BATCH_TOO_LARGE',
+  'BATCH_ALG_UNSUPPORTED',
+  'BATCH_SIGNATURE_INVALID',
+  'MAKER_UNKNOWN',
+  'MAKER_MISMATCH',
+  'OUTPUT_EXISTS',
+] as const;
 export type ProvisioningErrorCode = (typeof provisioningErrorCodes)[number];
 
 /** Refusals of administrative changes; messages say what to do and never contain key material. */

@@ -51,10 +51,12 @@ export interface MakerToolResult {
 }
 
 export async function sealFactoryBatch(o: MakerToolOptions): Promise<MakerToolResult> {
-  checkOptions(o);
+  const problem = makerToolOptionProblem(o);
+  if (problem !== undefined) throw new ProvisioningError('INVALID_INPUT', problem);
+  if (o.qrProfileId !== undefined && !/^[0-9A-Fa-f]{8}$/.test(o.qrProfileId)) throw new ProvisioningError('INVALID_INPUT', `the TR005 ProfileID ${JSON.stringify(o.qrProfileId)} must be 8 hex digits (VendorID ‖ VendorProfileID)`);
   const outputs = [o.out, o.manifestCsv, o.manifestJson, o.programmerFile].filter((p): p is string => p !== undefined);
   // Fail before any work; writeNewFiles checks again, atomically.
-  for (const path of outputs) if (existsSync(path)) throw new ProvisioningError('OUTPUT_EXISTS', `${path} already exists; the maker tool never overwrites a file (move it away or choose another name)`);
+  for (const path of outputs) if (existsSync(path)) throw new ProvisioningError('OUTPUT_EXISTS', `${path} already exists; refusing to overwrite it (move it away or choose another name)`);
 
   const batchId = randomUUID();
   const createdAt = new Date();
@@ -104,27 +106,30 @@ export async function sealFactoryBatch(o: MakerToolOptions): Promise<MakerToolRe
   }
 }
 
-/** The rules that keep keys where they belong; the CLI checks the same, earlier, as usage errors. */
-function checkOptions(o: MakerToolOptions): void {
-  const refuse = (message: string): never => {
-    throw new ProvisioningError('INVALID_INPUT', message);
-  };
+/**
+ * What is wrong with a combination of options, if anything: the rules that keep keys where they belong. The
+ * service refuses with INVALID_INPUT; the CLI asks first and reports a usage error.
+ */
+export function makerToolOptionProblem(o: Pick<MakerToolOptions, 'kind' | 'devices' | 'derivedFrom' | 'master' | 'manifestCsv' | 'manifestJson' | 'programmerFile'>): string | undefined {
   if (o.kind === 'derivation-master') {
-    if (o.master === undefined) refuse('kind derivation-master needs the master key and its id');
-    if (o.devices !== undefined || o.manifestCsv !== undefined || o.manifestJson !== undefined || o.programmerFile !== undefined) refuse('kind derivation-master seals one master key: no devices, manifest or programmer file');
-    return;
+    if (o.master === undefined) return 'kind derivation-master needs the master key and its id';
+    if (o.devices !== undefined || o.manifestCsv !== undefined || o.manifestJson !== undefined || o.programmerFile !== undefined) {
+      return 'kind derivation-master seals one master key: no devices, manifest or programmer file';
+    }
+    return undefined;
   }
-  if (o.devices === undefined) refuse(`kind ${o.kind} needs devices: an input file or a number to generate`);
-  if (o.manifestCsv === undefined && o.manifestJson === undefined) refuse('a manifest (CSV or JSON) is required: it carries the claim codes, which exist nowhere else');
+  if (o.devices === undefined) return `kind ${o.kind} needs devices: an input file or a number to generate`;
+  if (o.manifestCsv === undefined && o.manifestJson === undefined) return 'a manifest (CSV or JSON) is required: it carries the claim codes, which exist nowhere else';
   if (o.kind === 'derived') {
-    if (o.derivedFrom === undefined) refuse('kind derived needs the id of its derivation master key');
-    if (o.programmerFile !== undefined) refuse('kind derived carries no keys, so there is no programmer file');
-    return;
+    if (o.derivedFrom === undefined) return 'kind derived needs the id of its derivation master key';
+    if (o.programmerFile !== undefined) return 'kind derived carries no keys, so there is no programmer file';
+    return undefined;
   }
-  const generating = o.devices !== undefined && 'generate' in o.devices;
+  const generating = 'generate' in o.devices;
   // Generated keys must reach the programmer, and only the programmer; read keys were programmed already.
-  if (generating && o.programmerFile === undefined) refuse('generated keys must go to a programmer file: give one');
-  if (!generating && o.programmerFile !== undefined) refuse('the keys come from the factory input, which the programmer already has: no programmer file is written');
+  if (generating && o.programmerFile === undefined) return 'generated keys must go to a programmer file: give one';
+  if (!generating && o.programmerFile !== undefined) return 'the keys come from the factory input, which the programmer already has: no programmer file is written';
+  return undefined;
 }
 
 async function loadDevices(o: MakerToolOptions): Promise<{ devices: FactoryDevice[]; ignoredColumns: string[] }> {

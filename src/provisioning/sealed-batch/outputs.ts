@@ -100,10 +100,12 @@ function hexInto(out: Buffer, at: number, bytes: Uint8Array): number {
 export interface OutputFile {
   readonly path: string;
   readonly content: string | Uint8Array;
+  /** Default 0600; only public material (a public JWK) may be readable by others. */
+  readonly mode?: number;
 }
 
 /**
- * Creates every file or none: each is opened with O_CREAT|O_EXCL (never overwriting), mode 0600, written and
+ * Creates every file or none: each is opened with O_CREAT|O_EXCL (never overwriting), mode 0600 unless told, written and
  * fsynced; on any failure the files this call created are removed again.
  */
 export function writeNewFiles(files: readonly OutputFile[]): void {
@@ -116,12 +118,12 @@ export function writeNewFiles(files: readonly OutputFile[]): void {
       let fd: number;
       try {
         fd = openSync(f.path, 'wx', 0o600);
+        created.push({ path: f.path, fd });
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new ProvisioningError('OUTPUT_EXISTS', `${f.path} already exists; the maker tool never overwrites a file (move it away or choose another name)`);
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new ProvisioningError('OUTPUT_EXISTS', `${f.path} already exists; refusing to overwrite it (move it away or choose another name)`);
         throw error;
       }
-      created.push({ path: f.path, fd });
-      fchmodSync(fd, 0o600); // exactly 0600, whatever the umask
+      fchmodSync(fd, f.mode ?? 0o600); // exactly this mode, whatever the umask
     }
     files.forEach((f, i) => {
       const fd = created[i]!.fd;

@@ -1,5 +1,5 @@
 import type { TSchema } from '@sinclair/typebox';
-import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
+import { type TypeCheck, TypeCompiler, type ValueError, ValueErrorType } from '@sinclair/typebox/compiler';
 import { ProvisioningError } from '../errors.js';
 import {
   BATCH_KINDS,
@@ -118,8 +118,20 @@ function parseJson(bytes: Uint8Array, what: string): unknown {
 function validated<T extends TSchema>(check: TypeCheck<T>, value: unknown, what: string): T['static'] {
   if (check.Check(value)) return value;
   const first = check.Errors(value).First();
-  const description = first?.schema.description;
-  throw invalid(what, jsonPath(first?.path ?? ''), `${first?.message ?? 'does not match the schema'}${description ? ` (${description})` : ''}`);
+  if (first === undefined) throw invalid(what, '$', 'does not match the schema');
+  throw invalid(what, jsonPath(first.path), problemOf(first));
+}
+
+function problemOf(e: ValueError): string {
+  const about = e.schema.description ? ` (${e.schema.description})` : '';
+  switch (e.type) {
+    case ValueErrorType.ObjectRequiredProperty:
+      return `is missing${about}`;
+    case ValueErrorType.ObjectAdditionalProperties:
+      return 'is not a field of this format version';
+    default:
+      return `is invalid: ${e.message.charAt(0).toLowerCase()}${e.message.slice(1)}${about}`;
+  }
 }
 
 /** JSON Pointer (RFC 6901, as TypeBox reports paths) to the JSONPath form people read: $.devices[3].devEui. */

@@ -24,7 +24,7 @@ const WrappedKey = Type.String({ pattern: `^${B64URL}{32}$`, description: 'RFC 3
 /** RFC 7638 SHA-256 thumbprint: 32 bytes, 43 base64url characters. */
 const Thumbprint = Type.String({ pattern: `^${B64URL}{43}$`, description: 'RFC 7638 JWK thumbprint (SHA-256), base64url' });
 const MasterKeyId = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'derivation master key id: letters, digits, ".", "_", "-"; 1 to 64 characters, starting with a letter or digit' });
-const MacVersion = Type.Union(macVersions.map((v) => Type.Literal(v)), { description: 'LoRaWAN L2 version, canonical spelling' });
+const MacVersion = Type.Union(macVersions.map((v) => Type.Literal(v)), { description: `LoRaWAN L2 version, one of ${macVersions.join(', ')}` });
 
 export const DeviceIdentity = {
   devEui: Eui,

@@ -116,17 +116,41 @@ export const ProtectedHeaderSchema = Type.Object(
 );
 export type ProtectedHeader = Static<typeof ProtectedHeaderSchema>;
 
+/** Parts that recur in the payload schema, published once each under $defs and referenced. */
+const SHARED_PARTS: Record<string, TSchema> = { keyedDevice: KeyedDeviceSchema, identityDevice: IdentityDeviceSchema, batchKey: BatchKey, eui: Eui, wrappedKey: WrappedKey, masterKeyId: MasterKeyId, macVersion: MacVersion };
+
 /** The JSON Schema (2020-12) of the payload, as published in docs/specs/sealed-batch.schema.json. */
 export function sealedBatchJsonSchema(): Record<string, unknown> {
   // JSON round trip drops TypeBox's symbol-keyed metadata.
-  const plain = (s: TSchema): Record<string, unknown> => JSON.parse(JSON.stringify(s)) as Record<string, unknown>;
+  const plain = (s: TSchema): unknown => JSON.parse(JSON.stringify(s)) as unknown;
+  const shared = Object.entries(SHARED_PARTS).map(([name, schema]) => ({ name, text: JSON.stringify(plain(schema)) }));
+  // Replaces every subtree equal to a shared part (not the part itself at its own root) by a $ref to it.
+  const hoist = (node: unknown, root = true): unknown => {
+    if (typeof node !== 'object' || node === null) return node;
+    if (!root) {
+      const text = JSON.stringify(node);
+      const part = shared.find((p) => p.text === text);
+      if (part) return { $ref: `#/$defs/${part.name}` };
+    }
+    if (Array.isArray(node)) return node.map((n) => hoist(n, false));
+    return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, hoist(v, false)]));
+  };
   return {
     $schema: 'https://json-schema.org/draft/2020-12/schema',
     $id: 'urn:joinkeep:sealed-batch:v1:payload',
     title: 'Joinkeep sealed batch, payload version 1',
     description:
       'The JWS payload of a sealed batch (docs/specs/sealed-batch.md). Not expressible here and checked by the importer: deviceCount equals the number of devices; DevEUIs are unique; for kinds device-keys and transfer, nwkKey is present exactly for LoRaWAN 1.1 devices; createdAt is a real date.',
-    ...plain(SealedBatchPayloadSchema),
-    $defs: { envelope: plain(EnvelopeSchema), protectedHeader: plain(ProtectedHeaderSchema) },
+    ...(hoist(plain(SealedBatchPayloadSchema)) as Record<string, unknown>),
+    $defs: {
+      ...Object.fromEntries(Object.entries(SHARED_PARTS).map(([name, schema]) => [name, hoist(plain(schema))])),
+      envelope: plain(EnvelopeSchema),
+      protectedHeader: hoist(plain(ProtectedHeaderSchema)),
+    },
   };
+}
+
+/** docs/specs/sealed-batch.schema.json, byte for byte. */
+export function sealedBatchSchemaText(): string {
+  return `${JSON.stringify(sealedBatchJsonSchema(), null, 2)}\n`;
 }

@@ -60,8 +60,10 @@ export function parseEnvelope(bytes: Uint8Array, options: ParseOptions = {}): Pa
   if (bytes.length > maxBytes) throw new ProvisioningError('BATCH_TOO_LARGE', `the batch file has ${bytes.length} bytes, more than the limit of ${maxBytes}`);
   const envelope = validated(envelopeCheck, parseJson(bytes, 'the batch file'), 'the JWS envelope');
   const header = parseJson(Buffer.from(envelope.protected, 'base64url'), 'the protected header');
-  const alg = isObject(header) ? header['alg'] : undefined;
-  if (!SIGNATURE_ALGORITHMS.includes(alg as never)) {
+  if (!isObject(header)) throw invalid('the protected header', '$', 'must be a JSON object');
+  const alg = header['alg'];
+  // Refused by name before anything else, so "none" and HMAC never reach key lookup.
+  if (typeof alg === 'string' && !SIGNATURE_ALGORITHMS.includes(alg as never)) {
     throw new ProvisioningError('BATCH_ALG_UNSUPPORTED', `the batch is signed with ${JSON.stringify(alg)}; Joinkeep accepts only ${SIGNATURE_ALGORITHMS.join(' and ')}`);
   }
   return { envelope, header: validated(headerCheck, header, 'the protected header') as ProtectedHeader };

@@ -105,6 +105,13 @@ describe('sealed batch / verification refuses every tampering with its own error
     await assert.rejects(verifySealedBatch(fileOf({ protected: header, payload: env.payload, signature: 'AA' }), registry()), refused('BATCH_ALG_UNSUPPORTED', /"none"/));
   });
 
+  it('a header that is not an object, or without alg → BATCH_INVALID', async () => {
+    const env = envelopeOf(good);
+    for (const header of ['[]', '{"kid":"x","typ":"joinkeep-sealed-batch+json"}']) {
+      await assert.rejects(verifySealedBatch(fileOf({ ...env, protected: Buffer.from(header).toString('base64url') }), registry()), refused('BATCH_INVALID', /protected header/));
+    }
+  });
+
   it('HS256 with the public key as the HMAC secret → BATCH_ALG_UNSUPPORTED', async () => {
     const env = envelopeOf(good);
     const header = Buffer.from(JSON.stringify({ alg: 'HS256', kid: acme.kid, typ: 'joinkeep-sealed-batch+json' })).toString('base64url');

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { registerAudit } from './commands/audit.js';
+import { registerBatchSealCommands } from './commands/batch-seal.js';
 import { registerCustody } from './commands/custody.js';
 import { registerDevice } from './commands/device.js';
 import { registerInit } from './commands/init.js';
@@ -19,6 +20,9 @@ registerInit(program);
 registerKek(program);
 registerPeer(program);
 registerDevice(program);
+// One `batch` group; each file registers its subcommands into it.
+const batch = program.command('batch').description('sealed key batches: maker tools (keygen, seal) and import into Joinkeep');
+registerBatchSealCommands(batch);
 registerAudit(program);
 registerCustody(program);
 registerServe(program);

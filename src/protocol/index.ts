@@ -12,6 +12,8 @@ export * from './rejoin-request.js';
 export * from './dl-settings.js';
 export * from './join-accept.js';
 export * from './key-derivation.js';
+export * from './vendor-kdf.js';
+export * from './tr005.js';
 export * from './nonces.js';
 export * from './ts002/messages.js';
 export * from './ts002/result-codes.js';

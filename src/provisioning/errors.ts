@@ -6,11 +6,14 @@ export const provisioningErrorCodes = [
   'CLEAR_KEY_REFUSED',
   'UNWRAP_FAILED',
   'KEK_NOT_TRUSTABLE',
-  // Sealed batches (docs/specs/sealed-batch.md)
+  // Sealed batches (docs/specs/sealed-batch.md): the file, its signature, its maker; the maker tool's outputs; import.
   'BATCH_INVALID',
+  'BATCH_TOO_LARGE',
+  'BATCH_ALG_UNSUPPORTED',
   'BATCH_SIGNATURE_INVALID',
   'MAKER_UNKNOWN',
   'MAKER_MISMATCH',
+  'OUTPUT_EXISTS',
   'BATCH_WRONG_RECIPIENT',
   'DERIVATION_KEY_UNKNOWN',
   'BATCH_CONFLICT',

@@ -71,7 +71,27 @@ function common<K extends BatchKind>(kind: K) {
 const devicesOf = <T extends TSchema>(device: T) => Type.Array(device, { maxItems: MAX_DEVICES });
 
 export const DeviceKeysPayloadSchema = Type.Object({ ...common('device-keys'), batchKey: BatchKey, devices: devicesOf(KeyedDeviceSchema) }, { additionalProperties: false });
-export const TransferPayloadSchema = Type.Object({ ...common('transfer'), batchKey: BatchKey, devices: devicesOf(KeyedDeviceSchema) }, { additionalProperties: false });
+/**
+ * A device handed over by another Join Server carries its join state: a LoRaWAN 1.1 device accepts only a JoinNonce
+ * above the last one it saw, and a counter-based DevNonce (1.0.4, 1.1) must not be accepted again.
+ */
+export const TransferDeviceSchema = Type.Object(
+  {
+    ...DeviceIdentity,
+    appKey: WrappedKey,
+    nwkKey: Type.Optional(WrappedKey),
+    joinState: Type.Object(
+      {
+        lastJoinNonce: Type.Integer({ minimum: 0, maximum: 0xffffff, description: 'last JoinNonce the sending Join Server issued to the device (0 = none)' }),
+        lastDevNonce: Type.Optional(Type.Integer({ minimum: 0, maximum: 0xffff, description: 'last DevNonce the sending Join Server accepted, if any' })),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false, description: 'nwkKey is required for LoRaWAN 1.1 and forbidden for 1.0.x' },
+);
+export type TransferDevice = Static<typeof TransferDeviceSchema>;
+export const TransferPayloadSchema = Type.Object({ ...common('transfer'), batchKey: BatchKey, devices: devicesOf(TransferDeviceSchema) }, { additionalProperties: false });
 export const DerivedPayloadSchema = Type.Object({ ...common('derived'), derivedFrom: MasterKeyId, devices: devicesOf(IdentityDeviceSchema) }, { additionalProperties: false });
 export const DerivationMasterPayloadSchema = Type.Object(
   {

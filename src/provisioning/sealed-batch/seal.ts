@@ -4,7 +4,7 @@ import { aesKeyWrap } from '../../custody/primitives.js';
 import { ProtocolError, eui64FromBeHex, parseMacVersion } from '../../protocol/index.js';
 import { ProvisioningError } from '../errors.js';
 import { checkPayload } from './format.js';
-import { type BatchKind, type IdentityDevice, type KeyedPayload, SEALED_BATCH_TYP, SEALED_BATCH_VERSION, type SealedBatchPayload, type SignatureAlgorithm } from './schema.js';
+import { type BatchKind, type IdentityDevice, SEALED_BATCH_TYP, SEALED_BATCH_VERSION, type SealedBatchPayload, type SignatureAlgorithm } from './schema.js';
 
 /*
  * The maker side of docs/specs/sealed-batch.md: a fresh AES-256 batch key per batch, RSA-OAEP-encrypted to the
@@ -55,7 +55,7 @@ export interface DeviceKeysInput extends DeviceIdentityInput {
 }
 
 export type SealContent =
-  | { readonly kind: 'device-keys' | 'transfer'; readonly devices: readonly DeviceKeysInput[] }
+  | { readonly kind: 'device-keys'; readonly devices: readonly DeviceKeysInput[] }
   | { readonly kind: 'derived'; readonly derivedFrom: string; readonly devices: readonly DeviceIdentityInput[] }
   | { readonly kind: 'derivation-master'; readonly masterKeyId: string; readonly masterKey: Uint8Array };
 
@@ -103,7 +103,7 @@ export async function sealBatch(o: SealOptions): Promise<Buffer> {
       ...(d.nwkKey === undefined ? {} : { nwkKey: wrap(d.nwkKey, `NwkKey of ${identity.devEui}`) }),
     };
   });
-  const keyed: KeyedPayload = { ...head(c.kind as KeyedPayload['kind']), batchKey, deviceCount: devices.length, devices };
+  const keyed: SealedBatchPayload = { ...head('device-keys'), batchKey, deviceCount: devices.length, devices };
   return signSealedBatch(keyed, o.signingKey);
 }
 

@@ -46,7 +46,7 @@ describe('sealed batch / seal → parse → verify, real crypto', () => {
   const registry = () => makerRegistry([{ name: 'acme-sensors', key: es256 }, { name: 'se-vendor', key: eddsa }]);
 
   for (const oaep of ['sha1', 'sha256'] as OaepHash[]) {
-    for (const kind of ['device-keys', 'transfer'] as const) {
+    for (const kind of ['device-keys'] as const) {
       it(`${kind} / OAEP ${oaep} / the batch key decrypts with the receiving key and every key unwraps to its input`, async () => {
         const input = devices();
         const unchanged = watchInputs(...input.flatMap((d) => [d.appKey, ...(d.nwkKey ? [d.nwkKey] : [])]));
@@ -56,7 +56,7 @@ describe('sealed batch / seal → parse → verify, real crypto', () => {
         assert.equal(maker, 'acme-sensors');
         assert.deepEqual(header, { alg: 'ES256', kid: es256.kid, typ: 'joinkeep-sealed-batch+json' });
         assert.equal(payload.kind, kind);
-        assert.ok(payload.kind === 'device-keys' || payload.kind === 'transfer');
+        assert.ok(payload.kind === 'device-keys');
         assert.equal(payload.recipient.kid, recipient.kid);
         assert.equal(payload.batchKey.alg, oaep === 'sha1' ? 'RSA-OAEP' : 'RSA-OAEP-256');
         const batchKey = openBatchKey(recipient, payload.batchKey);

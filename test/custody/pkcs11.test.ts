@@ -90,6 +90,8 @@ function softwareCustody(): KeyCustody {
   const records = new Map<string, { handle: string; usage: KeyUsage; sealed: Buffer; createdAt: Date }>();
   const store: SealedKeyStore = {
     async insertKeyRecord(r) { records.set(r.handle, r); },
+    async insertKeyRecords(rs) { for (const r of rs) records.set(r.handle, r); },
+    async deleteKeyRecords(hs) { return hs.filter((h) => records.delete(h)).length; },
     async getKeyRecord(h) { return records.get(h); },
     async listKeyRecords() { return [...records.values()]; },
     async deleteKeyRecord(h) { return records.delete(h); },

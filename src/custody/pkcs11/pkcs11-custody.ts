@@ -19,6 +19,7 @@ import type {
 } from '../custody.js';
 import { kekHandle, receivingKeyHandle } from '../custody.js';
 import { CustodyError } from '../errors.js';
+import { recipientPublicKey } from '../receiving-key.js';
 import type { ReceivingKeyReplication } from '../replicated-custody.js';
 import { checkBatchHandles, chunked, oaepHashOf } from '../sealed-import.js';
 import { readCounters } from './counters.js';
@@ -105,6 +106,7 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
   }
 
   async importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {
+    if (usage === 'receiving') throw new CustodyError('INVALID_KEY', `${handle}: a receiving key is created in custody (createReceivingKey), never imported`);
     await this.#serialised(() => this.#run('unwrapInto', { handle, usage, wrapped, kekLabel: unwrapWithKekLabel, createdAt: this.#now() }));
   }
 
@@ -217,7 +219,10 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
    * Refused: root keys on the token are not extractable, so the token cannot wrap them under any key, and Joinkeep
    * never asks it to. (Trusted wrapping would make it possible: docs/security.md, "Receiving key and sealed batches".)
    */
-  async exportSealed(_recipient: JsonWebKeyRsaPublic, _oaep: OaepHash, _handles: readonly KeyHandle[]): Promise<{ encryptedBatchKey: Buffer; wrapped: Buffer[] }> {
+  async exportSealed(recipient: JsonWebKeyRsaPublic, oaep: OaepHash, _handles: readonly KeyHandle[]): Promise<{ encryptedBatchKey: Buffer; wrapped: Buffer[] }> {
+    // The request is checked as the software keystore checks it, so that a bad recipient reads the same everywhere.
+    recipientPublicKey(recipient);
+    oaepHashOf(oaep);
     throw new CustodyError(
       'EXPORT_REFUSED',
       'root keys in PKCS#11 custody are not extractable (CKA_EXTRACTABLE=false), so they cannot leave the token, not even sealed to another Join Server. ' +

@@ -581,7 +581,7 @@ describe('pkcs11 custody / receiving key and sealed batches on the token', () =>
     await rejectsWith(custody.exportSealed(receiving.jwk, 'sha1', [k!.handle]), 'EXPORT_REFUSED', /CKA_EXTRACTABLE=false.*trusted wrapping/);
   });
 
-  it('works in chunks (one RSA unwrap per chunk, not per key); a failure in a later chunk removes the earlier chunks\' keys; no batch key or other exportable session object is left, none at all once closed', async () => {
+  it('works in chunks (one RSA unwrap per chunk, not per key), checking every envelope before creating any token object; no batch key or other exportable session object is left, none at all once closed', async () => {
     const before = new Set(inspector.find([{ type: K.CKA_TOKEN, value: false }]).map((o) => o.toString('hex')));
     const chunked = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: main.label, pin: main.pin }] }, { importChunkSize: 4 });
     try {
@@ -589,7 +589,7 @@ describe('pkcs11 custody / receiving key and sealed batches on the token', () =>
       const c0 = chunked.hsmCounters!();
       await chunked.importSealed(sealed(receiving, good));
       const c1 = chunked.hsmCounters!();
-      assert.equal((c1.calls['C_UnwrapKey'] ?? 0) - (c0.calls['C_UnwrapKey'] ?? 0), 20 + 5, '20 keys and 5 batch keys (one per chunk of 4)');
+      assert.equal((c1.calls['C_UnwrapKey'] ?? 0) - (c0.calls['C_UnwrapKey'] ?? 0), 2 * (20 + 5), 'checked, then imported: 20 keys and 5 batch keys (one per chunk of 4) each time');
       assert.equal(c1.tokenObjectsCreated - c0.tokenObjectsCreated, 20);
       for (const k of good.slice(0, 3)) assert.deepEqual(await chunked.computeMic({ handle: k.handle }, Buffer.alloc(7)), aesCmac(k.key, Buffer.alloc(7)).subarray(0, 4));
 
@@ -598,8 +598,10 @@ describe('pkcs11 custody / receiving key and sealed batches on the token', () =>
       const wrapped = Buffer.from(input.keys[17]!.wrapped);
       wrapped[5] = (wrapped[5] ?? 0) ^ 0x01;
       const keys = input.keys.map((k, i) => (i === 17 ? { ...k, wrapped } : k));
+      const c2 = chunked.hsmCounters!();
       await rejectsWith(chunked.importSealed({ ...input, keys }), 'UNWRAP_FAILED', /root\/70B3D57E00000011\/AppKey\/chunks-bad/);
-      for (const k of bad) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: k.handle }]).length, 0, `${k.handle} removed`);
+      assert.equal(chunked.hsmCounters!().tokenObjectsCreated - c2.tokenObjectsCreated, 0, 'the bad envelope was found before any token object was made');
+      for (const k of bad) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: k.handle }]).length, 0, `${k.handle} not imported`);
       assert.equal(inspector.exportableSessionObjects(), 0, 'no batch key or session key is left');
       // Working copies of KEKs (WRAP and UNWRAP) may stay; a batch key (UNWRAP only) may not.
       assert.equal(inspector.find([{ type: K.CKA_TOKEN, value: false }, { type: K.CKA_UNWRAP, value: true }, { type: K.CKA_WRAP, value: false }]).length, 0, 'no batch key is left');
@@ -621,6 +623,25 @@ describe('pkcs11 custody / receiving key and sealed batches on the token', () =>
       assert.deepEqual(inspector.attribute(object, K.CKA_CLASS).subarray(0, 1), Buffer.of(K.CKO_SECRET_KEY), 'a secret key');
       assert.deepEqual(inspector.attribute(object, K.CKA_SIGN), Buffer.of(1), 'a working copy of a root key, not a batch key');
       assert.deepEqual(inspector.attribute(object, K.CKA_EXTRACTABLE), Buffer.of(0));
+    }
+  });
+
+  it('a failure after some chunks were stored (the derivation master deleted mid-import) removes what the earlier chunks created', async () => {
+    // Working copies made at every use, so a chunk that starts after the master is gone fails on the token.
+    const chunked = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: main.label, pin: main.pin }] }, { importChunkSize: 4, workingCopyTtlMs: 0 });
+    try {
+      const master = { handle: derivationKeyHandle('vanishing-vendor'), usage: 'derivation' as const, key: randomBytes(16) };
+      await chunked.importSealed(sealed(receiving, [master]));
+      const keys = Array.from({ length: 24 }, (_, i) => ({ handle: rootKeyHandle(`70B3D57EEE0000${i.toString(16).padStart(2, '0').toUpperCase()}`, 'AppKey', 'vanishing'), block: randomBytes(16) }));
+      const importing = chunked.importDerived({ master: master.handle, keys });
+      const outcome = importing.then(() => undefined, (error: unknown) => error);
+      while (inspector.find([{ type: K.CKA_LABEL, value: keys[0]!.handle }]).length === 0) await new Promise((r) => setTimeout(r, 1));
+      inspector.p.C_DestroyObject(inspector.session, inspector.byLabel(master.handle));
+      const error = await outcome;
+      assert.ok(error instanceof CustodyError && error.code === 'KEY_NOT_FOUND', `expected KEY_NOT_FOUND, got ${String(error)}`);
+      for (const k of keys) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: k.handle }]).length, 0, `${k.handle} removed again`);
+    } finally {
+      await chunked.close();
     }
   });
 

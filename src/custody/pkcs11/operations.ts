@@ -40,7 +40,7 @@ export interface Operations {
   receivingKeys: { args: Record<string, never>; result: ReceivingKeyInfo[] };
   checkImport: { args: { from: { handle: KeyHandle; usage: 'receiving' | 'derivation' }; handles: readonly KeyHandle[] }; result: undefined };
   importSealedChunk: {
-    args: { receiving: KeyHandle; oaep: OaepHash; encryptedBatchKey: Uint8Array; keys: readonly { handle: KeyHandle; usage: 'root' | 'derivation'; wrapped: Uint8Array }[]; createdAt: Date };
+    args: { receiving: KeyHandle; oaep: OaepHash; encryptedBatchKey: Uint8Array; keys: readonly { handle: KeyHandle; usage: 'root' | 'derivation'; wrapped: Uint8Array }[]; createdAt: Date; checkOnly: boolean };
     result: undefined;
   };
   deriveRootKeys: { args: { master: KeyHandle; keys: readonly { handle: KeyHandle; block: Uint8Array }[]; createdAt: Date }; result: undefined };
@@ -125,8 +125,8 @@ export function runOperation(token: TokenSession, request: OperationRequest): un
       token.checkImport(request.args.from, request.args.handles);
       return undefined;
     case 'importSealedChunk': {
-      const { receiving, oaep, encryptedBatchKey, keys, createdAt } = request.args;
-      token.importSealedChunk(receiving, oaep, encryptedBatchKey, keys, createdAt);
+      const { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly } = request.args;
+      token.importSealedChunk(receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly);
       return undefined;
     }
     case 'deriveRootKeys':

@@ -188,7 +188,10 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
   /**
    * The batch key is unwrapped (RSA-OAEP) inside the token and each key straight into a token object: no key is in
    * clear in this process. Work goes to a worker in chunks (importChunkSize keys per operation, each chunk unwrapping
-   * the batch key again), one import at a time with every other token-object creation.
+   * the batch key again), one import at a time with every other token-object creation. Every envelope is checked
+   * first (unwrapped into a session object that can do nothing, destroyed at once: tens of µs a key, where a token
+   * object costs milliseconds on SoftHSM2), so a bad batch creates no token object; what a token failure leaves
+   * half-done is removed again.
    */
   async importSealed(input: SealedImport): Promise<void> {
     const oaep = input.batchKey.oaep;
@@ -199,9 +202,9 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
       await this.#run('checkImport', { from: { handle: receiving, usage: 'receiving' }, handles: input.keys.map((k) => k.handle) });
       const createdAt = this.#now();
       const encryptedBatchKey = input.batchKey.encrypted;
-      await this.#inChunks(input.keys, (keys) =>
-        this.#run('importSealedChunk', { receiving, oaep, encryptedBatchKey, keys: keys.map(({ handle, usage, wrapped }) => ({ handle, usage, wrapped })), createdAt }),
-      );
+      const chunks = chunked(input.keys.map(({ handle, usage, wrapped }) => ({ handle, usage, wrapped })), this.#chunkSize);
+      for (const keys of chunks) await this.#run('importSealedChunk', { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly: true });
+      await this.#inChunks(chunks, (keys) => this.#run('importSealedChunk', { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly: false }));
     });
   }
 
@@ -211,7 +214,8 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
     await this.#serialised(async () => {
       await this.#run('checkImport', { from: { handle: input.master, usage: 'derivation' }, handles: input.keys.map((k) => k.handle) });
       const createdAt = this.#now();
-      await this.#inChunks(input.keys, (keys) => this.#run('deriveRootKeys', { master: input.master, keys: keys.map(({ handle, block }) => ({ handle, block })), createdAt }));
+      const chunks = chunked(input.keys.map(({ handle, block }) => ({ handle, block })), this.#chunkSize);
+      await this.#inChunks(chunks, (keys) => this.#run('deriveRootKeys', { master: input.master, keys, createdAt }));
     });
   }
 
@@ -231,11 +235,11 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
     );
   }
 
-  /** Runs `run` on consecutive chunks of `items`; when one fails, removes what the earlier chunks created. */
-  async #inChunks<T extends { readonly handle: KeyHandle }>(items: readonly T[], run: (chunk: T[]) => Promise<unknown>): Promise<void> {
+  /** Runs `run` on each chunk in turn; when one fails, removes what the earlier chunks created. */
+  async #inChunks<T extends { readonly handle: KeyHandle }>(chunks: readonly T[][], run: (chunk: T[]) => Promise<unknown>): Promise<void> {
     const done: KeyHandle[] = [];
     try {
-      for (const chunk of chunked(items, this.#chunkSize)) {
+      for (const chunk of chunks) {
         await run(chunk);
         done.push(...chunk.map((k) => k.handle));
       }

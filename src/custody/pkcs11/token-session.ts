@@ -427,9 +427,18 @@ export class TokenSession {
    * then C_UnwrapKey (CKM_AES_KEY_WRAP, RFC 3394) of each key straight into a token object with the template of a
    * root key (or derivation master); the batch key is destroyed at the end. All or nothing: a failure destroys the
    * token objects this chunk created before it is reported (the custody removes earlier chunks').
+   * `checkOnly`: each key is unwrapped into a session object that can do nothing and destroyed at once, so that a bad
+   * envelope is found before any token object exists (the custody checks every chunk so before importing any).
    */
-  importSealedChunk(receiving: KeyHandle, oaep: OaepHash, encryptedBatchKey: Uint8Array, keys: readonly { readonly handle: KeyHandle; readonly usage: 'root' | 'derivation'; readonly wrapped: Uint8Array }[], createdAt: Date): void {
-    this.#op(`importing ${keys.length} sealed key(s)`, [], () => {
+  importSealedChunk(
+    receiving: KeyHandle,
+    oaep: OaepHash,
+    encryptedBatchKey: Uint8Array,
+    keys: readonly { readonly handle: KeyHandle; readonly usage: 'root' | 'derivation'; readonly wrapped: Uint8Array }[],
+    createdAt: Date,
+    checkOnly = false,
+  ): void {
+    this.#op(`${checkOnly ? 'checking' : 'importing'} ${keys.length} sealed key(s)`, [], () => {
       const privateKey = this.#receivingPrivate(receiving);
       if (privateKey === undefined) throw new CustodyError('KEY_NOT_FOUND', `no receiving key named ${receiving} on token "${this.label}"`);
       const batch = this.#unwrapBatchKey(privateKey, oaep, encryptedBatchKey, receiving);
@@ -450,11 +459,14 @@ export class TokenSession {
             this.#p.C_DestroyObject(this.#session, probe);
             throw new CustodyError('INVALID_KEY', `the key for ${handle} unwrapped to ${wrapped.length - 8} bytes; ${usage === 'root' ? 'LoRaWAN root keys are' : 'a derivation master key is'} 16 bytes; nothing was imported`);
           }
+          let object: ObjectHandle;
           try {
-            created.push(this.#p.C_UnwrapKey(this.#session, mechanism, batch, Buffer.from(wrapped), tokenKeyTemplate(handle, usage, createdAt)));
+            object = this.#p.C_UnwrapKey(this.#session, mechanism, batch, Buffer.from(wrapped), checkOnly ? probeTemplate() : tokenKeyTemplate(handle, usage, createdAt));
           } catch (error) {
             throw this.#unwrapError(error, refused);
           }
+          if (checkOnly) this.#p.C_DestroyObject(this.#session, object);
+          else created.push(object);
         }
       } catch (error) {
         this.#destroyQuietly(created);

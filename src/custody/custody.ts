@@ -63,7 +63,12 @@ export interface CompletedJoin {
   readonly keys: ExportedKey[];
 }
 
-export type KeyUsage = 'root' | 'kek';
+/**
+ * root: a device's AppKey or NwkKey. kek: wraps and unwraps keys exchanged with a peer. receiving: the private half
+ * of the installation's RSA key pair that sealed batches are encrypted to (receivingKeyHandle). derivation: a
+ * vendor's derivation master key, from which device root keys are derived inside custody (importDerived).
+ */
+export type KeyUsage = 'root' | 'kek' | 'receiving' | 'derivation';
 
 export interface KeyInfo {
   readonly handle: KeyHandle;
@@ -118,6 +123,39 @@ export interface KeyCustody {
   listKeys(): Promise<KeyInfo[]>;
   deleteKey(handle: KeyHandle): Promise<void>;
 
+  /**
+   * Creates a receiving key (RSA-3072, e = 65537) in custody and returns its public JWK; the private key never
+   * leaves custody. Handle `receivingKeyHandle(kid)`, usage 'receiving'.
+   */
+  createReceivingKey(): Promise<ReceivingKeyInfo>;
+  /** Every receiving key in custody, oldest first. */
+  listReceivingKeys(): Promise<ReceivingKeyInfo[]>;
+  /**
+   * Imports keys sealed to a receiving key (docs/specs/sealed-batch.md): the batch key is RSA-OAEP-decrypted with
+   * the receiving key `receivingKid`, then every key is RFC 3394-unwrapped under it, straight into custody.
+   * All-or-nothing: either every key is in custody afterwards, or none is (the ones created are removed again).
+   * Refusals: KEY_NOT_FOUND (no such receiving key), MECHANISM_UNSUPPORTED (the custody cannot unwrap with this
+   * OAEP hash), KEY_EXISTS (a handle is taken, or named twice), UNWRAP_FAILED (the batch key or a key does not
+   * open), INVALID_KEY (a key of the wrong size). When an input has several faults, which one is reported may differ
+   * between custodies; in every case nothing is imported.
+   */
+  importSealed(input: SealedImport): Promise<void>;
+  /**
+   * Derives device root keys inside custody from a derivation master key (JK-KDF-1: one AES-128 encryption of each
+   * block under the master) and keeps them as root keys. Same all-or-nothing rule as importSealed. Refusals:
+   * KEY_NOT_FOUND (no such derivation key), INVALID_KEY (a block is not 16 bytes), KEY_EXISTS.
+   */
+  importDerived(input: DerivedImport): Promise<void>;
+  /**
+   * Root keys wrapped for another Join Server: a fresh batch key, RSA-OAEP-encrypted to `recipient`, and each key
+   * RFC 3394-wrapped under it (`wrapped[i]` for `handles[i]`). Refusals: INVALID_KEY (the recipient is not an RSA
+   * public key of at least 2048 bits, or its kid is not its thumbprint), KEY_NOT_FOUND, EXPORT_REFUSED (the custody
+   * does not let root keys leave, e.g. an HSM whose root keys are not extractable).
+   */
+  exportSealed(recipient: JsonWebKeyRsaPublic, oaep: OaepHash, handles: readonly KeyHandle[]): Promise<{ encryptedBatchKey: Buffer; wrapped: Buffer[] }>;
+  /** deleteKey of every handle, in bulk; handles not held are ignored. */
+  deleteKeys(handles: readonly KeyHandle[]): Promise<void>;
+
   /** Checks that custody can serve now (an HSM answers); throws a CustodyError when it cannot. Uses no key. */
   probe?(): Promise<void>;
   /** The members of a replicated custody (an HSM pool) and their state, for metrics, /healthz and the CLI. */
@@ -161,6 +199,44 @@ export interface CustodyStatus {
   readonly members: readonly CustodyMemberStatus[];
 }
 
+/** RSA-OAEP's hash (and MGF1's): 'sha1' is JOSE "RSA-OAEP", 'sha256' is "RSA-OAEP-256". No OAEP label. */
+export type OaepHash = 'sha1' | 'sha256';
+
+/** An RSA public key as a JWK (RFC 7517/7518); `kid` is its RFC 7638 thumbprint (SHA-256, base64url). */
+export interface JsonWebKeyRsaPublic {
+  readonly kty: 'RSA';
+  /** Modulus, big-endian, base64url without padding. */
+  readonly n: string;
+  /** Public exponent, big-endian, base64url without padding. */
+  readonly e: string;
+  readonly alg: 'RSA-OAEP-256';
+  readonly use: 'enc';
+  readonly kid: string;
+}
+
+export interface ReceivingKeyInfo {
+  readonly kid: string;
+  readonly jwk: JsonWebKeyRsaPublic;
+  readonly createdAt: Date;
+}
+
+/** Keys sealed to a receiving key (KeyCustody.importSealed). */
+export interface SealedImport {
+  readonly receivingKid: string;
+  /** The batch key (32 bytes, AES-256) RSA-OAEP-encrypted to the receiving key. */
+  readonly batchKey: { readonly oaep: OaepHash; readonly encrypted: Uint8Array };
+  /** Each key RFC 3394-wrapped under the batch key; usage 'root' (device root keys) or 'derivation' (a master). */
+  readonly keys: readonly { readonly handle: KeyHandle; readonly usage: 'root' | 'derivation'; readonly wrapped: Uint8Array }[];
+}
+
+/** Root keys to derive from a derivation master key (KeyCustody.importDerived). */
+export interface DerivedImport {
+  /** A 'derivation' key already in custody. */
+  readonly master: KeyHandle;
+  /** JK-KDF-1 input blocks (16 bytes each); the derived keys are kept as root keys under `handle`. */
+  readonly keys: readonly { readonly handle: KeyHandle; readonly block: Uint8Array }[];
+}
+
 export function kekHandle(label: string): KeyHandle {
   return `kek/${label}`;
 }
@@ -171,4 +247,14 @@ export function kekHandle(label: string): KeyHandle {
  */
 export function rootKeyHandle(devEui: string, name: 'AppKey' | 'NwkKey', importId: string): KeyHandle {
   return `root/${devEui}/${name}/${importId}`;
+}
+
+/** The receiving key whose public JWK has thumbprint `kid`. */
+export function receivingKeyHandle(kid: string): KeyHandle {
+  return `receiving/${kid}`;
+}
+
+/** A vendor's derivation master key, by the id its sealed batch gives it. */
+export function derivationKeyHandle(masterKeyId: string): KeyHandle {
+  return `derivation/${masterKeyId}`;
 }

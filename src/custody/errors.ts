@@ -18,6 +18,13 @@ export const custodyErrorCodes = [
    * under it; or a KEK was to enter in a way that cannot make it trusted (unwrapped, or created by the user).
    */
   'KEK_NOT_TRUSTED',
+  /**
+   * The custody cannot run the mechanism the request needs, e.g. a PKCS#11 token that cannot C_UnwrapKey with
+   * RSA-OAEP and SHA-256 (SoftHSM2 2.6.1): the message names the alternative (RSA-OAEP with SHA-1).
+   */
+  'MECHANISM_UNSUPPORTED',
+  /** Root keys may not leave this custody (PKCS#11: root keys are not extractable), not even sealed to another Join Server. */
+  'EXPORT_REFUSED',
 ] as const;
 export type CustodyErrorCode = (typeof custodyErrorCodes)[number];
 

@@ -1,18 +1,25 @@
-import type {
-  CompletedJoin,
-  CustodyMemberState,
-  CustodyMemberStatus,
-  CustodyStatus,
-  ExportedKey,
-  HsmCounters,
-  JoinAcceptSeal,
-  KeyCustody,
-  KeyDestination,
-  KeyHandle,
-  KeyInfo,
-  KeyRef,
-  KeyUsage,
-  SessionKeyRequest,
+import { randomBytes } from 'node:crypto';
+import {
+  type CompletedJoin,
+  type CustodyMemberState,
+  type CustodyMemberStatus,
+  type CustodyStatus,
+  type DerivedImport,
+  type ExportedKey,
+  type HsmCounters,
+  type JoinAcceptSeal,
+  type JsonWebKeyRsaPublic,
+  type KeyCustody,
+  type KeyDestination,
+  type KeyHandle,
+  type KeyInfo,
+  type KeyRef,
+  type KeyUsage,
+  type OaepHash,
+  type ReceivingKeyInfo,
+  type SealedImport,
+  type SessionKeyRequest,
+  receivingKeyHandle,
 } from './custody.js';
 import { CustodyError } from './errors.js';
 
@@ -31,8 +38,23 @@ import { CustodyError } from './errors.js';
  *   opened afresh (new sessions and login) on each check; it returns to service when it answers and holds every key
  *   the members in service hold ("inconsistent" until then, reported with the missing handles).
  *
- * Nothing here is specific to PKCS#11: a member is any KeyCustody that can be opened again.
+ * - A receiving key (an RSA key pair) is the one key made on one member and copied to the others: each member must
+ *   be able to open batches sealed to it, and an HSM cannot generate the same key pair twice. See createReceivingKey.
+ *
+ * Nothing here is specific to PKCS#11: a member is any KeyCustody that can be opened again (and, for receiving keys
+ * on a pool of two or more, that implements ReceivingKeyReplication).
  */
+
+/**
+ * What a pool needs of its members to hold one receiving key on each (createReceivingKey): the first member makes
+ * the key and returns its private key wrapped (RFC 5649) under a one-time transport key the pool passes to every
+ * member; the others store a copy from that. Each member keeps its copy non-extractable and destroys the transport
+ * key before answering.
+ */
+export interface ReceivingKeyReplication {
+  createReplicableReceivingKey(transportKey: Uint8Array): Promise<{ info: ReceivingKeyInfo; wrapped: Buffer }>;
+  importReceivingReplica(info: ReceivingKeyInfo, wrapped: Uint8Array, transportKey: Uint8Array): Promise<void>;
+}
 
 export interface CustodyMemberSource {
   readonly name: string;
@@ -44,7 +66,8 @@ export type ReplicaEvent =
   | { readonly kind: 'member-down'; readonly member: string; readonly reason: string }
   | { readonly kind: 'member-inconsistent'; readonly member: string; readonly reason: string }
   | { readonly kind: 'member-readmitted'; readonly member: string }
-  | { readonly kind: 'write-undone'; readonly member: string; readonly handle: KeyHandle; readonly reason: string };
+  /** handle: the key removed again (the first, for a batch); count: how many, for a batch of more than one. */
+  | { readonly kind: 'write-undone'; readonly member: string; readonly handle: KeyHandle; readonly count?: number; readonly reason: string };
 
 export interface ReplicatedCustodyOptions {
   /** How often members are probed and failed members reopened (default 2000 ms). */
@@ -62,7 +85,7 @@ export const DEFAULT_OPERATION_TIMEOUT_MS = 1000;
 const HEALTH_MESSAGE = Buffer.concat([Buffer.from([0xff]), Buffer.from('joinkeep health check')]);
 
 /** Refusals about the request itself: every member would answer the same, so they are not retried. */
-const REQUEST_ERRORS = new Set(['INVALID_KEY', 'CLEAR_EXPORT_REFUSED', 'UNWRAP_FAILED', 'KEY_EXISTS', 'KEK_NOT_TRUSTED']);
+const REQUEST_ERRORS = new Set(['INVALID_KEY', 'CLEAR_EXPORT_REFUSED', 'UNWRAP_FAILED', 'KEY_EXISTS', 'KEK_NOT_TRUSTED', 'MECHANISM_UNSUPPORTED', 'EXPORT_REFUSED']);
 /** A key a member does not hold: the request's fault only if no member holds it. */
 const NOT_FOUND = new Set(['KEY_NOT_FOUND', 'KEK_NOT_FOUND']);
 
@@ -234,6 +257,83 @@ export class ReplicatedKeyCustody implements KeyCustody {
     );
   }
 
+  async deleteKeys(handles: readonly KeyHandle[]): Promise<void> {
+    if (handles.length === 0) return;
+    const members = this.#requireWhole(`delete ${handles.length} key(s)`);
+    if (this.#sampleRoot !== undefined && handles.includes(this.#sampleRoot)) this.#sampleRoot = undefined;
+    // Handles not held are ignored by every member, so any failure here is the member's.
+    const results = await Promise.allSettled(members.map((m) => this.#on(m, (c) => c.deleteKeys(handles))));
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ member: members[i]!, error: r.reason as unknown }] : []));
+    if (failed.length === 0) return;
+    for (const f of failed) if (isMemberFailure(f.error)) this.#takeOut(f.member, describe(f.error));
+    const first = failed[0]!;
+    throw new CustodyError(
+      'TOKEN_UNAVAILABLE',
+      `${handles.length} key(s) were deleted from ${members.length - failed.length} of ${members.length} custody members; member "${first.member.name}" failed (${describe(first.error)}): delete them again when every member is in service`,
+    );
+  }
+
+  // --- sealed batches ----------------------------------------------------------------------------------------
+
+  /**
+   * On a pool of two or more: a one-time AES-256 transport key (random, in this process's memory only until every
+   * member has its copy; zeroised then) goes to every member; the first member generates the key pair with an
+   * extractable private key as session objects, wraps the private key under the transport key (CKM_AES_KEY_WRAP_PAD)
+   * and keeps a non-extractable token copy of its own; every other member unwraps the same blob into its own
+   * non-extractable copy; each member destroys the transport key (and the first its extractable original) before
+   * answering. All or nothing: when a member fails, the copies made are deleted. docs/security.md describes the window.
+   */
+  async createReceivingKey(): Promise<ReceivingKeyInfo> {
+    const members = this.#requireWhole('create a receiving key');
+    if (members.length === 1) return this.#on(members[0]!, (c) => c.createReceivingKey());
+    const replicable = members.map((m) => ({ member: m, custody: m.custody as KeyCustody & Partial<ReceivingKeyReplication> }));
+    const unable = replicable.find((r) => typeof r.custody.createReplicableReceivingKey !== 'function' || typeof r.custody.importReceivingReplica !== 'function');
+    if (unable !== undefined) throw new CustodyError('MECHANISM_UNSUPPORTED', `custody member "${unable.member.name}" cannot hold a copy of a receiving key`);
+    const [first, ...others] = members as [Member, ...Member[]];
+    const transportKey = randomBytes(32);
+    try {
+      const { info, wrapped } = await this.#on(first, (c) => (c as KeyCustody & ReceivingKeyReplication).createReplicableReceivingKey(transportKey)).catch((error: unknown) => {
+        // Nothing was kept on that member (it undoes its own part); a member failure takes it out, as for any write.
+        if (isMemberFailure(error)) this.#takeOut(first, describe(error));
+        throw error;
+      });
+      try {
+        await this.#allMembers(
+          `store receiving key ${info.kid}`,
+          [receivingKeyHandle(info.kid)],
+          (c) => (c as KeyCustody & ReceivingKeyReplication).importReceivingReplica(info, wrapped, transportKey),
+          { members: others, alsoUndoOn: [first] },
+        );
+      } finally {
+        wrapped.fill(0);
+      }
+      return info;
+    } finally {
+      transportKey.fill(0);
+    }
+  }
+
+  listReceivingKeys(): Promise<ReceivingKeyInfo[]> {
+    return this.#any((c) => c.listReceivingKeys());
+  }
+
+  /** On every member, each opening the batch key with its own copy of the receiving key; all or nothing across members. */
+  async importSealed(input: SealedImport): Promise<void> {
+    const handles = input.keys.map((k) => k.handle);
+    await this.#allMembers(`import ${handles.length} sealed key(s)`, handles, (c) => c.importSealed(input));
+    this.#sampleRoot ??= input.keys.find((k) => k.usage === 'root')?.handle;
+  }
+
+  async importDerived(input: DerivedImport): Promise<void> {
+    const handles = input.keys.map((k) => k.handle);
+    await this.#allMembers(`derive ${handles.length} root key(s)`, handles, (c) => c.importDerived(input));
+    this.#sampleRoot ??= handles[0];
+  }
+
+  exportSealed(recipient: JsonWebKeyRsaPublic, oaep: OaepHash, handles: readonly KeyHandle[]): Promise<{ encryptedBatchKey: Buffer; wrapped: Buffer[] }> {
+    return this.#any((c) => c.exportSealed(recipient, oaep, handles));
+  }
+
   // --- health ------------------------------------------------------------------------------------------------
 
   status(): CustodyStatus {
@@ -374,34 +474,54 @@ export class ReplicatedKeyCustody implements KeyCustody {
   }
 
   /** Runs a write on every member; undoes it where it succeeded when it failed anywhere. */
-  async #all(handle: KeyHandle, write: (custody: KeyCustody) => Promise<void>): Promise<void> {
-    const members = this.#requireWhole(`store ${handle}`);
+  #all(handle: KeyHandle, write: (custody: KeyCustody) => Promise<void>): Promise<void> {
+    return this.#allMembers(`store ${handle}`, [handle], write);
+  }
+
+  /**
+   * Runs a write of `handles` on every member (or on `options.members`); when it fails anywhere, deletes `handles`
+   * again where it succeeded (and on `options.alsoUndoOn`, members that did their part of the write earlier).
+   */
+  async #allMembers(
+    what: string,
+    handles: readonly KeyHandle[],
+    write: (custody: KeyCustody) => Promise<void>,
+    options: { readonly members?: readonly Member[]; readonly alsoUndoOn?: readonly Member[] } = {},
+  ): Promise<void> {
+    const members = options.members ?? this.#requireWhole(what);
     const results = await Promise.allSettled(members.map((m) => this.#on(m, write)));
     const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ member: members[i]!, error: r.reason as unknown }] : []));
     if (failed.length === 0) return;
-    const succeeded = members.filter((_, i) => results[i]!.status === 'fulfilled');
+    const succeeded = [...(options.alsoUndoOn ?? []), ...members.filter((_, i) => results[i]!.status === 'fulfilled')];
     const first = failed[0]!;
+    const label = handles.length === 1 ? handles[0]! : `${handles.length} keys (${handles.slice(0, 3).join(', ')}${handles.length > 3 ? ', …' : ''})`;
     if (succeeded.length === 0 && !failed.some((f) => isMemberFailure(f.error))) {
       // Every member refused the request itself (wrong KEK, key exists, …): the caller's error; nothing was stored.
       throw first.error;
     }
     for (const m of succeeded) {
       try {
-        await this.#on(m, (c) => c.deleteKey(handle));
-        this.#onEvent({ kind: 'write-undone', member: m.name, handle, reason: `member "${first.member.name}" refused it: ${describe(first.error)}` });
+        await this.#on(m, (c) => (handles.length === 1 ? c.deleteKey(handles[0]!) : c.deleteKeys(handles)));
+        this.#onEvent({
+          kind: 'write-undone',
+          member: m.name,
+          handle: handles[0] ?? '',
+          ...(handles.length > 1 ? { count: handles.length } : {}),
+          reason: `member "${first.member.name}" refused it: ${describe(first.error)}`,
+        });
       } catch (error) {
-        // The key stays on this member only; readmission checks compare members, so the operator will see it.
-        this.#takeOut(m, `could not undo a partial write of ${handle}: ${describe(error)}`);
+        // The keys stay on this member only; readmission checks compare members, so the operator will see them.
+        this.#takeOut(m, `could not undo a partial write of ${label}: ${describe(error)}`);
       }
     }
     for (const f of failed) {
       if (isMemberFailure(f.error)) this.#takeOut(f.member, describe(f.error));
-      // It lacks a KEK the others hold: it has drifted, and serves nothing until it holds every key again.
+      // It lacks a key the others hold: it has drifted, and serves nothing until it holds every key again.
       else if (f.error instanceof CustodyError && NOT_FOUND.has(f.error.code) && succeeded.length > 0) this.#takeOut(f.member, describe(f.error), 'inconsistent');
     }
     throw new CustodyError(
       'TOKEN_UNAVAILABLE',
-      `${handle} was not stored: custody member "${first.member.name}" failed (${describe(first.error)}); every member must hold every key, so it was removed from the others`,
+      `${label} ${handles.length === 1 ? 'was' : 'were'} not stored: custody member "${first.member.name}" failed (${describe(first.error)}); every member must hold every key, so ${handles.length === 1 ? 'it was' : 'they were'} removed from the others`,
     );
   }
 

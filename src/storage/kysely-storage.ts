@@ -40,6 +40,23 @@ import type {
   Storage,
 } from './storage.js';
 
+/*
+ * Bulk writes of sealed key records, for the software keystore's sealed-batch imports (issue 5). Declared into the
+ * Storage contract from here, next to their one implementation, because this change keeps to this file; the
+ * storage owner may move the two lines into storage.ts.
+ */
+declare module './storage.js' {
+  interface Storage {
+    /** Every record in one transaction, or none: a handle already held fails the call with KEY_RECORD_EXISTS. */
+    insertKeyRecords(records: readonly SealedKeyRecord[]): Promise<void>;
+    /** Deletes the records of `handles` in one transaction (handles not held are ignored); the number deleted. */
+    deleteKeyRecords(handles: readonly string[]): Promise<number>;
+  }
+}
+
+/** Rows per multi-row INSERT or IN list of the bulk key-record writes (4 parameters a row). */
+const KEY_RECORD_CHUNK = 500;
+
 /** How a driver error should be handled. */
 export type ErrorClass = 'unique-violation' | 'retry' | 'other';
 
@@ -312,6 +329,38 @@ export class KyselyStorage implements Storage {
       'KEY_RECORD_EXISTS',
       `key record ${record.handle} already exists`,
     ]);
+  }
+
+  async insertKeyRecords(records: readonly SealedKeyRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.#run(
+      'insertKeyRecords',
+      () =>
+        this.db.transaction().execute(async (trx) => {
+          for (let i = 0; i < records.length; i += KEY_RECORD_CHUNK) {
+            const chunk = records.slice(i, i + KEY_RECORD_CHUNK);
+            // Looked up first so that the error names the handles: SQLite's unique violation does not.
+            const taken = await trx.selectFrom('key_records').select('handle').where('handle', 'in', chunk.map((r) => r.handle)).limit(3).execute();
+            if (taken.length > 0) throw new StorageError('KEY_RECORD_EXISTS', `key record(s) already exist: ${taken.map((r) => r.handle).join(', ')}`);
+            await trx.insertInto('key_records').values(chunk.map(keyRecordToRow)).execute();
+          }
+        }),
+      ['KEY_RECORD_EXISTS', `a key record of the ${records.length} to insert already exists (or is named twice)`],
+    );
+  }
+
+  async deleteKeyRecords(handles: readonly string[]): Promise<number> {
+    if (handles.length === 0) return 0;
+    return this.#run('deleteKeyRecords', () =>
+      this.db.transaction().execute(async (trx) => {
+        let deleted = 0;
+        for (let i = 0; i < handles.length; i += KEY_RECORD_CHUNK) {
+          const result = await trx.deleteFrom('key_records').where('handle', 'in', handles.slice(i, i + KEY_RECORD_CHUNK)).executeTakeFirst();
+          deleted += Number(result.numDeletedRows);
+        }
+        return deleted;
+      }),
+    );
   }
 
   async getKeyRecord(handle: string): Promise<SealedKeyRecord | undefined> {

@@ -1,23 +1,30 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { constants, createCipheriv, createDecipheriv, createPublicKey, generateKeyPairSync, privateDecrypt, publicEncrypt, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, beforeEach, afterEach, describe, it } from 'node:test';
+import { calculateJwkThumbprint } from 'jose';
 import {
   CustodyError,
   type CustodyErrorCode,
+  type JsonWebKeyRsaPublic,
   type KeyCustody,
+  type OaepHash,
+  type ReceivingKeyInfo,
+  type SealedImport,
   SoftwareKeyCustody,
   createMasterKeyFile,
+  derivationKeyHandle,
   kekHandle,
   loadMasterKey,
+  receivingKeyHandle,
   rootKeyHandle,
 } from '../../src/custody/index.js';
 import { openPkcs11Custody } from '../../src/custody/pkcs11/index.js';
-import { aesKeyWrap } from '../../src/custody/primitives.js';
+import { aes128EcbDecrypt, aes128EcbEncrypt, aesCmac, aesKeyWrap } from '../../src/custody/primitives.js';
 import { eui64FromBeHex, legacySessionKeyBlock, lifetimeKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
 import type { Storage } from '../../src/storage/index.js';
 import { createTestToken, softhsmModulePath, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
@@ -490,6 +497,366 @@ for (const factory of custodyFactories) {
         await c.custody.deleteKey(kekHandle('gone'));
         assert.equal(await c.custody.hasKek('gone'), false);
         await rejectsWith(c.custody.importWrapped('root/y', 'root', aesKeyWrap(transportKek, randomBytes(16)), 'gone'), 'KEK_NOT_FOUND');
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Receiving key and sealed batches (docs/specs/sealed-batch.md). A receiving key is slow to make (RSA-3072, and on a
+// pool it is copied to every token), so each implementation gets one custody and one receiving key for the whole
+// section; every test uses handles of its own and checks what it changed.
+
+const RFC3394_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex');
+
+/** The maker's side, with node:crypto only: RFC 3394 under an AES-256 batch key (id-aes256-wrap). */
+function wrap256(batchKey: Buffer, key: Buffer): Buffer {
+  const c = createCipheriv('id-aes256-wrap', batchKey, RFC3394_IV);
+  return Buffer.concat([c.update(key), c.final()]);
+}
+
+function unwrap256(batchKey: Buffer, wrapped: Buffer): Buffer {
+  const d = createDecipheriv('id-aes256-wrap', batchKey, RFC3394_IV);
+  return Buffer.concat([d.update(wrapped), d.final()]);
+}
+
+/** The batch key RSA-OAEP-encrypted to `jwk` with node:crypto (MGF1 with the same hash, no label). */
+function sealBatchKey(jwk: JsonWebKeyRsaPublic | { kty: 'RSA'; n: string; e: string }, oaep: OaepHash, batchKey: Buffer): Buffer {
+  return publicEncrypt({ key: createPublicKey({ key: { kty: 'RSA', n: jwk.n, e: jwk.e }, format: 'jwk' }), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: oaep }, batchKey);
+}
+
+interface ClearKey { readonly handle: string; readonly usage: 'root' | 'derivation'; readonly key: Buffer }
+
+/** A sealed batch of `keys` to the receiving key `receiving`, as a maker's tool makes it; and its batch key. */
+function sealKeys(receiving: ReceivingKeyInfo, keys: readonly ClearKey[], oaep: OaepHash = 'sha1'): { input: SealedImport; batchKey: Buffer } {
+  const batchKey = randomBytes(32);
+  return {
+    batchKey,
+    input: {
+      receivingKid: receiving.kid,
+      batchKey: { oaep, encrypted: sealBatchKey(receiving.jwk, oaep, batchKey) },
+      keys: keys.map((k) => ({ handle: k.handle, usage: k.usage, wrapped: wrap256(batchKey, k.key) })),
+    },
+  };
+}
+
+/** `count` random device root keys named for this test. */
+function deviceKeys(tag: string, count: number): ClearKey[] {
+  return Array.from({ length: count }, (_, i) => ({
+    handle: rootKeyHandle(`70B3D57ED${i.toString(16).toUpperCase().padStart(7, '0')}`, i % 2 === 0 ? 'AppKey' : 'NwkKey', tag),
+    usage: 'root' as const,
+    key: randomBytes(16),
+  }));
+}
+
+/** JK-KDF-1 input block (docs/specs/sealed-batch.md): 0x01 (AppKey) or 0x02 (NwkKey) ‖ DevEUI (MSB first) ‖ "JK-KDF1". */
+function kdfBlock(devEui: string, name: 'AppKey' | 'NwkKey'): Buffer {
+  return Buffer.concat([Buffer.of(name === 'AppKey' ? 0x01 : 0x02), Buffer.from(devEui, 'hex'), Buffer.from('JK-KDF1', 'ascii')]);
+}
+
+/** The key behaves as `clear` does in node:crypto: CMAC (computeMic, verifyMic) and AES (encryptJoinAccept). */
+async function assertSameKey(custody: KeyCustody, handle: string, clear: Buffer): Promise<void> {
+  const message = randomBytes(23);
+  const mic = aesCmac(clear, message).subarray(0, 4);
+  assert.deepEqual(await custody.computeMic({ handle }, message), mic, `CMAC under ${handle}`);
+  assert.equal(await custody.verifyMic({ handle }, message, mic), true);
+  const block = randomBytes(16);
+  assert.deepEqual(await custody.encryptJoinAccept({ handle }, block), aes128EcbDecrypt(clear, block), `AES under ${handle}`);
+}
+
+for (const factory of custodyFactories) {
+  describe(`custody contract / ${factory.name} / receiving key and sealed batches`, () => {
+    let c: OpenedCustody;
+    let receiving: ReceivingKeyInfo;
+    before(async () => {
+      c = await factory.open();
+      receiving = await c.custody.createReceivingKey();
+    });
+    after(async () => {
+      await c?.cleanup();
+    });
+
+    /** Runs `attempt`, expecting `code`, and checks that custody holds exactly the keys it held before. */
+    async function refusedAndUnchanged(attempt: () => Promise<unknown>, code: CustodyErrorCode, absent: readonly string[] = []): Promise<void> {
+      const before = handles(await c.custody.listKeys());
+      await rejectsWith(attempt(), code);
+      assert.deepEqual(handles(await c.custody.listKeys()), before, 'custody holds the same keys as before');
+      for (const h of absent) assert.equal(await c.custody.hasKey(h), false, `${h} was not imported`);
+    }
+
+    describe('createReceivingKey / listReceivingKeys', () => {
+      it('gives a public JWK (kty RSA, 3072-bit n, e = 65537, alg RSA-OAEP-256, use enc) that node:crypto loads, with kid = its RFC 7638 thumbprint (as jose computes it)', async () => {
+        const { jwk } = receiving;
+        assert.deepEqual(Object.keys(jwk).sort(), ['alg', 'e', 'kid', 'kty', 'n', 'use']);
+        assert.equal(jwk.kty, 'RSA');
+        assert.equal(jwk.alg, 'RSA-OAEP-256');
+        assert.equal(jwk.use, 'enc');
+        assert.equal(jwk.e, 'AQAB');
+        assert.match(jwk.n, /^[A-Za-z0-9_-]+$/, 'n is base64url without padding');
+        const key = createPublicKey({ key: { ...jwk }, format: 'jwk' });
+        assert.equal(key.asymmetricKeyDetails?.modulusLength, 3072);
+        assert.equal(key.asymmetricKeyDetails?.publicExponent, 65537n);
+        assert.equal(receiving.kid, jwk.kid);
+        assert.equal(jwk.kid, await calculateJwkThumbprint({ kty: 'RSA', n: jwk.n, e: jwk.e }, 'sha256'));
+        assert.ok(Math.abs(receiving.createdAt.getTime() - Date.now()) < 10 * 60_000, 'createdAt is the creation time');
+      });
+
+      it('is listed by listReceivingKeys (same JWK) and by listKeys as receiving/<kid> with usage receiving; hasKey knows it', async () => {
+        const listed = (await c.custody.listReceivingKeys()).find((k) => k.kid === receiving.kid);
+        assert.ok(listed, 'listed by listReceivingKeys');
+        assert.deepEqual(listed.jwk, receiving.jwk);
+        const info = (await c.custody.listKeys()).find((k) => k.handle === receivingKeyHandle(receiving.kid));
+        assert.equal(info?.usage, 'receiving');
+        assert.equal(await c.custody.hasKey(receivingKeyHandle(receiving.kid)), true);
+      });
+
+      it('is not a root key: MIC, Join-accept encryption and derivation with it are refused (KEY_NOT_FOUND)', async () => {
+        const handle = receivingKeyHandle(receiving.kid);
+        await rejectsWith(c.custody.computeMic({ handle }, Buffer.alloc(19)), 'KEY_NOT_FOUND');
+        await rejectsWith(c.custody.encryptJoinAccept({ handle }, Buffer.alloc(16)), 'KEY_NOT_FOUND');
+        await rejectsWith(c.custody.deriveAndExport(handle, [{ block: Buffer.alloc(16), to: { clear: { peer: 'p', allowedBy: 'operator-peer-setting' } } }]), 'KEY_NOT_FOUND');
+      });
+
+      it('cannot be imported: importWrapped with usage receiving is refused (INVALID_KEY) and nothing is stored', async () => {
+        const kek = randomBytes(16);
+        await c.importKek('receiving-import', kek);
+        await refusedAndUnchanged(() => c.custody.importWrapped('receiving/forged', 'receiving', aesKeyWrap(kek, randomBytes(16)), 'receiving-import'), 'INVALID_KEY', ['receiving/forged']);
+      });
+
+      it('a second receiving key is listed beside the first, oldest first; deleting it removes it (listReceivingKeys, listKeys) and batches sealed to it are refused (KEY_NOT_FOUND)', async () => {
+        const second = await c.custody.createReceivingKey();
+        assert.notEqual(second.kid, receiving.kid);
+        const kids = (await c.custody.listReceivingKeys()).map((k) => k.kid);
+        assert.ok(kids.indexOf(receiving.kid) >= 0 && kids.indexOf(receiving.kid) < kids.indexOf(second.kid), `oldest first: ${kids.join(', ')}`);
+        await c.custody.deleteKey(receivingKeyHandle(second.kid));
+        assert.ok(!(await c.custody.listReceivingKeys()).some((k) => k.kid === second.kid));
+        assert.ok(!(await c.custody.listKeys()).some((k) => k.handle === receivingKeyHandle(second.kid)));
+        assert.equal(await c.custody.hasKey(receivingKeyHandle(second.kid)), false);
+        const keys = deviceKeys('to-deleted', 2);
+        await refusedAndUnchanged(() => c.custody.importSealed(sealKeys(second, keys).input), 'KEY_NOT_FOUND', keys.map((k) => k.handle));
+      });
+    });
+
+    describe('importSealed', () => {
+      it('RSA-OAEP (SHA-1): every key of the batch is held as a root key, and MIC and AES under it equal node:crypto with the clear key; the input is not changed', async () => {
+        const keys = deviceKeys('sealed-sha1', 12);
+        const { input } = sealKeys(receiving, keys);
+        const unchanged = watchInputs(input.batchKey.encrypted, ...input.keys.map((k) => k.wrapped));
+        await c.custody.importSealed(input);
+        unchanged();
+        const listed = new Map((await c.custody.listKeys()).map((k) => [k.handle, k.usage]));
+        for (const k of keys) assert.equal(listed.get(k.handle), 'root', `${k.handle} listed as a root key`);
+        for (const k of keys) await assertSameKey(c.custody, k.handle, k.key);
+      });
+
+      it('RSA-OAEP-256 (SHA-256): imported where the custody can unwrap it (the software keystore must), otherwise refused with MECHANISM_UNSUPPORTED naming RSA-OAEP (SHA-1), nothing imported', async () => {
+        const keys = deviceKeys('sealed-sha256', 4);
+        const { input } = sealKeys(receiving, keys, 'sha256');
+        const before = handles(await c.custody.listKeys());
+        try {
+          await c.custody.importSealed(input);
+        } catch (error) {
+          assert.ok(error instanceof CustodyError && error.code === 'MECHANISM_UNSUPPORTED', `expected MECHANISM_UNSUPPORTED, got ${String(error)}`);
+          assert.notEqual(c.custody.kind, 'software', 'the software keystore unwraps RSA-OAEP-256');
+          assert.match(error.message, /RSA-OAEP.*SHA-1/);
+          assert.deepEqual(handles(await c.custody.listKeys()), before);
+          return;
+        }
+        for (const k of keys) await assertSameKey(c.custody, k.handle, k.key);
+      });
+
+      it('a batch with no keys imports nothing and is not an error', async () => {
+        const before = handles(await c.custody.listKeys());
+        await c.custody.importSealed(sealKeys(receiving, []).input);
+        assert.deepEqual(handles(await c.custody.listKeys()), before);
+      });
+
+      describe('refusals: nothing is imported', () => {
+        it('the batch key sealed to another RSA key (UNWRAP_FAILED)', async () => {
+          const keys = deviceKeys('other-rsa', 4);
+          const other = generateKeyPairSync('rsa', { modulusLength: 3072 }).publicKey.export({ format: 'jwk' }) as { kty: 'RSA'; n: string; e: string };
+          const { input, batchKey } = sealKeys(receiving, keys);
+          await refusedAndUnchanged(() => c.custody.importSealed({ ...input, batchKey: { oaep: 'sha1', encrypted: sealBatchKey(other, 'sha1', batchKey) } }), 'UNWRAP_FAILED', keys.map((k) => k.handle));
+        });
+
+        it('a corrupted batch-key ciphertext (UNWRAP_FAILED)', async () => {
+          const keys = deviceKeys('bad-rsa', 4);
+          const { input } = sealKeys(receiving, keys);
+          const encrypted = Buffer.from(input.batchKey.encrypted);
+          encrypted[100] = (encrypted[100] ?? 0) ^ 0x01;
+          await refusedAndUnchanged(() => c.custody.importSealed({ ...input, batchKey: { oaep: 'sha1', encrypted } }), 'UNWRAP_FAILED', keys.map((k) => k.handle));
+        });
+
+        it('keys wrapped under another batch key than the one sealed (UNWRAP_FAILED)', async () => {
+          const keys = deviceKeys('wrong-batch-key', 4);
+          const { input } = sealKeys(receiving, keys);
+          const otherBatchKey = randomBytes(32);
+          await refusedAndUnchanged(
+            () => c.custody.importSealed({ ...input, keys: keys.map((k) => ({ handle: k.handle, usage: k.usage, wrapped: wrap256(otherBatchKey, k.key) })) }),
+            'UNWRAP_FAILED',
+            keys.map((k) => k.handle),
+          );
+        });
+
+        it('a truncated wrapped key (UNWRAP_FAILED)', async () => {
+          const keys = deviceKeys('truncated', 4);
+          const { input } = sealKeys(receiving, keys);
+          const truncated = input.keys.map((k, i) => (i === 2 ? { ...k, wrapped: k.wrapped.subarray(0, 23) } : k));
+          await refusedAndUnchanged(() => c.custody.importSealed({ ...input, keys: truncated }), 'UNWRAP_FAILED', keys.map((k) => k.handle));
+        });
+
+        it('one corrupted key among 40: none of the 40 is imported, also those before it (UNWRAP_FAILED)', async () => {
+          const keys = deviceKeys('one-bad', 40);
+          const { input } = sealKeys(receiving, keys);
+          const corrupted = input.keys.map((k, i) => {
+            if (i !== 33) return k;
+            const w = Buffer.from(k.wrapped);
+            w[10] = (w[10] ?? 0) ^ 0x80;
+            return { ...k, wrapped: w };
+          });
+          await refusedAndUnchanged(() => c.custody.importSealed({ ...input, keys: corrupted }), 'UNWRAP_FAILED', keys.map((k) => k.handle));
+        });
+
+        it('an unknown receiving kid (KEY_NOT_FOUND)', async () => {
+          const keys = deviceKeys('unknown-kid', 2);
+          const { input } = sealKeys(receiving, keys);
+          await refusedAndUnchanged(() => c.custody.importSealed({ ...input, receivingKid: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }), 'KEY_NOT_FOUND', keys.map((k) => k.handle));
+        });
+
+        it('a key that is not 16 bytes (INVALID_KEY)', async () => {
+          const keys = deviceKeys('long-key', 3);
+          const { input, batchKey } = sealKeys(receiving, keys);
+          const long = input.keys.map((k, i) => (i === 1 ? { ...k, wrapped: wrap256(batchKey, randomBytes(32)) } : k));
+          await refusedAndUnchanged(() => c.custody.importSealed({ ...input, keys: long }), 'INVALID_KEY', keys.map((k) => k.handle));
+        });
+
+        it('a handle already held (KEY_EXISTS), and the key held before stays in use', async () => {
+          const [held] = deviceKeys('held', 1);
+          await c.custody.importSealed(sealKeys(receiving, [held!]).input);
+          const keys = [...deviceKeys('dup-held', 3), { ...held!, key: randomBytes(16) }];
+          await refusedAndUnchanged(() => c.custody.importSealed(sealKeys(receiving, keys).input), 'KEY_EXISTS', keys.slice(0, 3).map((k) => k.handle));
+          await assertSameKey(c.custody, held!.handle, held!.key);
+        });
+
+        it('a handle named twice in one batch (KEY_EXISTS)', async () => {
+          const keys = deviceKeys('named-twice', 3);
+          await refusedAndUnchanged(() => c.custody.importSealed(sealKeys(receiving, [...keys, { ...keys[0]!, key: randomBytes(16) }]).input), 'KEY_EXISTS', keys.map((k) => k.handle));
+        });
+      });
+    });
+
+    describe('importDerived (JK-KDF-1) from a derivation master key sealed in a batch', () => {
+      const master = randomBytes(16);
+      const masterHandle = derivationKeyHandle(`vendor-${randomBytes(4).toString('hex')}`);
+      before(async () => {
+        await c.custody.importSealed(sealKeys(receiving, [{ handle: masterHandle, usage: 'derivation', key: master }]).input);
+      });
+
+      it('the master is held as a derivation key, and is refused as a root key', async () => {
+        assert.equal((await c.custody.listKeys()).find((k) => k.handle === masterHandle)?.usage, 'derivation');
+        await assert.rejects(c.custody.computeMic({ handle: masterHandle }, Buffer.alloc(19)), CustodyError);
+        await assert.rejects(c.custody.encryptJoinAccept({ handle: masterHandle }, Buffer.alloc(16)), CustodyError);
+      });
+
+      it('each derived root key equals AES-128-ECB(master, block) as node:crypto computes it: CMAC and AES under it match', async () => {
+        const devEuis = ['70B3D57ED0000001', '70B3D57ED0000002', '0004A30B001C0530'];
+        const wanted = devEuis.flatMap((devEui) =>
+          (['AppKey', 'NwkKey'] as const).map((name) => ({ handle: rootKeyHandle(devEui, name, 'derived'), block: kdfBlock(devEui, name) })),
+        );
+        const unchanged = watchInputs(...wanted.map((w) => w.block));
+        await c.custody.importDerived({ master: masterHandle, keys: wanted });
+        unchanged();
+        const listed = new Map((await c.custody.listKeys()).map((k) => [k.handle, k.usage]));
+        for (const w of wanted) {
+          assert.equal(listed.get(w.handle), 'root');
+          await assertSameKey(c.custody, w.handle, aes128EcbEncrypt(master, w.block));
+        }
+      });
+
+      it('refusals, nothing derived: unknown master or a root key as master (KEY_NOT_FOUND), a block that is not 16 bytes (INVALID_KEY), a handle held or named twice (KEY_EXISTS)', async () => {
+        const devEui = '70B3D57ED00000FF';
+        const key = { handle: rootKeyHandle(devEui, 'AppKey', 'refused'), block: kdfBlock(devEui, 'AppKey') };
+        const other = { handle: rootKeyHandle(devEui, 'NwkKey', 'refused'), block: kdfBlock(devEui, 'NwkKey') };
+        await refusedAndUnchanged(() => c.custody.importDerived({ master: derivationKeyHandle('nobody'), keys: [key] }), 'KEY_NOT_FOUND', [key.handle]);
+        const [root] = deviceKeys('not-a-master', 1);
+        await c.custody.importSealed(sealKeys(receiving, [root!]).input);
+        await refusedAndUnchanged(() => c.custody.importDerived({ master: root!.handle, keys: [key] }), 'KEY_NOT_FOUND', [key.handle]);
+        await refusedAndUnchanged(() => c.custody.importDerived({ master: masterHandle, keys: [key, { ...other, block: other.block.subarray(0, 15) }] }), 'INVALID_KEY', [key.handle, other.handle]);
+        await refusedAndUnchanged(() => c.custody.importDerived({ master: masterHandle, keys: [key, { ...other, handle: root!.handle }] }), 'KEY_EXISTS', [key.handle]);
+        await refusedAndUnchanged(() => c.custody.importDerived({ master: masterHandle, keys: [key, { ...other, handle: key.handle }] }), 'KEY_EXISTS', [key.handle]);
+      });
+    });
+
+    describe('deleteKeys', () => {
+      it('deletes every named key in one call (operations then refused, KEY_NOT_FOUND), keeps the others, ignores handles not held', async () => {
+        const keys = deviceKeys('bulk-delete', 6);
+        await c.custody.importSealed(sealKeys(receiving, keys).input);
+        const [gone, kept] = [keys.slice(0, 4), keys.slice(4)];
+        await c.custody.computeMic({ handle: gone[0]!.handle }, Buffer.alloc(19)); // used once, so it may be cached
+        await c.custody.deleteKeys([...gone.map((k) => k.handle), 'root/never/AppKey/held']);
+        const held = new Set(handles(await c.custody.listKeys()));
+        for (const k of gone) assert.equal(held.has(k.handle), false, `${k.handle} deleted`);
+        for (const k of kept) assert.equal(held.has(k.handle), true, `${k.handle} kept`);
+        await rejectsWith(c.custody.computeMic({ handle: gone[0]!.handle }, Buffer.alloc(19)), 'KEY_NOT_FOUND');
+        for (const k of kept) await assertSameKey(c.custody, k.handle, k.key);
+        await c.custody.deleteKeys([]);
+        // The handles can be imported again.
+        await c.custody.importSealed(sealKeys(receiving, gone).input);
+        await assertSameKey(c.custody, gone[1]!.handle, gone[1]!.key);
+      });
+    });
+
+    describe('exportSealed (Join Server to Join Server)', () => {
+      it('software keystore: root keys sealed to the recipient (RSA-OAEP, then RFC 3394 under the batch key) open with the recipient\'s private key to the clear keys; PKCS#11: refused (EXPORT_REFUSED) explaining trusted wrapping', async () => {
+        const keys = deviceKeys('export', 3);
+        await c.custody.importSealed(sealKeys(receiving, keys).input);
+        const recipient = generateKeyPairSync('rsa', { modulusLength: 3072 });
+        const pub = recipient.publicKey.export({ format: 'jwk' }) as { n: string; e: string };
+        const jwk: JsonWebKeyRsaPublic = { kty: 'RSA', n: pub.n, e: pub.e, alg: 'RSA-OAEP-256', use: 'enc', kid: await calculateJwkThumbprint({ kty: 'RSA', n: pub.n, e: pub.e }) };
+        for (const oaep of ['sha1', 'sha256'] as const) {
+          let exported: { encryptedBatchKey: Buffer; wrapped: Buffer[] };
+          try {
+            exported = await c.custody.exportSealed(jwk, oaep, keys.map((k) => k.handle));
+          } catch (error) {
+            assert.ok(error instanceof CustodyError && error.code === 'EXPORT_REFUSED', `expected EXPORT_REFUSED, got ${String(error)}`);
+            assert.notEqual(c.custody.kind, 'software', 'the software keystore exports');
+            assert.match(error.message, /trusted wrapping/);
+            continue;
+          }
+          const batchKey = privateDecrypt({ key: recipient.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: oaep }, exported.encryptedBatchKey);
+          assert.equal(batchKey.length, 32);
+          assert.equal(exported.wrapped.length, keys.length);
+          keys.forEach((k, i) => assert.deepEqual(unwrap256(batchKey, exported.wrapped[i]!), k.key));
+        }
+      });
+
+      it('software keystore: an export to this installation\'s own receiving key imports back (under new handles) as the same keys', async (t) => {
+        if (c.custody.kind !== 'software') {
+          await rejectsWith(c.custody.exportSealed(receiving.jwk, 'sha1', []), 'EXPORT_REFUSED');
+          t.diagnostic('PKCS#11 custody refuses exports (checked above)');
+          return;
+        }
+        const keys = deviceKeys('round-trip', 2);
+        await c.custody.importSealed(sealKeys(receiving, keys).input);
+        const exported = await c.custody.exportSealed(receiving.jwk, 'sha256', keys.map((k) => k.handle));
+        const moved = keys.map((k) => ({ ...k, handle: `${k.handle}-moved` }));
+        await c.custody.importSealed({
+          receivingKid: receiving.kid,
+          batchKey: { oaep: 'sha256', encrypted: exported.encryptedBatchKey },
+          keys: moved.map((k, i) => ({ handle: k.handle, usage: 'root', wrapped: exported.wrapped[i]! })),
+        });
+        for (const k of moved) await assertSameKey(c.custody, k.handle, k.key);
+      });
+
+      it('refusals before any work: a recipient that is not an RSA key of ≥ 2048 bits or whose kid is not its thumbprint (INVALID_KEY); software: an unknown handle or a non-root key (KEY_NOT_FOUND)', async () => {
+        const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'jwk' }) as { n: string; e: string };
+        await rejectsWith(c.custody.exportSealed({ ...receiving.jwk, n: small.n, kid: await calculateJwkThumbprint({ kty: 'RSA', n: small.n, e: small.e }) }, 'sha1', []), 'INVALID_KEY');
+        await rejectsWith(c.custody.exportSealed({ ...receiving.jwk, kid: 'not-its-thumbprint' }, 'sha1', []), 'INVALID_KEY');
+        await rejectsWith(c.custody.exportSealed({ kty: 'EC' } as unknown as JsonWebKeyRsaPublic, 'sha1', []), 'INVALID_KEY');
+        if (c.custody.kind === 'software') {
+          await rejectsWith(c.custody.exportSealed(receiving.jwk, 'sha1', ['root/none/AppKey/x']), 'KEY_NOT_FOUND');
+          await rejectsWith(c.custody.exportSealed(receiving.jwk, 'sha1', [receivingKeyHandle(receiving.kid)]), 'KEY_NOT_FOUND');
+        }
       });
     });
   });

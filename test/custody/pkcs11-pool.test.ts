@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { constants, createCipheriv, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import type * as Pkcs11js from 'pkcs11js';
-import { type KeyDestination, kekHandle } from '../../src/custody/index.js';
+import { CustodyError, type KeyCustody, type KeyDestination, type ReceivingKeyInfo, type SealedImport, kekHandle, receivingKeyHandle } from '../../src/custody/index.js';
 import { rejectsWith } from '../helpers/custody-errors.js';
-import { type ReplicaEvent, ReplicatedKeyCustody, openPkcs11Custody } from '../../src/custody/pkcs11/index.js';
-import { aesKeyWrap } from '../../src/custody/primitives.js';
+import { type ReplicaEvent, ReplicatedKeyCustody, openPkcs11Custody, openPkcs11Token } from '../../src/custody/pkcs11/index.js';
+import { aesCmac, aesKeyWrap } from '../../src/custody/primitives.js';
 import { legacySessionKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
 import { type TestToken, createTestToken, disableToken, privateModuleCopy, softhsmModulePath, stallToken, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
 import { hex, loadVectors, toHexUpper } from '../helpers/vectors.js';
@@ -68,10 +68,14 @@ class Inspector {
     }
   }
 
-  labels(token: TestToken): string[] {
-    return this.find(token, [{ type: K.CKA_TOKEN, value: true }, { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }])
+  labels(token: TestToken, cls: number = K.CKO_SECRET_KEY): string[] {
+    return this.find(token, [{ type: K.CKA_TOKEN, value: true }, { type: K.CKA_CLASS, value: cls }])
       .map((o) => this.p.C_GetAttributeValue(this.session(token), o, [{ type: K.CKA_LABEL }])[0]!.value.toString('utf8'))
       .sort();
+  }
+
+  attribute(token: TestToken, object: Buffer, type: number): Buffer {
+    return this.p.C_GetAttributeValue(this.session(token), object, [{ type }])[0]!.value;
   }
 
   bool(token: TestToken, object: Buffer, type: number): boolean {
@@ -118,7 +122,7 @@ const spareTokens: TestToken[] = [];
 before(() => {
   const tokenDir = useTemporarySoftHsmConfig();
   process.once('exit', () => rmSync(dirname(tokenDir), { recursive: true, force: true }));
-  for (let i = 0; i < 20; i++) spareTokens.push(createTestToken(`pool-${i % 2 === 0 ? 'a' : 'b'}`));
+  for (let i = 0; i < 30; i++) spareTokens.push(createTestToken(`pool-${i % 2 === 0 ? 'a' : 'b'}`));
   inspector = new Inspector();
 });
 
@@ -365,5 +369,124 @@ describe('a pool of two PKCS#11 tokens', () => {
       assert.ok(!text.toLowerCase().includes(key.toString('hex')), 'no key in hex');
       assert.ok(!text.includes(key.toString('base64')), 'no key in base64');
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Receiving key and sealed batches on a pool (docs/security.md, "Receiving key and sealed batches").
+
+function sealTo(receiving: ReceivingKeyInfo, keys: readonly { handle: string; key: Buffer }[]): SealedImport {
+  const batchKey = randomBytes(32);
+  const wrap = (key: Buffer): Buffer => {
+    const c = createCipheriv('id-aes256-wrap', batchKey, Buffer.from('A6A6A6A6A6A6A6A6', 'hex'));
+    return Buffer.concat([c.update(key), c.final()]);
+  };
+  const encrypted = publicEncrypt({ key: createPublicKey({ key: { ...receiving.jwk }, format: 'jwk' }), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' }, batchKey);
+  return { receivingKid: receiving.kid, batchKey: { oaep: 'sha1', encrypted }, keys: keys.map((k) => ({ handle: k.handle, usage: 'root', wrapped: wrap(k.key) })) };
+}
+
+function poolBatch(tag: string, count: number): { handle: string; key: Buffer }[] {
+  return Array.from({ length: count }, (_, i) => ({ handle: `root/70B3D57E${i.toString(16).padStart(8, '0').toUpperCase()}/AppKey/${tag}`, key: randomBytes(16) }));
+}
+
+describe('a pool of two PKCS#11 tokens / receiving key and sealed batches', () => {
+  it('createReceivingKey puts one receiving key on every token: a non-extractable, sensitive, UNWRAP-only private key and its public key; no extractable copy, transport key or other session object is left', async () => {
+    const pool = await openPool();
+    const receiving = await pool.custody.createReceivingKey();
+    const handle = receivingKeyHandle(receiving.kid);
+    for (const token of [pool.a, pool.b]) {
+      assert.deepEqual(inspector.labels(token, K.CKO_PRIVATE_KEY), [handle], `private keys on ${token.label}`);
+      assert.deepEqual(inspector.labels(token, K.CKO_PUBLIC_KEY), [handle], `public keys on ${token.label}`);
+      const [priv] = inspector.find(token, [{ type: K.CKA_CLASS, value: K.CKO_PRIVATE_KEY }, { type: K.CKA_LABEL, value: handle }]);
+      const [pub] = inspector.find(token, [{ type: K.CKA_CLASS, value: K.CKO_PUBLIC_KEY }, { type: K.CKA_LABEL, value: handle }]);
+      assert.equal(inspector.bool(token, priv!, K.CKA_TOKEN), true);
+      assert.equal(inspector.bool(token, priv!, K.CKA_SENSITIVE), true);
+      assert.equal(inspector.bool(token, priv!, K.CKA_EXTRACTABLE), false);
+      assert.equal(inspector.bool(token, priv!, K.CKA_UNWRAP), true);
+      assert.equal(inspector.bool(token, priv!, K.CKA_DECRYPT), false);
+      assert.equal(inspector.bool(token, priv!, K.CKA_SIGN), false);
+      // Honest: every copy was unwrapped (docs/security.md), so the token does not call it "never extractable".
+      assert.equal(inspector.bool(token, priv!, K.CKA_NEVER_EXTRACTABLE), false);
+      assert.throws(() => inspector.attribute(token, priv!, K.CKA_PRIVATE_EXPONENT), /CKR_ATTRIBUTE_SENSITIVE/);
+      assert.equal(inspector.attribute(token, pub!, K.CKA_MODULUS).toString('base64url'), receiving.jwk.n);
+      assert.equal(inspector.attribute(token, priv!, K.CKA_MODULUS).toString('base64url'), receiving.jwk.n);
+      assert.equal(inspector.find(token, [{ type: K.CKA_EXTRACTABLE, value: true }]).length, 0, `no extractable object on ${token.label}`);
+      assert.equal(inspector.sessionObjects(token), 0, `no session object on ${token.label}`);
+    }
+    assert.deepEqual((await pool.custody.listReceivingKeys()).map((k) => k.kid), [receiving.kid]);
+    const listed = (await pool.custody.listKeys()).find((k) => k.handle === handle);
+    assert.equal(listed?.usage, 'receiving');
+    assert.match(listed.location ?? '', /\(2 of 2\)/);
+
+    // Each token opens the batch with its own copy: an import reaches both, and both tokens compute the same MICs.
+    const keys = poolBatch('pool-sealed', 6);
+    await pool.custody.importSealed(sealTo(receiving, keys));
+    for (const token of [pool.a, pool.b]) for (const k of keys) assert.ok(inspector.labels(token).includes(k.handle), `${k.handle} on ${token.label}`);
+    const mics = await Promise.all(Array.from({ length: 32 }, (_, i) => pool.custody.computeMic({ handle: keys[i % keys.length]!.handle }, Buffer.alloc(9, i))));
+    mics.forEach((mic, i) => assert.deepEqual(mic, aesCmac(keys[i % keys.length]!.key, Buffer.alloc(9, i)).subarray(0, 4)));
+    assert.ok(member(pool, pool.a).operations > 0 && member(pool, pool.b).operations > 0);
+
+    await pool.custody.deleteKeys(keys.map((k) => k.handle));
+    for (const token of [pool.a, pool.b]) for (const k of keys) assert.ok(!inspector.labels(token).includes(k.handle));
+    await pool.custody.deleteKey(handle);
+    for (const token of [pool.a, pool.b]) assert.deepEqual(inspector.labels(token, K.CKO_PRIVATE_KEY), []);
+  });
+
+  it('a sealed import every token refuses (one corrupted key) leaves nothing on either token and keeps both in service', async () => {
+    const pool = await openPool();
+    const receiving = await pool.custody.createReceivingKey();
+    const before = [inspector.labels(pool.a), inspector.labels(pool.b)];
+    const input = sealTo(receiving, poolBatch('pool-corrupt', 12));
+    const wrapped = Buffer.from(input.keys[9]!.wrapped);
+    wrapped[3] = (wrapped[3] ?? 0) ^ 0x10;
+    await rejectsWith(pool.custody.importSealed({ ...input, keys: input.keys.map((k, i) => (i === 9 ? { ...k, wrapped } : k)) }), 'UNWRAP_FAILED');
+    await rejectsWith(pool.custody.importSealed({ ...input, batchKey: { oaep: 'sha256', encrypted: input.batchKey.encrypted } }), 'MECHANISM_UNSUPPORTED');
+    assert.deepEqual([inspector.labels(pool.a), inspector.labels(pool.b)], before);
+    assert.deepEqual(pool.custody.status().members.map((m) => m.state), ['up', 'up']);
+    for (const token of [pool.a, pool.b]) assert.equal(inspector.sessionObjects(token), 0);
+  });
+
+  it('a sealed import one token cannot complete (its receiving key is gone) is undone on the other, which reports the undo', async () => {
+    const pool = await openPool();
+    const receiving = await pool.custody.createReceivingKey();
+    const handle = receivingKeyHandle(receiving.kid);
+    const [priv] = inspector.find(pool.b, [{ type: K.CKA_CLASS, value: K.CKO_PRIVATE_KEY }, { type: K.CKA_LABEL, value: handle }]);
+    inspector.p.C_DestroyObject(inspector.session(pool.b), priv!);
+    const keys = poolBatch('pool-partial', 8);
+    await rejectsWith(pool.custody.importSealed(sealTo(receiving, keys)), 'TOKEN_UNAVAILABLE', /8 keys .* were not stored/);
+    for (const token of [pool.a, pool.b]) for (const k of keys) assert.ok(!inspector.labels(token).includes(k.handle), `no ${k.handle} on ${token.label}`);
+    assert.equal(state(pool, pool.b), 'inconsistent');
+    assert.ok(pool.events.some((e) => e.kind === 'write-undone' && e.member === pool.a.label && e.count === 8));
+  });
+
+  it('a receiving key that cannot be copied to one token is removed from the other (all or nothing)', async () => {
+    const a = freshToken();
+    const b = freshToken();
+    const events: ReplicaEvent[] = [];
+    const failing = (custody: KeyCustody): KeyCustody =>
+      new Proxy(custody, {
+        get(target, property, receiver) {
+          if (property === 'importReceivingReplica') return () => Promise.reject(new CustodyError('TOKEN_ERROR', 'storing the copy failed (test)'));
+          const value: unknown = Reflect.get(target, property, receiver);
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    const pool = await ReplicatedKeyCustody.open(
+      'pkcs11',
+      [
+        { name: a.label, open: () => openPkcs11Token(privateModuleCopy('a'), a) },
+        { name: b.label, open: async () => failing(await openPkcs11Token(privateModuleCopy('b'), b)) },
+      ],
+      { healthIntervalMs: 3_600_000, onEvent: (e) => events.push(e) },
+    );
+    opened.push(pool);
+    await rejectsWith(pool.createReceivingKey(), 'TOKEN_UNAVAILABLE', /removed from the others/);
+    for (const token of [a, b]) {
+      assert.deepEqual(inspector.labels(token, K.CKO_PRIVATE_KEY), [], `no receiving private key on ${token.label}`);
+      assert.deepEqual(inspector.labels(token, K.CKO_PUBLIC_KEY), [], `no receiving public key on ${token.label}`);
+      assert.equal(inspector.sessionObjects(token), 0, `no session object on ${token.label}`);
+    }
+    assert.ok(events.some((e) => e.kind === 'write-undone' && e.member === a.label && e.handle.startsWith('receiving/')));
+    assert.equal(pool.status().members.find((m) => m.name === b.label)?.state, 'down');
   });
 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { constants, createCipheriv, createHash, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
@@ -10,13 +10,17 @@ import {
   type CustodyErrorCode,
   type KeyCustody,
   type KeyUsage,
+  type ReceivingKeyInfo,
+  type SealedImport,
   SoftwareKeyCustody,
   type SealedKeyStore,
+  derivationKeyHandle,
   kekHandle,
+  receivingKeyHandle,
   rootKeyHandle,
 } from '../../src/custody/index.js';
 import { openPkcs11Custody } from '../../src/custody/pkcs11/index.js';
-import { aes128EcbDecrypt, aesKeyWrap } from '../../src/custody/primitives.js';
+import { aes128EcbDecrypt, aes128EcbEncrypt, aesCmac, aesKeyWrap } from '../../src/custody/primitives.js';
 import { eui64FromBeHex, legacySessionKeyBlock, lifetimeKeyBlock, lorawan11SessionKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
 import { type TestToken, createTestToken, softhsmModulePath, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
 import { hex, loadVectors, toHexUpper } from '../helpers/vectors.js';
@@ -90,6 +94,8 @@ function softwareCustody(): KeyCustody {
   const records = new Map<string, { handle: string; usage: KeyUsage; sealed: Buffer; createdAt: Date }>();
   const store: SealedKeyStore = {
     async insertKeyRecord(r) { records.set(r.handle, r); },
+    async insertKeyRecords(rs) { for (const r of rs) records.set(r.handle, r); },
+    async deleteKeyRecords(hs) { return hs.filter((h) => records.delete(h)).length; },
     async getKeyRecord(h) { return records.get(h); },
     async listKeyRecords() { return [...records.values()]; },
     async deleteKeyRecord(h) { return records.delete(h); },
@@ -466,3 +472,185 @@ describe('pkcs11 custody / opening', () => {
   });
 });
 
+
+// ---------------------------------------------------------------------------------------------------------------
+// Receiving key and sealed batches on the token (docs/security.md, "Receiving key and sealed batches").
+
+/** A batch sealed to `receiving` with node:crypto: RSA-OAEP (SHA-1 unless asked) and id-aes256-wrap. */
+function sealed(receiving: ReceivingKeyInfo, keys: readonly { handle: string; usage: 'root' | 'derivation'; key: Buffer }[], oaep: 'sha1' | 'sha256' = 'sha1'): SealedImport {
+  const batchKey = randomBytes(32);
+  const wrap = (key: Buffer): Buffer => {
+    const c = createCipheriv('id-aes256-wrap', batchKey, Buffer.from('A6A6A6A6A6A6A6A6', 'hex'));
+    return Buffer.concat([c.update(key), c.final()]);
+  };
+  const encrypted = publicEncrypt({ key: createPublicKey({ key: { ...receiving.jwk }, format: 'jwk' }), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: oaep }, batchKey);
+  return { receivingKid: receiving.kid, batchKey: { oaep, encrypted }, keys: keys.map((k) => ({ handle: k.handle, usage: k.usage, wrapped: wrap(k.key) })) };
+}
+
+function batchOf(tag: string, count: number): { handle: string; usage: 'root'; key: Buffer }[] {
+  return Array.from({ length: count }, (_, i) => ({ handle: rootKeyHandle(`70B3D57E${i.toString(16).padStart(8, '0').toUpperCase()}`, 'AppKey', tag), usage: 'root' as const, key: randomBytes(16) }));
+}
+
+describe('pkcs11 custody / receiving key and sealed batches on the token', () => {
+  let receiving: ReceivingKeyInfo;
+  before(async () => {
+    receiving = await custody.createReceivingKey();
+  });
+
+  const labelled = (label: string, cls: number): Buffer[] => inspector.find([{ type: K.CKA_LABEL, value: label }, { type: K.CKA_TOKEN, value: true }, { type: K.CKA_CLASS, value: cls }]);
+
+  it('the receiving key: a private token object (RSA, 3072 bits, e = 65537), CKA_SENSITIVE, never extractable, UNWRAP only; its private parts unreadable; its public key beside it matches the JWK', async () => {
+    const handle = receivingKeyHandle(receiving.kid);
+    const [priv, ...morePriv] = labelled(handle, K.CKO_PRIVATE_KEY);
+    assert.ok(priv && morePriv.length === 0, 'one private key labelled with the handle');
+    const flags: [string, number, number][] = [
+      ['CKA_TOKEN', K.CKA_TOKEN, 1], ['CKA_PRIVATE', K.CKA_PRIVATE, 1], ['CKA_SENSITIVE', K.CKA_SENSITIVE, 1], ['CKA_EXTRACTABLE', K.CKA_EXTRACTABLE, 0],
+      ['CKA_ALWAYS_SENSITIVE', K.CKA_ALWAYS_SENSITIVE, 1], ['CKA_NEVER_EXTRACTABLE', K.CKA_NEVER_EXTRACTABLE, 1],
+      ['CKA_UNWRAP', K.CKA_UNWRAP, 1], ['CKA_DECRYPT', K.CKA_DECRYPT, 0], ['CKA_SIGN', K.CKA_SIGN, 0], ['CKA_DERIVE', K.CKA_DERIVE, 0],
+    ];
+    for (const [name, type, value] of flags) assert.deepEqual(inspector.attribute(priv, type), Buffer.of(value), name);
+    for (const name of ['CKA_PRIVATE_EXPONENT', 'CKA_PRIME_1', 'CKA_PRIME_2', 'CKA_EXPONENT_1', 'CKA_EXPONENT_2', 'CKA_COEFFICIENT', 'CKA_VALUE'] as const) {
+      assert.throws(() => inspector.attribute(priv, K[name]), /CKR_ATTRIBUTE_SENSITIVE|CKR_ATTRIBUTE_TYPE_INVALID/, `${name} is not readable`);
+    }
+    assert.throws(() => inspector.attribute(priv, K.CKA_PRIVATE_EXPONENT), /CKR_ATTRIBUTE_SENSITIVE/);
+    const [pub, ...morePub] = labelled(handle, K.CKO_PUBLIC_KEY);
+    assert.ok(pub && morePub.length === 0, 'one public key labelled with the handle');
+    assert.equal(inspector.attribute(pub, K.CKA_MODULUS).toString('base64url'), receiving.jwk.n);
+    assert.equal(inspector.attribute(pub, K.CKA_MODULUS).length, 384);
+    assert.equal(inspector.attribute(priv, K.CKA_MODULUS).toString('base64url'), receiving.jwk.n);
+    const id = inspector.attribute(priv, K.CKA_ID);
+    assert.deepEqual(id.subarray(0, 16), createHash('sha256').update(handle).digest().subarray(0, 16));
+    assert.deepEqual(inspector.attribute(pub, K.CKA_ID), id, 'the pair shares its CKA_ID');
+    const listed = (await custody.listKeys()).find((k) => k.handle === handle);
+    assert.equal(listed?.usage, 'receiving');
+    assert.equal(listed.attributes?.['CKA_SENSITIVE'], true);
+    assert.equal(listed.attributes?.['CKA_EXTRACTABLE'], false);
+    assert.equal(listed.attributes?.['CKA_UNWRAP'], true);
+    assert.equal(listed.attributes?.['CKA_DECRYPT'], false);
+    assert.equal(listed.attributes?.['CKA_NEVER_EXTRACTABLE'], true);
+  });
+
+  it('sealed root keys and a derivation master are token objects with the attributes importWrapped gives (master: DERIVE only), their values unreadable', async () => {
+    const keys = batchOf('attrs-sealed', 2);
+    const master = { handle: derivationKeyHandle('attrs-vendor'), usage: 'derivation' as const, key: randomBytes(16) };
+    await custody.importSealed(sealed(receiving, [...keys, master]));
+    const expected: Record<string, Record<string, number>> = {
+      root: { SIGN: 1, ENCRYPT: 1, DECRYPT: 1, DERIVE: 1, WRAP: 0, UNWRAP: 0, VERIFY: 0 },
+      derivation: { SIGN: 0, ENCRYPT: 0, DECRYPT: 0, DERIVE: 1, WRAP: 0, UNWRAP: 0, VERIFY: 0 },
+    };
+    for (const k of [...keys, master]) {
+      const object = inspector.byLabel(k.handle);
+      assert.throws(() => inspector.attribute(object, K.CKA_VALUE), /CKR_ATTRIBUTE_SENSITIVE/);
+      assert.deepEqual(inspector.attribute(object, K.CKA_SENSITIVE), Buffer.of(1));
+      assert.deepEqual(inspector.attribute(object, K.CKA_EXTRACTABLE), Buffer.of(0));
+      assert.deepEqual(inspector.attribute(object, K.CKA_PRIVATE), Buffer.of(1));
+      for (const [name, value] of Object.entries(expected[k.usage]!)) assert.deepEqual(inspector.attribute(object, K[`CKA_${name}` as 'CKA_SIGN']), Buffer.of(value), `${k.handle} CKA_${name}`);
+    }
+    assert.equal((await custody.listKeys()).find((k) => k.handle === master.handle)?.usage, 'derivation');
+  });
+
+  it('importDerived: the key SoftHSM2 derives (C_DeriveKey, CKM_AES_CBC_ENCRYPT_DATA, zero IV) is AES-128-ECB(master, block): a full 16-byte CMAC the token computes with it, asked by our own client, equals node:crypto\'s with the expected key; the key stays unreadable', async () => {
+    const master = randomBytes(16);
+    const masterHandle = derivationKeyHandle('cmac-vendor');
+    await custody.importSealed(sealed(receiving, [{ handle: masterHandle, usage: 'derivation', key: master }]));
+    const devEui = '70B3D57ED0001234';
+    const block = Buffer.concat([Buffer.of(0x01), Buffer.from(devEui, 'hex'), Buffer.from('JK-KDF1', 'ascii')]);
+    const handle = rootKeyHandle(devEui, 'AppKey', 'kdf');
+    await custody.importDerived({ master: masterHandle, keys: [{ handle, block }] });
+    const expectedKey = aes128EcbEncrypt(master, block);
+    const object = inspector.byLabel(handle);
+    assert.throws(() => inspector.attribute(object, K.CKA_VALUE), /CKR_ATTRIBUTE_SENSITIVE/);
+    assert.deepEqual(inspector.attribute(object, K.CKA_EXTRACTABLE), Buffer.of(0));
+    assert.deepEqual(inspector.attribute(object, K.CKA_SENSITIVE), Buffer.of(1));
+    for (const message of [randomBytes(1), randomBytes(16), randomBytes(37)]) {
+      inspector.p.C_SignInit(inspector.session, { mechanism: K.CKM_AES_CMAC }, object);
+      const tag = inspector.p.C_Sign(inspector.session, message, Buffer.alloc(16));
+      assert.deepEqual(Buffer.from(tag), aesCmac(expectedKey, message));
+    }
+  });
+
+  it('RSA-OAEP-256 (SHA-256) is refused on SoftHSM2 2.6.1 with MECHANISM_UNSUPPORTED naming RSA-OAEP (SHA-1); nothing is created', async () => {
+    const keys = batchOf('oaep-256', 2);
+    await rejectsWith(custody.importSealed(sealed(receiving, keys, 'sha256')), 'MECHANISM_UNSUPPORTED', /"RSA-OAEP" \(SHA-1\)/);
+    for (const k of keys) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: k.handle }]).length, 0);
+  });
+
+  it('exportSealed is refused (EXPORT_REFUSED): root keys on the token are not extractable', async () => {
+    const [k] = batchOf('export', 1);
+    await custody.importSealed(sealed(receiving, [k!]));
+    await rejectsWith(custody.exportSealed(receiving.jwk, 'sha1', [k!.handle]), 'EXPORT_REFUSED', /CKA_EXTRACTABLE=false.*trusted wrapping/);
+  });
+
+  it('works in chunks (one RSA unwrap per chunk, not per key), checking every envelope before creating any token object; no batch key or other exportable session object is left, none at all once closed', async () => {
+    const before = new Set(inspector.find([{ type: K.CKA_TOKEN, value: false }]).map((o) => o.toString('hex')));
+    const chunked = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: main.label, pin: main.pin }] }, { importChunkSize: 4 });
+    try {
+      const good = batchOf('chunks-good', 20);
+      const c0 = chunked.hsmCounters!();
+      await chunked.importSealed(sealed(receiving, good));
+      const c1 = chunked.hsmCounters!();
+      assert.equal((c1.calls['C_UnwrapKey'] ?? 0) - (c0.calls['C_UnwrapKey'] ?? 0), 2 * (20 + 5), 'checked, then imported: 20 keys and 5 batch keys (one per chunk of 4) each time');
+      assert.equal(c1.tokenObjectsCreated - c0.tokenObjectsCreated, 20);
+      for (const k of good.slice(0, 3)) assert.deepEqual(await chunked.computeMic({ handle: k.handle }, Buffer.alloc(7)), aesCmac(k.key, Buffer.alloc(7)).subarray(0, 4));
+
+      const bad = batchOf('chunks-bad', 20);
+      const input = sealed(receiving, bad);
+      const wrapped = Buffer.from(input.keys[17]!.wrapped);
+      wrapped[5] = (wrapped[5] ?? 0) ^ 0x01;
+      const keys = input.keys.map((k, i) => (i === 17 ? { ...k, wrapped } : k));
+      const c2 = chunked.hsmCounters!();
+      await rejectsWith(chunked.importSealed({ ...input, keys }), 'UNWRAP_FAILED', /root\/70B3D57E00000011\/AppKey\/chunks-bad/);
+      assert.equal(chunked.hsmCounters!().tokenObjectsCreated - c2.tokenObjectsCreated, 0, 'the bad envelope was found before any token object was made');
+      for (const k of bad) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: k.handle }]).length, 0, `${k.handle} not imported`);
+      assert.equal(inspector.exportableSessionObjects(), 0, 'no batch key or session key is left');
+      // Working copies of KEKs (WRAP and UNWRAP) may stay; a batch key (UNWRAP only) may not.
+      assert.equal(inspector.find([{ type: K.CKA_TOKEN, value: false }, { type: K.CKA_UNWRAP, value: true }, { type: K.CKA_WRAP, value: false }]).length, 0, 'no batch key is left');
+      // Derivation in chunks too, and undone the same way.
+      const master = { handle: derivationKeyHandle('chunks-vendor'), usage: 'derivation' as const, key: randomBytes(16) };
+      await chunked.importSealed(sealed(receiving, [master]));
+      const derived = Array.from({ length: 10 }, (_, i) => ({ handle: rootKeyHandle(`70B3D57EFF00000${i}`, 'NwkKey', 'chunks'), block: randomBytes(16) }));
+      await rejectsWith(chunked.importDerived({ master: master.handle, keys: [...derived, { handle: good[0]!.handle, block: randomBytes(16) }] }), 'KEY_EXISTS');
+      await chunked.importDerived({ master: master.handle, keys: derived });
+      for (const d of derived) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: d.handle }]).length, 1);
+      await chunked.deleteKeys(derived.map((d) => d.handle));
+      for (const d of derived) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: d.handle }]).length, 0);
+    } finally {
+      await chunked.close();
+    }
+    // The module's custody (still open) may have made a working copy meanwhile (its health check MACs with a root
+    // key); anything else new would have been left by the closed one.
+    for (const object of inspector.find([{ type: K.CKA_TOKEN, value: false }]).filter((o) => !before.has(o.toString('hex')))) {
+      assert.deepEqual(inspector.attribute(object, K.CKA_CLASS).subarray(0, 1), Buffer.of(K.CKO_SECRET_KEY), 'a secret key');
+      assert.deepEqual(inspector.attribute(object, K.CKA_SIGN), Buffer.of(1), 'a working copy of a root key, not a batch key');
+      assert.deepEqual(inspector.attribute(object, K.CKA_EXTRACTABLE), Buffer.of(0));
+    }
+  });
+
+  it('a failure after some chunks were stored (the derivation master deleted mid-import) removes what the earlier chunks created', async () => {
+    // Working copies made at every use, so a chunk that starts after the master is gone fails on the token.
+    const chunked = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: main.label, pin: main.pin }] }, { importChunkSize: 4, workingCopyTtlMs: 0 });
+    try {
+      const master = { handle: derivationKeyHandle('vanishing-vendor'), usage: 'derivation' as const, key: randomBytes(16) };
+      await chunked.importSealed(sealed(receiving, [master]));
+      const keys = Array.from({ length: 24 }, (_, i) => ({ handle: rootKeyHandle(`70B3D57EEE0000${i.toString(16).padStart(2, '0').toUpperCase()}`, 'AppKey', 'vanishing'), block: randomBytes(16) }));
+      const importing = chunked.importDerived({ master: master.handle, keys });
+      const outcome = importing.then(() => undefined, (error: unknown) => error);
+      while (inspector.find([{ type: K.CKA_LABEL, value: keys[0]!.handle }]).length === 0) await new Promise((r) => setTimeout(r, 1));
+      inspector.p.C_DestroyObject(inspector.session, inspector.byLabel(master.handle));
+      const error = await outcome;
+      assert.ok(error instanceof CustodyError && error.code === 'KEY_NOT_FOUND', `expected KEY_NOT_FOUND, got ${String(error)}`);
+      for (const k of keys) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: k.handle }]).length, 0, `${k.handle} removed again`);
+    } finally {
+      await chunked.close();
+    }
+  });
+
+  it('deleting a receiving key destroys its private and public key objects', async () => {
+    const other = await custody.createReceivingKey();
+    const handle = receivingKeyHandle(other.kid);
+    assert.equal(inspector.find([{ type: K.CKA_LABEL, value: handle }]).length, 2);
+    await custody.deleteKey(handle);
+    assert.equal(inspector.find([{ type: K.CKA_LABEL, value: handle }]).length, 0);
+    assert.ok(!(await custody.listReceivingKeys()).some((k) => k.kid === other.kid));
+  });
+});

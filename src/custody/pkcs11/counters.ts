@@ -20,6 +20,8 @@ export const COUNTED_FUNCTIONS = [
   'C_CreateObject',
   'C_CopyObject',
   'C_DestroyObject',
+  'C_GenerateKeyPair',
+  'C_SetAttributeValue',
   'C_GetAttributeValue',
   'C_FindObjectsInit',
   'C_FindObjects',
@@ -98,6 +100,7 @@ export function countedPkcs11(p: Pkcs11, counts: Float64Array): CountedPkcs11 {
     }) as Pkcs11[F];
   };
   const destroy = call('C_DestroyObject');
+  const generatePair = call('C_GenerateKeyPair');
   return {
     C_SignInit: call('C_SignInit'),
     C_Sign: call('C_Sign'),
@@ -112,6 +115,12 @@ export function countedPkcs11(p: Pkcs11, counts: Float64Array): CountedPkcs11 {
       destroy(session, object);
       counts[DESTROYED]!++;
     }) as Pkcs11['C_DestroyObject'],
+    C_GenerateKeyPair: ((session, mechanism, publicTemplate, privateTemplate) => {
+      const pair = generatePair(session, mechanism, publicTemplate, privateTemplate);
+      for (const template of [publicTemplate, privateTemplate]) counts[onToken(template) ? TOKEN_OBJECTS : SESSION_OBJECTS]!++;
+      return pair;
+    }) as Pkcs11['C_GenerateKeyPair'],
+    C_SetAttributeValue: call('C_SetAttributeValue'),
     C_GetAttributeValue: call('C_GetAttributeValue'),
     C_FindObjectsInit: call('C_FindObjectsInit'),
     C_FindObjects: call('C_FindObjects'),

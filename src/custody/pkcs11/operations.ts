@@ -1,5 +1,5 @@
 import { joinAcceptCipherInput } from '../../protocol/index.js';
-import { type ExportedKey, type KeyDestination, type KeyHandle, type KeyInfo, type KeyUsage, kekHandle } from '../custody.js';
+import { type ExportedKey, type KeyDestination, type KeyHandle, type KeyInfo, type KeyUsage, type OaepHash, type ReceivingKeyInfo, kekHandle } from '../custody.js';
 import { CustodyError } from '../errors.js';
 import { micEquals } from '../primitives.js';
 import type { TokenSession } from './token-session.js';
@@ -32,6 +32,19 @@ export interface Operations {
   list: { args: Record<string, never>; result: KeyInfo[] };
   destroy: { args: { handle: KeyHandle }; result: undefined };
   probe: { args: Record<string, never>; result: undefined };
+  // Sealed batches: token objects are created only through the custody's serialised lane (pkcs11-custody.ts).
+  createReceivingKey: { args: { createdAt: Date }; result: ReceivingKeyInfo };
+  /** Pool replication (replicated-custody.ts): the first token makes the key and returns it wrapped under the transport key. */
+  createReplicableReceivingKey: { args: { transportKey: Uint8Array; createdAt: Date }; result: { info: ReceivingKeyInfo; wrapped: Uint8Array } };
+  importReceivingReplica: { args: { info: ReceivingKeyInfo; wrapped: Uint8Array; transportKey: Uint8Array }; result: undefined };
+  receivingKeys: { args: Record<string, never>; result: ReceivingKeyInfo[] };
+  checkImport: { args: { from: { handle: KeyHandle; usage: 'receiving' | 'derivation' }; handles: readonly KeyHandle[] }; result: undefined };
+  importSealedChunk: {
+    args: { receiving: KeyHandle; oaep: OaepHash; encryptedBatchKey: Uint8Array; keys: readonly { handle: KeyHandle; usage: 'root' | 'derivation'; wrapped: Uint8Array }[]; createdAt: Date; checkOnly: boolean };
+    result: undefined;
+  };
+  deriveRootKeys: { args: { master: KeyHandle; keys: readonly { handle: KeyHandle; block: Uint8Array }[]; createdAt: Date }; result: undefined };
+  destroyMany: { args: { handles: readonly KeyHandle[] }; result: undefined };
 }
 
 export type OperationName = keyof Operations;
@@ -96,6 +109,31 @@ export function runOperation(token: TokenSession, request: OperationRequest): un
       return undefined;
     case 'probe':
       token.probe();
+      return undefined;
+    case 'createReceivingKey':
+      return token.generateReceivingKey(request.args.createdAt);
+    case 'createReplicableReceivingKey':
+      return token.generateReplicableReceivingKey(request.args.transportKey, request.args.createdAt);
+    case 'importReceivingReplica': {
+      const { info, wrapped, transportKey } = request.args;
+      token.importReceivingReplica(info, wrapped, transportKey, info.createdAt);
+      return undefined;
+    }
+    case 'receivingKeys':
+      return token.receivingKeys();
+    case 'checkImport':
+      token.checkImport(request.args.from, request.args.handles);
+      return undefined;
+    case 'importSealedChunk': {
+      const { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly } = request.args;
+      token.importSealedChunk(receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly);
+      return undefined;
+    }
+    case 'deriveRootKeys':
+      token.deriveRootKeys(request.args.master, request.args.keys, request.args.createdAt);
+      return undefined;
+    case 'destroyMany':
+      token.destroyMany(request.args.handles);
       return undefined;
   }
 }

@@ -1,19 +1,27 @@
 import type { Worker } from 'node:worker_threads';
 import type {
   CompletedJoin,
+  DerivedImport,
   ExportedKey,
   HsmCounters,
   JoinAcceptSeal,
+  JsonWebKeyRsaPublic,
   KeyCustody,
   KeyDestination,
   KeyHandle,
   KeyInfo,
   KeyRef,
   KeyUsage,
+  OaepHash,
+  ReceivingKeyInfo,
+  SealedImport,
   SessionKeyRequest,
 } from '../custody.js';
-import { kekHandle } from '../custody.js';
+import { kekHandle, receivingKeyHandle } from '../custody.js';
 import { CustodyError } from '../errors.js';
+import { recipientPublicKey } from '../receiving-key.js';
+import type { ReceivingKeyReplication } from '../replicated-custody.js';
+import { checkBatchHandles, chunked, oaepHashOf } from '../sealed-import.js';
 import { readCounters } from './counters.js';
 import { type LoadedModule, releaseModule } from './module.js';
 import { asBuffer } from './operations.js';
@@ -23,7 +31,11 @@ import type { WorkerPool, WorkerPoolOptions } from './worker-pool.js';
 export interface Pkcs11CustodyOptions extends WorkerPoolOptions {
   /** Creation time recorded on new token objects (CKA_ID, millisecond resolution; CKA_START_DATE, day). */
   readonly now?: () => Date;
+  /** Keys a worker imports (or derives) per operation in importSealed / importDerived (default 256). */
+  readonly importChunkSize?: number | undefined;
 }
+
+export const DEFAULT_IMPORT_CHUNK_SIZE = 256;
 
 /** Set by Pkcs11KeyCustody's static block: reaches the private pool for pkcs11WorkersForTest. */
 let workersOf: (custody: Pkcs11KeyCustody) => readonly Worker[];
@@ -39,12 +51,13 @@ let workersOf: (custody: Pkcs11KeyCustody) => readonly Worker[];
  * session of its own (`login`): it holds the process-wide login and initialisation, released once on close after
  * every worker has ended. Today one token is used (the first configured).
  */
-export class Pkcs11KeyCustody implements KeyCustody {
+export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
   readonly kind = 'pkcs11';
   readonly #module: LoadedModule;
   readonly #login: TokenSession;
   readonly #pool: WorkerPool;
   readonly #now: () => Date;
+  readonly #chunkSize: number;
   #closed: Promise<void> | undefined;
 
   /** Takes ownership of the module reference, the login session and the pool; use openPkcs11Custody. */
@@ -53,6 +66,9 @@ export class Pkcs11KeyCustody implements KeyCustody {
     this.#login = login;
     this.#pool = pool;
     this.#now = options.now ?? (() => new Date());
+    const chunkSize = options.importChunkSize ?? DEFAULT_IMPORT_CHUNK_SIZE;
+    if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new CustodyError('TOKEN_UNAVAILABLE', `the import chunk size must be a positive integer, not ${chunkSize}`);
+    this.#chunkSize = chunkSize;
   }
 
   async verifyMic(ref: KeyRef, message: Uint8Array, mic: Uint8Array): Promise<boolean> {
@@ -90,6 +106,7 @@ export class Pkcs11KeyCustody implements KeyCustody {
   }
 
   async importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {
+    if (usage === 'receiving') throw new CustodyError('INVALID_KEY', `${handle}: a receiving key is created in custody (createReceivingKey), never imported`);
     await this.#serialised(() => this.#run('unwrapInto', { handle, usage, wrapped, kekLabel: unwrapWithKekLabel, createdAt: this.#now() }));
   }
 
@@ -137,6 +154,111 @@ export class Pkcs11KeyCustody implements KeyCustody {
     }
   }
 
+  async deleteKeys(handles: readonly KeyHandle[]): Promise<void> {
+    if (handles.length === 0) return;
+    for (const handle of handles) this.#present.delete(handle);
+    try {
+      await this.#serialised(() => this.#run('destroyMany', { handles }));
+    } finally {
+      for (const handle of handles) this.#pool.forget(handle);
+    }
+  }
+
+  // --- Sealed batches ----------------------------------------------------------------------------------------
+
+  async createReceivingKey(): Promise<ReceivingKeyInfo> {
+    return this.#serialised(() => this.#run('createReceivingKey', { createdAt: this.#now() }));
+  }
+
+  /** Pool replication, first token (replicated-custody.ts): see TokenSession.generateReplicableReceivingKey. */
+  async createReplicableReceivingKey(transportKey: Uint8Array): Promise<{ info: ReceivingKeyInfo; wrapped: Buffer }> {
+    const made = await this.#serialised(() => this.#run('createReplicableReceivingKey', { transportKey, createdAt: this.#now() }));
+    return { info: made.info, wrapped: asBuffer(made.wrapped) };
+  }
+
+  /** Pool replication, every other token: see TokenSession.importReceivingReplica. */
+  async importReceivingReplica(info: ReceivingKeyInfo, wrapped: Uint8Array, transportKey: Uint8Array): Promise<void> {
+    await this.#serialised(() => this.#run('importReceivingReplica', { info, wrapped, transportKey }));
+  }
+
+  async listReceivingKeys(): Promise<ReceivingKeyInfo[]> {
+    return this.#run('receivingKeys', {});
+  }
+
+  /**
+   * The batch key is unwrapped (RSA-OAEP) inside the token and each key straight into a token object: no key is in
+   * clear in this process. Work goes to a worker in chunks (importChunkSize keys per operation, each chunk unwrapping
+   * the batch key again), one import at a time with every other token-object creation. Every envelope is checked
+   * first (unwrapped into a session object that can do nothing, destroyed at once: tens of µs a key, where a token
+   * object costs milliseconds on SoftHSM2), so a bad batch creates no token object; what a token failure leaves
+   * half-done is removed again.
+   */
+  async importSealed(input: SealedImport): Promise<void> {
+    const oaep = input.batchKey.oaep;
+    oaepHashOf(oaep);
+    checkBatchHandles(input.keys);
+    const receiving = receivingKeyHandle(input.receivingKid);
+    await this.#serialised(async () => {
+      await this.#run('checkImport', { from: { handle: receiving, usage: 'receiving' }, handles: input.keys.map((k) => k.handle) });
+      const createdAt = this.#now();
+      const encryptedBatchKey = input.batchKey.encrypted;
+      const chunks = chunked(input.keys.map(({ handle, usage, wrapped }) => ({ handle, usage, wrapped })), this.#chunkSize);
+      for (const keys of chunks) await this.#run('importSealedChunk', { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly: true });
+      await this.#inChunks(chunks, (keys) => this.#run('importSealedChunk', { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly: false }));
+    });
+  }
+
+  async importDerived(input: DerivedImport): Promise<void> {
+    for (const k of input.keys) if (k.block.length !== 16) throw new CustodyError('INVALID_KEY', `${k.handle}: a derivation block is 16 bytes`);
+    checkBatchHandles(input.keys.map((k) => ({ handle: k.handle, usage: 'root' })));
+    await this.#serialised(async () => {
+      await this.#run('checkImport', { from: { handle: input.master, usage: 'derivation' }, handles: input.keys.map((k) => k.handle) });
+      const createdAt = this.#now();
+      const chunks = chunked(input.keys.map(({ handle, block }) => ({ handle, block })), this.#chunkSize);
+      await this.#inChunks(chunks, (keys) => this.#run('deriveRootKeys', { master: input.master, keys, createdAt }));
+    });
+  }
+
+  /**
+   * Refused: root keys on the token are not extractable, so the token cannot wrap them under any key, and Joinkeep
+   * never asks it to. (Trusted wrapping would make it possible: docs/security.md, "Receiving key and sealed batches".)
+   */
+  async exportSealed(recipient: JsonWebKeyRsaPublic, oaep: OaepHash, _handles: readonly KeyHandle[]): Promise<{ encryptedBatchKey: Buffer; wrapped: Buffer[] }> {
+    // The request is checked as the software keystore checks it, so that a bad recipient reads the same everywhere.
+    recipientPublicKey(recipient);
+    oaepHashOf(oaep);
+    throw new CustodyError(
+      'EXPORT_REFUSED',
+      'root keys in PKCS#11 custody are not extractable (CKA_EXTRACTABLE=false), so they cannot leave the token, not even sealed to another Join Server. ' +
+        'Join-Server-to-Join-Server export from an HSM needs root keys created for trusted wrapping (CKA_EXTRACTABLE=true with CKA_WRAP_WITH_TRUSTED=true, ' +
+        'wrapped only under a key the Security Officer made trusted), which this version does not create; export from a software keystore instead',
+    );
+  }
+
+  /** Runs `run` on each chunk in turn; when one fails, removes what the earlier chunks created. */
+  async #inChunks<T extends { readonly handle: KeyHandle }>(chunks: readonly T[][], run: (chunk: T[]) => Promise<unknown>): Promise<void> {
+    const done: KeyHandle[] = [];
+    try {
+      for (const chunk of chunks) {
+        await run(chunk);
+        done.push(...chunk.map((k) => k.handle));
+      }
+    } catch (error) {
+      if (done.length === 0) throw error;
+      try {
+        await this.#run('destroyMany', { handles: done });
+      } catch (undo) {
+        throw new CustodyError(
+          'TOKEN_ERROR',
+          `${describe(error)}; and the ${done.length} key(s) imported before it could not be removed again (${describe(undo)}): delete them by hand, e.g. ${done.slice(0, 3).join(', ')}`,
+        );
+      } finally {
+        for (const handle of done) this.#pool.forget(handle);
+      }
+      throw error;
+    }
+  }
+
   /** Health probe through a worker: the token answers and the worker's session is open. */
   async probe(): Promise<void> {
     await this.#run('probe', {});
@@ -175,6 +297,11 @@ export class Pkcs11KeyCustody implements KeyCustody {
   static {
     workersOf = (custody) => custody.#pool.workers();
   }
+}
+
+function describe(error: unknown): string {
+  if (error instanceof CustodyError) return `${error.code}: ${error.message}`;
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** Test hook: the pool's worker threads, e.g. to end one mid-operation. Not for production code. */

@@ -1,8 +1,9 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { endianness } from 'node:os';
 import type { Template } from 'pkcs11js';
-import type { KeyHandle, KeyInfo, KeyUsage } from '../custody.js';
+import { type KeyHandle, type KeyInfo, type KeyUsage, type OaepHash, type ReceivingKeyInfo, receivingKeyHandle } from '../custody.js';
 import { CustodyError } from '../errors.js';
+import { RECEIVING_KEY_BITS, receivingKeyJwk } from '../receiving-key.js';
 import { type CountedPkcs11, countedPkcs11, newCounterArray } from './counters.js';
 import { type LoadedModule, type ObjectHandle, acquireLogin, ckrName, pkcs11Lib, releaseLogin } from './module.js';
 
@@ -19,8 +20,11 @@ import { type LoadedModule, type ObjectHandle, acquireLogin, ckrName, pkcs11Lib,
  *   CKA_START_DATE = creation day (for HSM tooling; pkcs11js 2.1.7 cannot read it back from SoftHSM 2.6.1,
  *                    CKR_GENERAL_ERROR, measured — hence the time in CKA_ID).
  * Usage is the attribute set, checked on every use (a key is root or KEK by what it can do, never by its name):
- *   root: SIGN (CMAC), ENCRYPT, DECRYPT (Join-accept), DERIVE; no VERIFY, WRAP, UNWRAP;
- *   kek:  WRAP, UNWRAP; no SIGN, VERIFY, ENCRYPT, DECRYPT, DERIVE.
+ *   root:       SIGN (CMAC), ENCRYPT, DECRYPT (Join-accept), DERIVE; no VERIFY, WRAP, UNWRAP;
+ *   kek:        WRAP, UNWRAP; no SIGN, VERIFY, ENCRYPT, DECRYPT, DERIVE;
+ *   derivation: DERIVE only (a vendor's master key: device root keys are derived from it, importDerived).
+ * The receiving key is an RSA key pair (CKK_RSA): the private key (CKO_PRIVATE_KEY) sensitive, non-extractable,
+ * UNWRAP only (no DECRYPT, SIGN), and its public key as a public token object, both labelled `receiving/<kid>`.
  * Every usage flag is written explicitly: SoftHSM 2.6.1 defaults SIGN/VERIFY/ENCRYPT/DECRYPT/WRAP/UNWRAP to true.
  *
  * Working copies. Operations do not run on the token objects themselves but on session-object copies of them
@@ -48,7 +52,17 @@ const KEK_FLAGS: UsageFlags = { SIGN: false, VERIFY: false, ENCRYPT: false, DECR
 const USE_FLAGS: UsageFlags = { SIGN: true, VERIFY: false, ENCRYPT: false, DECRYPT: true, DERIVE: false, WRAP: false, UNWRAP: false };
 /** A derived key that only leaves: wrapped under a KEK, or read in clear. */
 const EXPORT_FLAGS: UsageFlags = { SIGN: false, VERIFY: false, ENCRYPT: false, DECRYPT: false, DERIVE: false, WRAP: false, UNWRAP: false };
+const DERIVATION_FLAGS: UsageFlags = { SIGN: false, VERIFY: false, ENCRYPT: false, DECRYPT: false, DERIVE: true, WRAP: false, UNWRAP: false };
+/** The batch key of a sealed import, or a pool's transport key on the tokens that receive a copy: unwraps only. */
+const UNWRAP_ONLY_FLAGS: UsageFlags = { SIGN: false, VERIFY: false, ENCRYPT: false, DECRYPT: false, DERIVE: false, WRAP: false, UNWRAP: true };
 const FLAG_NAMES = Object.keys(ROOT_FLAGS) as (keyof UsageFlags)[];
+
+/** pkcs11js has no constant for CKZ_DATA_SPECIFIED, the only OAEP label source (spec-notes §9.1). */
+const CKZ_DATA_SPECIFIED = 1;
+/** What a token answers to OAEP parameters it does not support (SoftHSM2 2.6.1 with SHA-256: CKR_ARGUMENTS_BAD, measured). */
+const OAEP_UNSUPPORTED = new Set(['CKR_ARGUMENTS_BAD', 'CKR_MECHANISM_PARAM_INVALID', 'CKR_MECHANISM_INVALID']);
+/** Label of a key pair between C_GenerateKeyPair and the relabelling by its thumbprint. */
+const RECEIVING_PENDING_PREFIX = 'receiving-pending/';
 
 /** A working copy older than this is made again from its token object (which must still exist). */
 const COPY_TTL_MS = 60_000;
@@ -291,6 +305,345 @@ export class TokenSession {
     });
   }
 
+  // ---------------------------------------------------------------------------------------------------------
+  // Sealed batches (docs/specs/sealed-batch.md). Token objects are created here only from a worker the custody
+  // serialises (pkcs11-custody.ts): SoftHSM2 2.6.1 does not always survive concurrent creation of token objects.
+
+  /**
+   * C_GenerateKeyPair (RSA-3072, e = 65537) into token objects: the private key sensitive, non-extractable, UNWRAP
+   * only; the public key public, wrapping nothing. The pair is generated under a provisional label and then labelled
+   * `receiving/<kid>` (the kid is the public key's thumbprint, known only once it exists).
+   */
+  generateReceivingKey(createdAt: Date): ReceivingKeyInfo {
+    return this.#op('creating a receiving key', [], () => {
+      const K = pkcs11Lib();
+      const pending = `${RECEIVING_PENDING_PREFIX}${randomBytes(8).toString('hex')}`;
+      const pair = this.#p.C_GenerateKeyPair(
+        this.#session,
+        { mechanism: K.CKM_RSA_PKCS_KEY_PAIR_GEN },
+        [...receivingPublicTemplate(pending, createdAt), { type: K.CKA_MODULUS_BITS, value: RECEIVING_KEY_BITS }, { type: K.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) }],
+        receivingPrivateTemplate(pending, createdAt, { token: true, extractable: false }),
+      );
+      try {
+        const info = this.#receivingInfo(pair.publicKey, createdAt);
+        const handle = receivingKeyHandle(info.kid);
+        for (const object of [pair.privateKey, pair.publicKey]) {
+          this.#p.C_SetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL, value: handle }, { type: K.CKA_ID, value: objectId(handle, createdAt) }]);
+        }
+        return info;
+      } catch (error) {
+        this.#destroyQuietly([pair.privateKey, pair.publicKey]);
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * The first token of a pool (replicated-custody.ts): generates the pair as *session* objects, the private key
+   * extractable, wraps it (CKM_AES_KEY_WRAP_PAD, RFC 5649) under the one-time transport key, unwraps it back into
+   * the non-extractable token object `receiving/<kid>` and stores the public key; the extractable private key and the
+   * transport key are destroyed before this returns, whatever happens, and never were token objects.
+   */
+  generateReplicableReceivingKey(transportKey: Uint8Array, createdAt: Date): { info: ReceivingKeyInfo; wrapped: Buffer } {
+    return this.#op('creating a receiving key for a pool', [], () => {
+      const K = pkcs11Lib();
+      const pending = `${RECEIVING_PENDING_PREFIX}${randomBytes(8).toString('hex')}`;
+      // The transport key wraps the private key here and unwraps it again just below, on the same token.
+      const transport = this.#transportKey(transportKey, KEK_FLAGS);
+      const pair = (() => {
+        try {
+          return this.#p.C_GenerateKeyPair(
+            this.#session,
+            { mechanism: K.CKM_RSA_PKCS_KEY_PAIR_GEN },
+            [...receivingPublicTemplate(pending, createdAt).map((a) => (a.type === K.CKA_TOKEN ? { type: K.CKA_TOKEN, value: false } : a)), { type: K.CKA_MODULUS_BITS, value: RECEIVING_KEY_BITS }, { type: K.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) }],
+            receivingPrivateTemplate(pending, createdAt, { token: false, extractable: true }),
+          );
+        } catch (error) {
+          this.#destroyQuietly([transport]);
+          throw error;
+        }
+      })();
+      try {
+        const info = this.#receivingInfo(pair.publicKey, createdAt);
+        const wrapped = Buffer.from(this.#p.C_WrapKey(this.#session, { mechanism: K.CKM_AES_KEY_WRAP_PAD }, transport, pair.privateKey, Buffer.alloc(8192)));
+        this.#storeReceivingReplica(info, wrapped, transport, createdAt);
+        return { info, wrapped };
+      } finally {
+        this.#destroyQuietly([pair.privateKey, pair.publicKey, transport]);
+      }
+    });
+  }
+
+  /**
+   * Another token of a pool: unwraps the private key (CKM_AES_KEY_WRAP_PAD) under the one-time transport key into the
+   * non-extractable token object `receiving/<kid>`, checks it is the key `info` names, and stores the public key.
+   */
+  importReceivingReplica(info: ReceivingKeyInfo, wrapped: Uint8Array, transportKey: Uint8Array, createdAt: Date): void {
+    this.#op(`storing a copy of receiving key ${info.kid}`, [], () => {
+      if (this.#findPair(receivingKeyHandle(info.kid)).length > 0) throw new CustodyError('KEY_EXISTS', `a key named ${receivingKeyHandle(info.kid)} already exists`);
+      const transport = this.#transportKey(transportKey, UNWRAP_ONLY_FLAGS);
+      try {
+        this.#storeReceivingReplica(info, Buffer.from(wrapped), transport, createdAt);
+      } finally {
+        this.#destroyQuietly([transport]);
+      }
+    });
+  }
+
+  /** Every receiving key on the token (private keys with the receiving key's attribute set), oldest first. */
+  receivingKeys(): ReceivingKeyInfo[] {
+    return this.#op('listing receiving keys', [], () => {
+      const out: ReceivingKeyInfo[] = [];
+      for (const { object, handle, id } of this.#receivingPrivateKeys()) {
+        const info = this.#receivingInfo(object, createdAtFromId(handle, id));
+        // Only a key labelled with its own thumbprint is one createReceivingKey made.
+        if (receivingKeyHandle(info.kid) === handle) out.push(info);
+      }
+      return out.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+    });
+  }
+
+  /**
+   * Refuses an import before anything is created: KEY_NOT_FOUND unless `from` (the receiving key, or the derivation
+   * master) is on the token with that usage; KEY_EXISTS when a handle of the batch is taken. One fresh enumeration of
+   * the token's keys answers for every handle (a search by label scans the whole token on SoftHSM2).
+   */
+  checkImport(from: { readonly handle: KeyHandle; readonly usage: 'receiving' | 'derivation' }, handles: readonly KeyHandle[]): void {
+    this.#op('checking an import', [], () => {
+      if (from.usage === 'receiving') {
+        if (this.#receivingPrivate(from.handle) === undefined) throw new CustodyError('KEY_NOT_FOUND', `no receiving key named ${from.handle} on token "${this.label}"`);
+      } else {
+        this.#key(from.handle, 'derivation');
+      }
+      this.#labelIndex = undefined;
+      const index = this.#index();
+      const taken = handles.filter((h) => index.has(h));
+      if (taken.length > 0) throw new CustodyError('KEY_EXISTS', `${taken.length} key(s) of the batch already exist, e.g. ${taken.slice(0, 3).join(', ')}; nothing was imported`);
+    });
+  }
+
+  /**
+   * One chunk of a sealed import: C_UnwrapKey (RSA-OAEP) of the batch key into a session object that can only unwrap,
+   * then C_UnwrapKey (CKM_AES_KEY_WRAP, RFC 3394) of each key straight into a token object with the template of a
+   * root key (or derivation master); the batch key is destroyed at the end. All or nothing: a failure destroys the
+   * token objects this chunk created before it is reported (the custody removes earlier chunks').
+   * `checkOnly`: each key is unwrapped into a session object that can do nothing and destroyed at once, so that a bad
+   * envelope is found before any token object exists (the custody checks every chunk so before importing any).
+   */
+  importSealedChunk(
+    receiving: KeyHandle,
+    oaep: OaepHash,
+    encryptedBatchKey: Uint8Array,
+    keys: readonly { readonly handle: KeyHandle; readonly usage: 'root' | 'derivation'; readonly wrapped: Uint8Array }[],
+    createdAt: Date,
+    checkOnly = false,
+  ): void {
+    this.#op(`${checkOnly ? 'checking' : 'importing'} ${keys.length} sealed key(s)`, [], () => {
+      const privateKey = this.#receivingPrivate(receiving);
+      if (privateKey === undefined) throw new CustodyError('KEY_NOT_FOUND', `no receiving key named ${receiving} on token "${this.label}"`);
+      const batch = this.#unwrapBatchKey(privateKey, oaep, encryptedBatchKey, receiving);
+      const created: ObjectHandle[] = [];
+      try {
+        const mechanism = { mechanism: pkcs11Lib().CKM_AES_KEY_WRAP };
+        for (const { handle, usage, wrapped } of keys) {
+          const refused = (): CustodyError =>
+            new CustodyError('UNWRAP_FAILED', `the key for ${handle} does not unwrap under the batch key (corrupted or truncated envelope, or sealed under another batch key); nothing was imported`);
+          // RFC 3394: a 16-byte key wraps to 24 bytes. Another length is a bad envelope, or a key of the wrong size.
+          if (wrapped.length !== 24) {
+            let probe: ObjectHandle;
+            try {
+              probe = this.#p.C_UnwrapKey(this.#session, mechanism, batch, Buffer.from(wrapped), probeTemplate());
+            } catch (error) {
+              throw this.#unwrapError(error, refused);
+            }
+            this.#p.C_DestroyObject(this.#session, probe);
+            throw new CustodyError('INVALID_KEY', `the key for ${handle} unwrapped to ${wrapped.length - 8} bytes; ${usage === 'root' ? 'LoRaWAN root keys are' : 'a derivation master key is'} 16 bytes; nothing was imported`);
+          }
+          let object: ObjectHandle;
+          try {
+            object = this.#p.C_UnwrapKey(this.#session, mechanism, batch, Buffer.from(wrapped), checkOnly ? probeTemplate() : tokenKeyTemplate(handle, usage, createdAt));
+          } catch (error) {
+            throw this.#unwrapError(error, refused);
+          }
+          if (checkOnly) this.#p.C_DestroyObject(this.#session, object);
+          else created.push(object);
+        }
+      } catch (error) {
+        this.#destroyQuietly(created);
+        throw error;
+      } finally {
+        this.#destroyQuietly([batch]);
+      }
+    });
+  }
+
+  /**
+   * One chunk of importDerived: C_DeriveKey (CKM_AES_CBC_ENCRYPT_DATA, zero IV: one AES-128 encryption of the block,
+   * JK-KDF-1) from the derivation master straight into a root-key token object per block. All or nothing per chunk.
+   */
+  deriveRootKeys(master: KeyHandle, keys: readonly { readonly handle: KeyHandle; readonly block: Uint8Array }[], createdAt: Date): void {
+    this.#op(`deriving ${keys.length} root key(s) from ${master}`, [master], () => {
+      const K = pkcs11Lib();
+      const base = this.#working(master, this.#key(master, 'derivation'));
+      const created: ObjectHandle[] = [];
+      try {
+        for (const { handle, block } of keys) {
+          assertBlock(block);
+          // #derive sets class, key type, length and CKA_PRIVATE itself.
+          const template = tokenKeyTemplate(handle, 'root', createdAt).filter((a) => a.type !== K.CKA_CLASS && a.type !== K.CKA_KEY_TYPE && a.type !== K.CKA_PRIVATE);
+          created.push(this.#derive(base, block, template));
+        }
+      } catch (error) {
+        this.#destroyQuietly(created);
+        throw error;
+      }
+    });
+  }
+
+  /** Destroys every token object labelled with one of `handles` (keys and key pairs); handles not held are ignored. */
+  destroyMany(handles: readonly KeyHandle[]): void {
+    for (const handle of handles) this.#drop(handle);
+    this.#op(`deleting ${handles.length} key(s)`, [], () => {
+      this.#labelIndex = undefined;
+      const index = this.#index();
+      for (const handle of handles) {
+        for (const object of index.get(handle) ?? []) this.#p.C_DestroyObject(this.#session, object);
+        if (handle.startsWith('receiving/')) for (const object of this.#findPair(handle)) this.#p.C_DestroyObject(this.#session, object);
+      }
+    });
+    for (const handle of handles) this.#drop(handle);
+  }
+
+  #receivingInfo(object: ObjectHandle, createdAt: Date): ReceivingKeyInfo {
+    const K = pkcs11Lib();
+    const [n, e] = this.#p.C_GetAttributeValue(this.#session, object, [{ type: K.CKA_MODULUS }, { type: K.CKA_PUBLIC_EXPONENT }]);
+    const jwk = receivingKeyJwk(n?.value ?? Buffer.alloc(0), e?.value ?? Buffer.alloc(0));
+    return { kid: jwk.kid, jwk, createdAt };
+  }
+
+  /** A one-time AES-256 transport key as a session object that can only wrap or only unwrap; `value` is zeroised. */
+  #transportKey(value: Uint8Array, flags: UsageFlags): ObjectHandle {
+    const K = pkcs11Lib();
+    const clear = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    try {
+      return this.#p.C_CreateObject(this.#session, [
+        { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
+        { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
+        { type: K.CKA_TOKEN, value: false },
+        { type: K.CKA_PRIVATE, value: true },
+        { type: K.CKA_SENSITIVE, value: true },
+        { type: K.CKA_EXTRACTABLE, value: false },
+        ...flagAttributes(flags),
+        { type: K.CKA_VALUE, value: clear },
+      ]);
+    } finally {
+      clear.fill(0); // this thread's copy of the transport key (the caller zeroises its own)
+    }
+  }
+
+  /** Unwraps the private key under the transport key into `receiving/<kid>`, checks its modulus, stores the public key. */
+  #storeReceivingReplica(info: ReceivingKeyInfo, wrapped: Buffer, transport: ObjectHandle, createdAt: Date): void {
+    const K = pkcs11Lib();
+    const handle = receivingKeyHandle(info.kid);
+    const privateKey = this.#p.C_UnwrapKey(this.#session, { mechanism: K.CKM_AES_KEY_WRAP_PAD }, transport, wrapped, receivingPrivateTemplate(handle, createdAt, { token: true, extractable: false }));
+    const created = [privateKey];
+    try {
+      const copy = this.#receivingInfo(privateKey, createdAt);
+      if (copy.kid !== info.kid) throw new CustodyError('TOKEN_ERROR', `the receiving key unwrapped on token "${this.label}" is ${copy.kid}, not ${info.kid}`);
+      const modulus = Buffer.from(info.jwk.n, 'base64url');
+      const exponent = Buffer.from(info.jwk.e, 'base64url');
+      created.push(this.#p.C_CreateObject(this.#session, [...receivingPublicTemplate(handle, createdAt), { type: K.CKA_MODULUS, value: modulus }, { type: K.CKA_PUBLIC_EXPONENT, value: exponent }]));
+    } catch (error) {
+      this.#destroyQuietly(created);
+      throw error;
+    }
+  }
+
+  /**
+   * C_UnwrapKey of the batch key with CKM_RSA_PKCS_OAEP (MGF1 with the same hash, no label) into a session object:
+   * AES, sensitive, non-extractable, UNWRAP only. MECHANISM_UNSUPPORTED when the token cannot do SHA-256 OAEP.
+   */
+  #unwrapBatchKey(privateKey: ObjectHandle, oaep: OaepHash, encrypted: Uint8Array, receiving: KeyHandle): ObjectHandle {
+    const K = pkcs11Lib();
+    const sha256 = oaep === 'sha256';
+    const mechanism = {
+      mechanism: K.CKM_RSA_PKCS_OAEP,
+      parameter: { type: K.CK_PARAMS_RSA_OAEP, hashAlg: sha256 ? K.CKM_SHA256 : K.CKM_SHA_1, mgf: sha256 ? K.CKG_MGF1_SHA256 : K.CKG_MGF1_SHA1, source: CKZ_DATA_SPECIFIED } as { type: number },
+    };
+    const refused = (): CustodyError =>
+      new CustodyError('UNWRAP_FAILED', `the batch key does not decrypt with receiving key ${receiving} (sealed to another key, another OAEP hash, or corrupted); nothing was imported`);
+    let batch: ObjectHandle;
+    try {
+      batch = this.#p.C_UnwrapKey(this.#session, mechanism, privateKey, Buffer.from(encrypted), [
+        { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
+        { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
+        { type: K.CKA_TOKEN, value: false },
+        { type: K.CKA_PRIVATE, value: true },
+        { type: K.CKA_SENSITIVE, value: true },
+        { type: K.CKA_EXTRACTABLE, value: false },
+        ...flagAttributes(UNWRAP_ONLY_FLAGS),
+      ]);
+    } catch (error) {
+      const ckr = ckrName(error) ?? '';
+      if (sha256 && OAEP_UNSUPPORTED.has(ckr)) {
+        throw new CustodyError(
+          'MECHANISM_UNSUPPORTED',
+          `token "${this.label}" cannot unwrap with RSA-OAEP-256 (CKM_RSA_PKCS_OAEP with SHA-256 and MGF1-SHA-256: ${ckr}; SoftHSM2 2.6.1 unwraps with SHA-1 only): seal the batch with "RSA-OAEP" (SHA-1) instead; nothing was imported`,
+        );
+      }
+      throw this.#unwrapError(error, refused);
+    }
+    // A batch key is AES-256 (32 bytes); anything else was not sealed by a conforming tool. SoftHSM2 2.6.1 reports
+    // CKA_VALUE_LEN 0 for an unwrapped AES key (and refuses it in the template), so the check is made only where the
+    // token reports a length; the software keystore always makes it.
+    const [length] = this.#p.C_GetAttributeValue(this.#session, batch, [{ type: K.CKA_VALUE_LEN }]);
+    const bytes = ulong(length?.value ?? Buffer.alloc(0));
+    if (bytes > 0 && bytes !== 32) {
+      this.#destroyQuietly([batch]);
+      throw refused();
+    }
+    return batch;
+  }
+
+  /** The receiving private key labelled `handle`, if the token holds one with the receiving key's attributes. */
+  #receivingPrivate(handle: KeyHandle): ObjectHandle | undefined {
+    return this.#receivingPrivateKeys(handle)[0]?.object;
+  }
+
+  /** Private keys with the receiving key's attribute set (labelled `handle` when given). */
+  #receivingPrivateKeys(handle?: KeyHandle): { object: ObjectHandle; handle: KeyHandle; id: Buffer | undefined }[] {
+    const K = pkcs11Lib();
+    const template: Template = [{ type: K.CKA_CLASS, value: K.CKO_PRIVATE_KEY }, { type: K.CKA_TOKEN, value: true }];
+    if (handle !== undefined) template.push({ type: K.CKA_LABEL, value: handle });
+    const out: { object: ObjectHandle; handle: KeyHandle; id: Buffer | undefined }[] = [];
+    for (const object of this.#findAll(template)) {
+      const types = [K.CKA_LABEL, K.CKA_ID, K.CKA_KEY_TYPE, K.CKA_SENSITIVE, K.CKA_EXTRACTABLE, K.CKA_UNWRAP, K.CKA_DECRYPT, K.CKA_SIGN];
+      const values = this.#p.C_GetAttributeValue(this.#session, object, types.map((type) => ({ type })));
+      const at = (i: number): Buffer => values[i]?.value ?? Buffer.alloc(0);
+      const label = at(0).toString('utf8');
+      if (!label.startsWith('receiving/')) continue;
+      if (ulong(at(2)) !== K.CKK_RSA || !bool(at(3)) || bool(at(4)) || !bool(at(5)) || bool(at(6)) || bool(at(7))) continue;
+      out.push({ object, handle: label, id: at(1) });
+    }
+    return out;
+  }
+
+  /** The private and public key objects labelled `handle`. */
+  #findPair(handle: KeyHandle): ObjectHandle[] {
+    const K = pkcs11Lib();
+    return [K.CKO_PRIVATE_KEY, K.CKO_PUBLIC_KEY].flatMap((cls) => this.#findAll([{ type: K.CKA_CLASS, value: cls }, { type: K.CKA_TOKEN, value: true }, { type: K.CKA_LABEL, value: handle }]));
+  }
+
+  #destroyQuietly(objects: readonly ObjectHandle[]): void {
+    for (const object of objects) {
+      try {
+        this.#p.C_DestroyObject(this.#session, object);
+      } catch {
+        // already gone (a session object dies with its session at the latest)
+      }
+    }
+  }
+
   /** Refuses (KEY_NOT_FOUND / KEK_NOT_FOUND, as the operations would) unless `handle` is a key of that usage. */
   check(handle: KeyHandle, usage: KeyUsage, kekLabel?: string): void {
     this.#op(`looking up ${handle}`, [], () => {
@@ -301,7 +654,7 @@ export class TokenSession {
 
   /** Any secret-key token object labelled `handle`, whatever its usage (as the software keystore's hasKey). */
   has(handle: KeyHandle): boolean {
-    return this.#op(`looking up ${handle}`, [], () => this.#cache.has(handle) || this.#findObjects(handle).length > 0);
+    return this.#op(`looking up ${handle}`, [], () => this.#cache.has(handle) || this.#findObjects(handle).length > 0 || (handle.startsWith('receiving/') && this.#findPair(handle).length > 0));
   }
 
   /** Destroys the token object(s) labelled `handle` and forgets the cached object handle. */
@@ -309,6 +662,8 @@ export class TokenSession {
     this.#drop(handle);
     this.#op(`deleting ${handle}`, [], () => {
       for (const object of this.#findObjects(handle)) this.#p.C_DestroyObject(this.#session, object);
+      // A receiving key is a key pair: its private and public key objects carry the handle as their label.
+      if (handle.startsWith('receiving/')) for (const object of this.#findPair(handle)) this.#p.C_DestroyObject(this.#session, object);
     });
     this.#drop(handle);
   }
@@ -354,6 +709,9 @@ export class TokenSession {
         const usage = handle === '' ? undefined : this.#classify(object);
         if (usage === undefined) continue;
         out.push({ handle, usage, createdAt: createdAtFromId(handle, id?.value), location: `PKCS#11 token "${this.label}"`, attributes: this.#protection(object) });
+      }
+      for (const { object, handle, id } of this.#receivingPrivateKeys()) {
+        out.push({ handle, usage: 'receiving', createdAt: createdAtFromId(handle, id), location: `PKCS#11 token "${this.label}"`, attributes: this.#protection(object) });
       }
       return out;
     });
@@ -612,6 +970,7 @@ export class TokenSession {
     const flags = Object.fromEntries(FLAG_NAMES.map((f, i) => [f, bool(at(i + 3))])) as UsageFlags;
     if (sameFlags(flags, ROOT_FLAGS)) return 'root';
     if (sameFlags(flags, KEK_FLAGS)) return 'kek';
+    if (sameFlags(flags, DERIVATION_FLAGS)) return 'derivation';
     return undefined;
   }
 }
@@ -623,8 +982,10 @@ function trustedModeRefusal(handle: KeyHandle, how: string): CustodyError {
   );
 }
 
+/** The template of a secret key kept on the token: root key, KEK or derivation master. */
 export function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: Date): Template {
   const K = pkcs11Lib();
+  if (usage === 'receiving') throw new CustodyError('INVALID_KEY', `${handle}: a receiving key is an RSA key pair made by createReceivingKey, not a secret key`);
   return [
     { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
     { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
@@ -635,7 +996,47 @@ export function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: 
     { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
     { type: K.CKA_SENSITIVE, value: true },
     { type: K.CKA_EXTRACTABLE, value: false },
-    ...flagAttributes(usage === 'root' ? ROOT_FLAGS : KEK_FLAGS),
+    ...flagAttributes(usage === 'root' ? ROOT_FLAGS : usage === 'kek' ? KEK_FLAGS : DERIVATION_FLAGS),
+  ];
+}
+
+/** The receiving private key: token or session object, sensitive, UNWRAP only (no DECRYPT, SIGN, SIGN_RECOVER, DERIVE). */
+function receivingPrivateTemplate(label: string, createdAt: Date, kind: { readonly token: boolean; readonly extractable: boolean }): Template {
+  const K = pkcs11Lib();
+  return [
+    { type: K.CKA_CLASS, value: K.CKO_PRIVATE_KEY },
+    { type: K.CKA_KEY_TYPE, value: K.CKK_RSA },
+    { type: K.CKA_TOKEN, value: kind.token },
+    { type: K.CKA_PRIVATE, value: true },
+    { type: K.CKA_LABEL, value: label },
+    { type: K.CKA_ID, value: objectId(label, createdAt) },
+    { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
+    { type: K.CKA_SENSITIVE, value: true },
+    { type: K.CKA_EXTRACTABLE, value: kind.extractable },
+    { type: K.CKA_UNWRAP, value: true },
+    { type: K.CKA_DECRYPT, value: false },
+    { type: K.CKA_SIGN, value: false },
+    { type: K.CKA_SIGN_RECOVER, value: false },
+    { type: K.CKA_DERIVE, value: false },
+  ];
+}
+
+/** The receiving key's public half: a public token object that wraps, encrypts and verifies nothing (it is only read). */
+function receivingPublicTemplate(label: string, createdAt: Date): Template {
+  const K = pkcs11Lib();
+  return [
+    { type: K.CKA_CLASS, value: K.CKO_PUBLIC_KEY },
+    { type: K.CKA_KEY_TYPE, value: K.CKK_RSA },
+    { type: K.CKA_TOKEN, value: true },
+    { type: K.CKA_PRIVATE, value: false },
+    { type: K.CKA_LABEL, value: label },
+    { type: K.CKA_ID, value: objectId(label, createdAt) },
+    { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
+    { type: K.CKA_WRAP, value: false },
+    { type: K.CKA_ENCRYPT, value: false },
+    { type: K.CKA_VERIFY, value: false },
+    { type: K.CKA_VERIFY_RECOVER, value: false },
+    { type: K.CKA_DERIVE, value: false },
   ];
 }
 

@@ -1,28 +1,54 @@
-import { type KeyObject, createSecretKey } from 'node:crypto';
+import { type KeyObject, constants, createPrivateKey, createSecretKey, generateKeyPair, privateDecrypt, publicEncrypt, randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { joinAcceptCipherInput } from '../../protocol/index.js';
 import {
   type CompletedJoin,
+  type DerivedImport,
   type ExportedKey,
   type JoinAcceptSeal,
+  type JsonWebKeyRsaPublic,
   type KeyCustody,
   type KeyDestination,
   type KeyHandle,
   type KeyInfo,
   type KeyRef,
   type KeyUsage,
+  type OaepHash,
+  type ReceivingKeyInfo,
+  type SealedImport,
   type SessionKeyRequest,
   kekHandle,
+  receivingKeyHandle,
 } from '../custody.js';
 import { CustodyError } from '../errors.js';
 import { aes128EcbDecrypt, aes128EcbEncrypt, aesCmac, aesKeyUnwrap, aesKeyWrap, micEquals } from '../primitives.js';
+import { RECEIVING_KEY_BITS, RECEIVING_KEY_EXPONENT, receivingKeyJwkOf, recipientPublicKey } from '../receiving-key.js';
+import { checkBatchHandles, oaepHashOf } from '../sealed-import.js';
 import { openSealedKey, sealKey } from './sealing.js';
+
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+/** One sealed key as the software keystore persists it. */
+export interface SealedKeyStoreRecord {
+  handle: string;
+  usage: KeyUsage;
+  sealed: Buffer;
+  createdAt: Date;
+}
 
 /** Where the software keystore persists sealed keys; the storage layer implements it. */
 export interface SealedKeyStore {
-  insertKeyRecord(record: { handle: string; usage: KeyUsage; sealed: Buffer; createdAt: Date }): Promise<void>;
-  getKeyRecord(handle: string): Promise<{ handle: string; usage: KeyUsage; sealed: Buffer; createdAt: Date } | undefined>;
+  insertKeyRecord(record: SealedKeyStoreRecord): Promise<void>;
+  /**
+   * Inserts every record in one transaction, or none: when a handle is already held the whole call fails with an
+   * error whose `code` is 'KEY_RECORD_EXISTS' (the storage layer's StorageError) and nothing is inserted.
+   */
+  insertKeyRecords(records: readonly SealedKeyStoreRecord[]): Promise<void>;
+  getKeyRecord(handle: string): Promise<SealedKeyStoreRecord | undefined>;
   listKeyRecords(): Promise<{ handle: string; usage: KeyUsage; createdAt: Date }[]>;
   deleteKeyRecord(handle: string): Promise<boolean>;
+  /** Deletes the records of `handles` in one transaction; handles not held are ignored. Resolves to the number deleted. */
+  deleteKeyRecords(handles: readonly string[]): Promise<number>;
 }
 
 /**
@@ -100,6 +126,7 @@ export class SoftwareKeyCustody implements KeyCustody {
   }
 
   async importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {
+    if (usage === 'receiving') throw receivingImportRefusal(handle);
     const kek = await this.#kek(unwrapWithKekLabel);
     let key: Buffer;
     try {
@@ -109,7 +136,7 @@ export class SoftwareKeyCustody implements KeyCustody {
     }
     try {
       const sizes = usage === 'kek' ? [16, 24, 32] : [16];
-      if (!sizes.includes(key.length)) throw new CustodyError('INVALID_KEY', `the key for ${handle} unwrapped to ${key.length} bytes; ${usage === 'kek' ? 'a KEK is 16, 24 or 32' : 'LoRaWAN root keys are 16'} bytes`);
+      if (!sizes.includes(key.length)) throw new CustodyError('INVALID_KEY', `the key for ${handle} unwrapped to ${key.length} bytes; ${usage === 'kek' ? 'a KEK is 16, 24 or 32' : usage === 'root' ? 'LoRaWAN root keys are 16' : 'a derivation master key is 16'} bytes`);
       await this.#insert(handle, usage, key);
     } finally {
       key.fill(0);
@@ -129,6 +156,10 @@ export class SoftwareKeyCustody implements KeyCustody {
    */
   async wrapForTransfer(handle: KeyHandle, transportKek: Uint8Array): Promise<{ usage: KeyUsage; wrapped: Buffer }> {
     const entry = this.#cache.get(handle) ?? (await this.#open(handle));
+    if (entry.usage === 'receiving') {
+      // An RSA private key is not an AES key to wrap, and a new custody makes its own: publish the new key's JWK.
+      throw new CustodyError('EXPORT_REFUSED', `${handle} is a receiving key: it is not moved to another custody; create a new receiving key there and publish its JWK`);
+    }
     const raw = entry.key.export();
     try {
       return { usage: entry.usage, wrapped: aesKeyWrap(transportKek, raw) };
@@ -160,14 +191,138 @@ export class SoftwareKeyCustody implements KeyCustody {
     await this.#store.deleteKeyRecord(handle);
   }
 
+  async deleteKeys(handles: readonly KeyHandle[]): Promise<void> {
+    for (const handle of handles) this.#cache.delete(handle);
+    if (handles.length > 0) await this.#store.deleteKeyRecords(handles);
+  }
+
+  // --- Sealed batches ----------------------------------------------------------------------------------------
+
+  async createReceivingKey(): Promise<ReceivingKeyInfo> {
+    const { privateKey } = await generateKeyPairAsync('rsa', { modulusLength: RECEIVING_KEY_BITS, publicExponent: RECEIVING_KEY_EXPONENT });
+    const jwk = receivingKeyJwkOf(privateKey);
+    const createdAt = this.#now();
+    // PKCS#8 DER, sealed under the master key like every other key; the clear encoding is zeroised at once.
+    const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+    try {
+      await this.#insert(receivingKeyHandle(jwk.kid), 'receiving', der, createdAt);
+    } finally {
+      der.fill(0);
+    }
+    return { kid: jwk.kid, jwk, createdAt };
+  }
+
+  async listReceivingKeys(): Promise<ReceivingKeyInfo[]> {
+    const out: ReceivingKeyInfo[] = [];
+    for (const record of await this.#store.listKeyRecords()) {
+      if (record.usage !== 'receiving') continue;
+      const jwk = receivingKeyJwkOf(await this.#key(record.handle, 'receiving'));
+      // The handle names the key by its thumbprint; a record under another name was not made by createReceivingKey.
+      if (record.handle !== receivingKeyHandle(jwk.kid)) throw new CustodyError('SEALED_RECORD_CORRUPT', `${record.handle} holds the receiving key ${jwk.kid}`);
+      out.push({ kid: jwk.kid, jwk, createdAt: record.createdAt });
+    }
+    return out.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+  }
+
+  async importSealed(input: SealedImport): Promise<void> {
+    // The input first, then custody: the same order of refusals as the PKCS#11 custody's.
+    const oaepHash = oaepHashOf(input.batchKey.oaep);
+    checkBatchHandles(input.keys);
+    const receiving = await this.#receiving(input.receivingKid);
+    const batchKey = openBatchKey(receiving, oaepHash, input.batchKey.encrypted, input.receivingKid);
+    const createdAt = this.#now();
+    let records: SealedKeyStoreRecord[];
+    try {
+      records = input.keys.map(({ handle, usage, wrapped }) => {
+        let key: Buffer;
+        try {
+          key = aesKeyUnwrap(batchKey, wrapped);
+        } catch {
+          throw new CustodyError('UNWRAP_FAILED', `the key for ${handle} does not unwrap under the batch key (corrupted or truncated envelope, or sealed under another batch key); nothing was imported`);
+        }
+        try {
+          if (key.length !== 16) throw new CustodyError('INVALID_KEY', `the key for ${handle} unwrapped to ${key.length} bytes; ${usage === 'root' ? 'LoRaWAN root keys are' : 'a derivation master key is'} 16 bytes; nothing was imported`);
+          return { handle, usage, sealed: sealKey(this.#masterKey, handle, usage, key), createdAt };
+        } finally {
+          key.fill(0);
+        }
+      });
+    } finally {
+      batchKey.fill(0);
+    }
+    await this.#insertAll(records);
+  }
+
+  async importDerived(input: DerivedImport): Promise<void> {
+    for (const k of input.keys) if (k.block.length !== 16) throw new CustodyError('INVALID_KEY', `${k.handle}: a derivation block is 16 bytes`);
+    checkBatchHandles(input.keys.map((k) => ({ handle: k.handle, usage: 'root' })));
+    const master = await this.#key(input.master, 'derivation');
+    const createdAt = this.#now();
+    const records = input.keys.map(({ handle, block }): SealedKeyStoreRecord => {
+      // JK-KDF-1: one AES-128 encryption of the block under the master key (docs/specs/sealed-batch.md).
+      const key = aes128EcbEncrypt(master, block);
+      try {
+        return { handle, usage: 'root', sealed: sealKey(this.#masterKey, handle, 'root', key), createdAt };
+      } finally {
+        key.fill(0);
+      }
+    });
+    await this.#insertAll(records);
+  }
+
+  async exportSealed(recipient: JsonWebKeyRsaPublic, oaep: OaepHash, handles: readonly KeyHandle[]): Promise<{ encryptedBatchKey: Buffer; wrapped: Buffer[] }> {
+    const publicKey = recipientPublicKey(recipient);
+    const oaepHash = oaepHashOf(oaep);
+    // Every refusal before any work: each handle must name a root key.
+    const keys: KeyObject[] = [];
+    for (const handle of handles) keys.push(await this.#key(handle, 'root'));
+    const batchKey = randomBytes(32);
+    try {
+      const encryptedBatchKey = publicEncrypt({ key: publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash }, batchKey);
+      const wrapped = keys.map((key) => {
+        const raw = key.export();
+        try {
+          return aesKeyWrap(batchKey, raw);
+        } finally {
+          raw.fill(0);
+        }
+      });
+      return { encryptedBatchKey, wrapped };
+    } finally {
+      batchKey.fill(0);
+    }
+  }
+
   async close(): Promise<void> {
     this.#cache.clear();
     this.#masterKey.fill(0);
   }
 
-  async #insert(handle: KeyHandle, usage: KeyUsage, key: Uint8Array): Promise<void> {
+  async #insert(handle: KeyHandle, usage: KeyUsage, key: Uint8Array, createdAt: Date = this.#now()): Promise<void> {
     if (await this.#store.getKeyRecord(handle)) throw new CustodyError('KEY_EXISTS', `a key named ${handle} already exists`);
-    await this.#store.insertKeyRecord({ handle, usage, sealed: sealKey(this.#masterKey, handle, usage, key), createdAt: this.#now() });
+    await this.#store.insertKeyRecord({ handle, usage, sealed: sealKey(this.#masterKey, handle, usage, key), createdAt });
+  }
+
+  /** All records in one storage call (one transaction), or none. */
+  async #insertAll(records: readonly SealedKeyStoreRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    try {
+      await this.#store.insertKeyRecords(records);
+    } catch (error) {
+      if ((error as { code?: unknown } | null)?.code === 'KEY_RECORD_EXISTS') {
+        throw new CustodyError('KEY_EXISTS', `${error instanceof Error ? error.message : 'a key of the batch already exists'}; nothing was imported`);
+      }
+      throw error;
+    }
+  }
+
+  async #receiving(kid: string): Promise<KeyObject> {
+    try {
+      return await this.#key(receivingKeyHandle(kid), 'receiving');
+    } catch (error) {
+      if (error instanceof CustodyError && error.code === 'KEY_NOT_FOUND') throw new CustodyError('KEY_NOT_FOUND', `no receiving key with kid ${kid} in this custody (${error.message})`);
+      throw error;
+    }
   }
 
   async #withKey<T>(ref: KeyRef, use: (key: KeyObject | Buffer) => T): Promise<T> {
@@ -201,13 +356,39 @@ export class SoftwareKeyCustody implements KeyCustody {
     if (!record) throw new CustodyError('KEY_NOT_FOUND', `no key named ${handle}`);
     const usage = record.usage;
     const raw = openSealedKey(this.#masterKey, handle, usage, record.sealed);
-    const key = createSecretKey(raw);
-    raw.fill(0);
+    let key: KeyObject;
+    try {
+      // A receiving key is sealed as its PKCS#8 DER encoding; every other key is an AES key.
+      key = usage === 'receiving' ? createPrivateKey({ key: raw, format: 'der', type: 'pkcs8' }) : createSecretKey(raw);
+    } finally {
+      raw.fill(0);
+    }
     if (this.#cache.size >= this.#cacheLimit) this.#cache.delete(this.#cache.keys().next().value as KeyHandle);
     const entry = { key, usage };
     this.#cache.set(handle, entry);
     return entry;
   }
+}
+
+/** RSA-OAEP decryption of the batch key; any failure, and a key that is not AES-256, reads as UNWRAP_FAILED. */
+function openBatchKey(receiving: KeyObject, oaepHash: 'sha1' | 'sha256', encrypted: Uint8Array, kid: string): Buffer {
+  const refused = (): CustodyError =>
+    new CustodyError('UNWRAP_FAILED', `the batch key does not decrypt with receiving key ${kid} (sealed to another key, another OAEP hash, or corrupted); nothing was imported`);
+  let key: Buffer;
+  try {
+    key = privateDecrypt({ key: receiving, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash }, encrypted);
+  } catch {
+    throw refused();
+  }
+  if (key.length !== 32) {
+    key.fill(0);
+    throw refused();
+  }
+  return key;
+}
+
+function receivingImportRefusal(handle: KeyHandle): CustodyError {
+  return new CustodyError('INVALID_KEY', `${handle}: a receiving key is created in custody (createReceivingKey), never imported`);
 }
 
 function assertBlock(block: Uint8Array): void {

@@ -223,7 +223,7 @@ export async function serveCluster(dataDir: string, options: ClusterOptions): Pr
  * In a worker: serves as a single `serve` does, on the shared port. /metrics on the Backend Interfaces listener (when
  * there is no admin listener) answers with every worker's metrics summed, fetched from the primary.
  */
-export async function serveClusterWorker(dataDir: string, options: { listen?: string | undefined; adminListen?: string | undefined; logger?: Logger }): Promise<Running> {
+export async function serveClusterWorker(dataDir: string, options: { listen?: string | undefined; adminListen?: string | undefined; apiListen?: string | undefined; logger?: Logger }): Promise<Running> {
   const index = Number(process.env[WORKER_INDEX_ENV] ?? 0);
   const logger = (options.logger ?? createLogger()).child({ worker: index });
   const pending = new Map<number, { resolve: (text: string) => void; reject: (error: Error) => void }>();
@@ -255,6 +255,8 @@ export async function serveClusterWorker(dataDir: string, options: { listen?: st
   running = await serve(dataDir, {
     listen: options.listen,
     adminListen: options.adminListen,
+    // Every worker listens on the API port too; node:cluster shares it between them.
+    apiListen: options.apiListen,
     // The primary serves the admin listener (from --admin-listen or joinkeep.json), with every worker's metrics.
     adminListener: false,
     admin,

@@ -61,10 +61,19 @@ export interface JoinkeepConfig {
   readonly backend: BackendConfig;
   /** Separate listener for /metrics and /healthz; when absent they are served on the backend listener. */
   readonly admin?: { readonly listen: string } | undefined;
+  /** The REST API (/api/v1) on a listener of its own; off when absent. */
+  readonly api?: ApiConfig | undefined;
   readonly join: JoinSettings;
 }
 
+export interface ApiConfig {
+  readonly listen: string;
+  /** Largest request body, bytes: a sealed batch of 100,000 devices is about 30 MB (default 64 MiB). */
+  readonly bodyLimit?: number;
+}
+
 export const DEFAULT_LISTEN = '127.0.0.1:8090';
+export const DEFAULT_API_BODY_LIMIT = 64 * 1024 * 1024;
 
 export function defaultConfig(storage: StorageConfig, custody: CustodyConfig): JoinkeepConfig {
   return { version: 1, storage, custody, backend: { listen: DEFAULT_LISTEN, paths: ['/'], bodyLimit: 64 * 1024 }, join: defaultJoinSettings };
@@ -135,10 +144,14 @@ export function validateConfig(raw: unknown, where: string): JoinkeepConfig {
   parseListen(backend.listen, `${where}: backend.listen`);
   if (!Array.isArray(backend.paths) || backend.paths.some((p) => typeof p !== 'string' || !p.startsWith('/'))) fail('backend.paths must be a list of paths starting with "/"');
   if (o.admin !== undefined) parseListen(o.admin.listen, `${where}: admin.listen`);
+  if (o.api !== undefined) {
+    parseListen(o.api.listen, `${where}: api.listen`);
+    if (o.api.bodyLimit !== undefined && (!Number.isSafeInteger(o.api.bodyLimit) || o.api.bodyLimit < 1024)) fail('api.bodyLimit must be an integer of at least 1024 (bytes)');
+  }
   const settings = { ...defaultJoinSettings, ...o.join };
   for (const [k, v] of Object.entries(settings)) if (!Number.isInteger(v) || v < 0) fail(`join.${k} must be a non-negative integer`);
   if (settings.sessionLimit < 1) fail('join.sessionLimit must be at least 1');
-  return { version: 1, storage: storage!, custody: custody!, backend, admin: o.admin, join: settings };
+  return { version: 1, storage: storage!, custody: custody!, backend, admin: o.admin, api: o.api, join: settings };
 }
 
 export function parseListen(text: string, what = 'listen address'): { host: string; port: number } {

@@ -16,6 +16,11 @@ export interface CustodyMigration {
   readonly alreadyPresent: readonly string[];
   /** Root keys and KEKs whose behaviour was compared between both custodies. */
   readonly verified: number;
+  /**
+   * Receiving keys of the software keystore, not moved: an RSA private key leaves the keystore for nobody. They are
+   * retired with the rest of the sealed records; create a new one in the HSM and publish it to makers again.
+   */
+  readonly retiredReceivingKeys: readonly string[];
 }
 
 /**
@@ -42,7 +47,9 @@ export async function migrateToPkcs11(
   try {
     const software = jk.custody;
     if (!(software instanceof SoftwareKeyCustody)) throw new AppError('CONFIG_INVALID', 'the data directory does not use the software keystore');
-    const keys = await software.listKeys();
+    const all = await software.listKeys();
+    const keys = all.filter((k) => k.usage !== 'receiving');
+    const retiredReceivingKeys = all.filter((k) => k.usage === 'receiving').map((k) => k.handle);
     const hsm = await openPkcs11(dataDir, target, env);
     let moved: Awaited<ReturnType<typeof moveKeys>>;
     try {
@@ -60,7 +67,7 @@ export async function migrateToPkcs11(
         await one.close();
       }
     }
-    const result: CustodyMigration = { ...moved, verified };
+    const result: CustodyMigration = { ...moved, verified, retiredReceivingKeys };
     await switchConfig(dataDir, config, target);
     for (const key of await jk.storage.listKeyRecords()) await jk.storage.deleteKeyRecord(key.handle);
     await jk.audit.appendAudit({
@@ -69,7 +76,7 @@ export async function migrateToPkcs11(
       action: 'custody.migrate',
       subject: 'custody',
       outcome: 'success',
-      details: { to: 'pkcs11', tokens: target.tokens.map((t) => t.label), migrated: result.migrated.length, alreadyPresent: result.alreadyPresent.length, verified: result.verified },
+      details: { to: 'pkcs11', tokens: target.tokens.map((t) => t.label), migrated: result.migrated.length, alreadyPresent: result.alreadyPresent.length, verified: result.verified, retiredReceivingKeys },
     });
     return result;
   } finally {

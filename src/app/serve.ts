@@ -5,7 +5,8 @@ import { type AdminSource, addAdminRoutes, createBackendServer, localAdminSource
 import { type Logger, createLogger } from '../observability/logger.js';
 import { registerCustodyMetrics } from '../observability/custody-metrics.js';
 import { createMetrics } from '../observability/metrics.js';
-import { parseListen, resolveIn } from './config.js';
+import { createApiServer } from '../api/server.js';
+import { DEFAULT_API_BODY_LIMIT, parseListen, resolveIn } from './config.js';
 import { type Joinkeep, openJoinkeep } from './joinkeep.js';
 
 export interface Running {
@@ -13,6 +14,8 @@ export interface Running {
   /** Bound address of the Backend Interfaces listener, e.g. http://127.0.0.1:8090. */
   readonly url: string;
   readonly adminUrl?: string | undefined;
+  /** Bound address of the REST API listener, when one is configured. */
+  readonly apiUrl?: string | undefined;
   /** Each HSM pool member's state (undefined for the software keystore). */
   readonly custodyHealth?: (() => readonly { readonly name: string; readonly state: string }[]) | undefined;
   stop(): Promise<void>;
@@ -21,6 +24,8 @@ export interface Running {
 export interface ServeOptions {
   readonly listen?: string | undefined;
   readonly adminListen?: string | undefined;
+  /** REST API listener (/api/v1); overrides joinkeep.json's api.listen. */
+  readonly apiListen?: string | undefined;
   readonly logger?: Logger;
   /** Open the admin listener when one is configured (default true; serve --processes: the primary opens it). */
   readonly adminListener?: boolean;
@@ -76,11 +81,19 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
       servers.push(admin);
       adminUrl = await admin.listen(parseListen(adminListen, '--admin-listen'));
     }
-    logger.info({ url, adminUrl, storage: config.storage.kind, custody: joinkeep.custody.kind }, 'Joinkeep is serving the Backend Interfaces');
+    let apiUrl: string | undefined;
+    const apiListen = options.apiListen ?? config.api?.listen;
+    if (apiListen !== undefined) {
+      const api = createApiServer({ storage: joinkeep.storage, custody, logger, batchBodyLimit: config.api?.bodyLimit ?? DEFAULT_API_BODY_LIMIT });
+      servers.push(api);
+      apiUrl = await api.listen(parseListen(apiListen, '--api-listen'));
+    }
+    logger.info({ url, adminUrl, apiUrl, storage: config.storage.kind, custody: joinkeep.custody.kind }, 'Joinkeep is serving the Backend Interfaces');
     return {
       joinkeep,
       url,
       adminUrl,
+      apiUrl,
       custodyHealth,
       async stop() {
         for (const s of servers) await s.close();

@@ -7,6 +7,7 @@ import { registerDevice } from './commands/device.js';
 import { registerInit } from './commands/init.js';
 import { registerKek } from './commands/kek.js';
 import { registerPeer } from './commands/peer.js';
+import { registerBatchImport, registerInventory, registerMaker, registerReceivingKey, registerTransfer } from './commands/personalization.js';
 import { registerServe } from './commands/serve.js';
 import { exitCodeFor, messageFor } from './errors.js';
 
@@ -23,6 +24,11 @@ registerDevice(program);
 // One `batch` group; each file registers its subcommands into it.
 const batch = program.command('batch').description('sealed key batches: maker tools (keygen, seal) and import into Joinkeep');
 registerBatchSealCommands(batch);
+registerBatchImport(batch);
+registerReceivingKey(program);
+registerMaker(program);
+registerInventory(program);
+registerTransfer(program);
 registerAudit(program);
 registerCustody(program);
 registerServe(program);

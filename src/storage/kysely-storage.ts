@@ -45,15 +45,6 @@ import type {
  * Storage contract from here, next to their one implementation, because this change keeps to this file; the
  * storage owner may move the two lines into storage.ts.
  */
-declare module './storage.js' {
-  interface Storage {
-    /** Every record in one transaction, or none: a handle already held fails the call with KEY_RECORD_EXISTS. */
-    insertKeyRecords(records: readonly SealedKeyRecord[]): Promise<void>;
-    /** Deletes the records of `handles` in one transaction (handles not held are ignored); the number deleted. */
-    deleteKeyRecords(handles: readonly string[]): Promise<number>;
-  }
-}
-
 /** Rows per multi-row INSERT or IN list of the bulk key-record writes (4 parameters a row). */
 const KEY_RECORD_CHUNK = 500;
 

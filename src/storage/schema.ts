@@ -137,7 +137,7 @@ export interface PeersTable {
 
 export interface KeyRecordsTable {
   handle: string;
-  usage: 'root' | 'kek';
+  usage: 'root' | 'kek' | 'receiving' | 'derivation';
   sealed: Buffer;
   created_at: number;
 }

@@ -58,7 +58,8 @@ export interface SessionRecord {
 /** A sealed key as the software keystore persists it. */
 export interface SealedKeyRecord {
   readonly handle: string;
-  readonly usage: 'root' | 'kek';
+  /** The custody's KeyUsage: root, kek, receiving (an RSA private key, PKCS#8) or derivation. */
+  readonly usage: 'root' | 'kek' | 'receiving' | 'derivation';
   /** nonce | ciphertext | tag, opaque to storage. */
   readonly sealed: Buffer;
   readonly createdAt: Date;
@@ -246,6 +247,10 @@ export interface Storage {
 
   // Sealed keys of the software keystore
   insertKeyRecord(record: SealedKeyRecord): Promise<void>;
+  /** Every record in one transaction, or none: a handle already held fails the call with KEY_RECORD_EXISTS. */
+  insertKeyRecords(records: readonly SealedKeyRecord[]): Promise<void>;
+  /** Deletes the records of `handles` in one transaction (handles not held are ignored); the number deleted. */
+  deleteKeyRecords(handles: readonly string[]): Promise<number>;
   getKeyRecord(handle: string): Promise<SealedKeyRecord | undefined>;
   listKeyRecords(): Promise<Omit<SealedKeyRecord, 'sealed'>[]>;
   deleteKeyRecord(handle: string): Promise<boolean>;

@@ -26,7 +26,10 @@ export function registerCustody(program: Command): void {
         `Moved ${r.migrated.length} key(s) into ${target.tokens.map((t) => `"${t.label}"`).join(', ')}` +
           (r.alreadyPresent.length ? ` (${r.alreadyPresent.length} already there from an earlier run)` : '') +
           `; ${r.verified} checked against the software keystore. ${dataDir} now uses PKCS#11 and the sealed copies are gone from the database.\n` +
-          `The master key no longer protects anything: destroy ${dataDir}/master.key and its backups.\n`,
+          `The master key no longer protects anything: destroy ${dataDir}/master.key and its backups.\n` +
+          (r.retiredReceivingKeys.length
+            ? `${r.retiredReceivingKeys.length} receiving key(s) of the software keystore were retired, not moved: create one in the HSM with \`joinkeep receiving-key create\` and publish it to your makers again.\n`
+            : ''),
       );
     });
   custody

@@ -36,12 +36,13 @@ export function registerServe(program: Command): void {
     .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
     .option('--listen <host:port>', 'Backend Interfaces listener (default: from joinkeep.json, 127.0.0.1:8090)')
     .option('--admin-listen <host:port>', 'separate listener for /metrics and /healthz')
+    .option('--api-listen <host:port>', 'REST API listener, /api/v1 (default: joinkeep.json api.listen; off when neither)')
     .option('--processes <n|auto>', 'worker processes sharing the listener (auto: one per CPU)', '1')
-    .action(async (o: { dataDir?: string; listen?: string; adminListen?: string; processes: string }) => {
+    .action(async (o: { dataDir?: string; listen?: string; adminListen?: string; apiListen?: string; processes: string }) => {
       const dataDir = dataDirOf(o);
       const { isClusterWorker, serveCluster, serveClusterWorker } = await import('../../app/cluster.js');
       if (isClusterWorker()) {
-        const running = await serveClusterWorker(dataDir, { listen: o.listen, adminListen: o.adminListen });
+        const running = await serveClusterWorker(dataDir, { listen: o.listen, adminListen: o.adminListen, apiListen: o.apiListen });
         // A Ctrl-C reaches the whole process group and the primary then relays SIGTERM: a second signal must not
         // cut this worker's in-flight requests short (the primary SIGKILLs it if it never finishes).
         for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => undefined);
@@ -55,7 +56,7 @@ export function registerServe(program: Command): void {
       const processes = requested === 'auto' ? availableParallelism() : requested;
       if (processes === 1) {
         const { serve } = await import('../../app/serve.js');
-        await runUntilSignal(await serve(dataDir, { listen: o.listen, adminListen: o.adminListen }));
+        await runUntilSignal(await serve(dataDir, { listen: o.listen, adminListen: o.adminListen, apiListen: o.apiListen }));
         return;
       }
       const running = await serveCluster(dataDir, { processes, listen: o.listen, adminListen: o.adminListen });

@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { KeyCustody } from '../custody/custody.js';
 import type { Logger } from '../observability/logger.js';
 import { importSealedBatch } from '../provisioning/batch-import.js';
+import { currentReceivingKey } from '../provisioning/receiving-keys.js';
 import type { Storage } from '../storage/storage.js';
 import { problemFor, sendProblem } from './problems.js';
 
@@ -34,8 +35,7 @@ export function createApiServer(o: ApiServerOptions): FastifyInstance {
   });
 
   app.get('/api/v1/receiving-key', async (_req, reply) => {
-    const keys = await o.custody.listReceivingKeys();
-    const newest = [...keys].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
+    const newest = await currentReceivingKey(o.custody);
     if (newest === undefined) return sendProblem(reply, { type: 'urn:joinkeep:problem:NOT_FOUND', title: 'NOT_FOUND', status: 404, code: 'NOT_FOUND', detail: 'this Join Server has no receiving key yet (`joinkeep receiving-key create`)' });
     return reply.type('application/jwk+json').send(newest.jwk);
   });

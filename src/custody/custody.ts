@@ -209,7 +209,8 @@ export interface JsonWebKeyRsaPublic {
   readonly n: string;
   /** Public exponent, big-endian, base64url without padding. */
   readonly e: string;
-  readonly alg: 'RSA-OAEP-256';
+  /** What makers should seal the batch key with; see provisioning/receiving-keys.ts (an HSM may unwrap SHA-1 only). */
+  readonly alg: 'RSA-OAEP-256' | 'RSA-OAEP';
   readonly use: 'enc';
   readonly kid: string;
 }

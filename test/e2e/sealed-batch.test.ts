@@ -82,6 +82,11 @@ for (const custody of ['software', 'pkcs11'] as const) {
       }
       await cliOk(['receiving-key', 'create', ...dd]);
       await cliOk(['receiving-key', 'show', ...dd, '--out', file('joinkeep.jwk')]);
+      const published = JSON.parse(await readFile(file('joinkeep.jwk'), 'utf8')) as { alg: string; kty: string; d?: string };
+      assert.equal(published.kty, 'RSA');
+      assert.equal(published.d, undefined, 'the public half only');
+      // SoftHSM2 2.6.1 unwraps RSA-OAEP with SHA-1 only: the published key says so, and makers' tools follow it.
+      assert.equal(published.alg, custody === 'pkcs11' ? 'RSA-OAEP' : 'RSA-OAEP-256');
       await cliOk(['batch', 'keygen', '--out-private', file('acme.private.jwk'), '--out-public', file('acme.public.jwk')]);
       await cliOk(['maker', 'add', ...dd, '--name', 'acme', '--public-key', file('acme.public.jwk')]);
       inventoryCount = async () => {
@@ -106,7 +111,8 @@ for (const custody of ['software', 'pkcs11'] as const) {
       const seal = (name: string, n: number, start: string, mac: MacVersion) =>
         cliOk([
           'batch', 'seal', '--recipient', file('joinkeep.jwk'), '--signing-key', file('acme.private.jwk'), '--maker', 'acme',
-          '--generate', String(n), '--dev-eui-start', start, '--join-eui', JOIN_EUI, '--mac-version', mac, '--oaep', oaep,
+          // No --oaep: the tool takes the hash from the JWK's alg, which says what this custody can unwrap.
+          '--generate', String(n), '--dev-eui-start', start, '--join-eui', JOIN_EUI, '--mac-version', mac,
           '--out', file(`${name}.json`), '--manifest', file(`${name}.manifest.csv`), '--programmer-file', file(`${name}.programmer.csv`),
         ]);
       await seal('batch-103', 1000, '70B3D57ED0010000', '1.0.3');

@@ -44,7 +44,7 @@ export function registerBatchSealCommands(batch: Command): void {
     .option('--mac-version <version>', 'LoRaWAN version of --generate (1.0.0 … 1.0.4, 1.1); with --input, the default for rows without one')
     .option('--profile <name>', 'device profile name for devices that have none')
     .option('--qr-profile-id <hex>', 'TR005 ProfileID for the QR codes: VendorID ‖ VendorProfileID, 8 hex digits', '00000000')
-    .option('--oaep <hash>', 'RSA-OAEP hash for the batch key: sha256, or sha1 for an HSM that unwraps only SHA-1 (SoftHSM2 2.6.1)', choice(['sha1', 'sha256']), 'sha256')
+    .option('--oaep <hash>', "RSA-OAEP hash for the batch key: sha256 or sha1 (default: what the recipient's JWK asks for in alg, RSA-OAEP = sha1 for an HSM that unwraps only SHA-1; else sha256)", choice(['sha1', 'sha256']))
     .option('--derived-from <id>', 'kind derived: id of the derivation master key already sealed to this Joinkeep')
     .option('--master-key-file <file>', 'kind derivation-master: file holding the 16-byte master key as 32 hex digits')
     .option('--master-key-id <id>', 'kind derivation-master: the id devices will name in --derived-from')
@@ -78,7 +78,7 @@ export function registerBatchSealCommands(batch: Command): void {
         recipientJwk,
         signingKey,
         maker: o.maker,
-        oaep: o.oaep,
+        ...(o.oaep === undefined ? {} : { oaep: o.oaep }),
         qrProfileId: o.qrProfileId,
         out: o.out,
         ...(master === undefined ? {} : { master }),
@@ -102,7 +102,7 @@ interface SealFlags {
   macVersion?: string;
   profile?: string;
   qrProfileId: string;
-  oaep: 'sha1' | 'sha256';
+  oaep?: 'sha1' | 'sha256';
   derivedFrom?: string;
   masterKeyFile?: string;
   masterKeyId?: string;

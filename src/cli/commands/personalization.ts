@@ -2,6 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { importSealedBatch } from '../../provisioning/batch-import.js';
 import { addMaker } from '../../provisioning/makers.js';
+import { publishedReceivingKeys } from '../../provisioning/receiving-keys.js';
 import { confirmTransfer, exportTransfer, signTransferReceipt } from '../../provisioning/transfer.js';
 import type { JWK } from 'jose';
 import { eui64FromBeHex } from '../../protocol/index.js';
@@ -23,7 +24,7 @@ export function registerReceivingKey(program: Command): void {
       const key = await withJoinkeep(o, async (jk) => {
         const created = await jk.custody.createReceivingKey();
         await jk.audit.appendAudit({ at: created.createdAt, actor: 'cli', action: 'receiving-key.create', subject: `receiving-key/${created.kid}`, outcome: 'success', details: { custody: jk.custody.kind } });
-        return created;
+        return (await publishedReceivingKeys(jk.custody)).find((k) => k.kid === created.kid) ?? created;
       });
       print(o.json === true, key.jwk, () => `Created receiving key ${key.kid} in custody. Publish it with \`joinkeep receiving-key show --out FILE\`.`);
     });
@@ -33,7 +34,7 @@ export function registerReceivingKey(program: Command): void {
     .option('--kid <kid>', 'a receiving key other than the newest')
     .option('--out <file>', 'write the JWK to FILE instead of printing it')
     .action(async (o: { dataDir?: string; kid?: string; out?: string }) => {
-      const keys = await withJoinkeep(o, (jk) => jk.custody.listReceivingKeys());
+      const keys = await withJoinkeep(o, (jk) => publishedReceivingKeys(jk.custody));
       const key = o.kid === undefined ? newest(keys) : keys.find((k) => k.kid === o.kid);
       if (key === undefined) throw new NotFoundError(o.kid === undefined ? 'no receiving key yet: create one with `joinkeep receiving-key create`' : `no receiving key ${o.kid}`);
       const text = `${JSON.stringify(key.jwk, null, 2)}\n`;
@@ -50,7 +51,7 @@ export function registerReceivingKey(program: Command): void {
     .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
     .option('--json', 'print JSON')
     .action(async (o: { dataDir?: string; json?: boolean }) => {
-      const keys = (await withJoinkeep(o, (jk) => jk.custody.listReceivingKeys())).sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
+      const keys = (await withJoinkeep(o, (jk) => publishedReceivingKeys(jk.custody))).sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
       print(o.json === true, keys.map((k) => ({ kid: k.kid, createdAt: k.createdAt.toISOString(), jwk: k.jwk })), () => keys.map((k) => `${k.kid}\t${k.createdAt.toISOString()}`).join('\n') || 'No receiving keys.');
     });
 }

@@ -203,7 +203,8 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
       const createdAt = this.#now();
       const encryptedBatchKey = input.batchKey.encrypted;
       const chunks = chunked(input.keys.map(({ handle, usage, wrapped }) => ({ handle, usage, wrapped })), this.#chunkSize);
-      for (const keys of chunks) await this.#run('importSealedChunk', { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly: true });
+      // At least once: even an empty import proves the batch key opens (which is how the OAEP hash is probed).
+      for (const keys of chunks.length > 0 ? chunks : [[]]) await this.#run('importSealedChunk', { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly: true });
       await this.#inChunks(chunks, (keys) => this.#run('importSealedChunk', { receiving, oaep, encryptedBatchKey, keys, createdAt, checkOnly: false }));
     });
   }

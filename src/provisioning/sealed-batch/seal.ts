@@ -84,7 +84,8 @@ export async function sealBatch(o: SealOptions): Promise<Buffer> {
     const devices = c.devices.map(identityOf);
     return signSealedBatch({ ...head('derived'), derivedFrom: c.derivedFrom, deviceCount: devices.length, devices }, o.signingKey);
   }
-  const oaep = o.oaep ?? 'sha256';
+  // The recipient's JWK says which hash its custody unwraps ("RSA-OAEP" = SHA-1, e.g. SoftHSM2 2.6.1).
+  const oaep = o.oaep ?? (o.recipientJwk.alg === 'RSA-OAEP' ? 'sha1' : 'sha256');
   const { encryptedKey, kek } = newBatchKey(recipient.key, oaep);
   const batchKey = { alg: OAEP_ALG[oaep], encryptedKey: encryptedKey.toString('base64url') };
   const wrap = (key: Uint8Array, what: string): string => {

@@ -56,7 +56,7 @@ export async function importSealedBatch(deps: BatchImportDeps, file: Uint8Array)
   if (known.length > 0) {
     throw new ProvisioningError(
       'BATCH_CONFLICT',
-      `${known.length} of the batch's ${payload.devices.length} devices are already known; nothing was imported`,
+      `${known.length} of the batch's ${payload.devices.length} devices are already known (devices or inventory here): ${known.slice(0, 20).join(', ')}${known.length > 20 ? ` and ${known.length - 20} more` : ''}; nothing was imported`,
       { conflicts: known.map((devEui): DeviceConflict => ({ devEui, reason: 'already known' })) },
     );
   }

@@ -177,6 +177,8 @@ for (const custody of ['software', 'pkcs11'] as const) {
       const r = await runCli(['batch', 'import', file('clash.json'), ...dd]);
       refusedWith(r, 'BATCH_CONFLICT');
       assert.match(r.stderr, /already known/);
+      assert.match(r.stderr, new RegExp(one.devEui), 'the report names the conflicting DevEUI');
+      assert.doesNotMatch(r.stderr, /70B3D57ED0050000/, 'and only it');
       assert.equal(await inventoryCount(), 1020);
       const probe = await runCli(['inventory', 'show', ...dd, '--dev-eui', '70B3D57ED0050000']);
       assert.equal(probe.code, 1, 'the other device of the refused batch was not imported');
@@ -239,6 +241,12 @@ for (const custody of ['software', 'pkcs11'] as const) {
         const bad = await fetch(`${api}/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: tampered });
         assert.equal(bad.status, 400);
         assert.equal(((await bad.json()) as { code: string }).code, 'BATCH_SIGNATURE_INVALID');
+        // A conflicting DevEUI: 409 with the per-device report.
+        const clash = await fetch(`${api}/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: await readFile(file('clash.json')) });
+        assert.equal(clash.status, 409);
+        const report = (await clash.json()) as { code: string; conflicts: { devEui: string; reason: string }[] };
+        assert.equal(report.code, 'BATCH_CONFLICT');
+        assert.deepEqual(report.conflicts, [{ devEui: devices[7]!.devEui, reason: 'already known' }]);
       } finally {
         await server?.stop();
       }

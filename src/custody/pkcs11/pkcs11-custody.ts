@@ -242,8 +242,8 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
     throw new CustodyError(
       'EXPORT_REFUSED',
       'root keys in PKCS#11 custody are not extractable (CKA_EXTRACTABLE=false), so they cannot leave the token, not even sealed to another Join Server. ' +
-        'Join-Server-to-Join-Server export from an HSM needs trusted-KEK mode (`joinkeep init --trusted-keks`), where root keys are imported extractable only under ' +
-        'a key the Security Officer made trusted (CKA_WRAP_WITH_TRUSTED=true); keys imported in this data directory stay where they are: export from a software keystore or a trusted-mode data directory instead',
+        'Join-Server-to-Join-Server export from an HSM needs trusted-KEK mode (`joinkeep init --trusted-keks`), where root keys are imported for trusted wrapping ' +
+        '(CKA_EXTRACTABLE=true with CKA_WRAP_WITH_TRUSTED=true: wrapped only under a key the Security Officer made trusted); keys imported here stay where they are: export from a software keystore or a trusted-mode data directory instead',
     );
   }
 

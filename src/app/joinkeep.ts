@@ -48,7 +48,7 @@ export async function openJoinkeep(dataDir: string, options: { logger?: Logger; 
   }
 }
 
-async function openConfiguredStorage(dataDir: string, config: JoinkeepConfig, env: NodeJS.ProcessEnv): Promise<Storage> {
+export async function openConfiguredStorage(dataDir: string, config: JoinkeepConfig, env: NodeJS.ProcessEnv): Promise<Storage> {
   if (config.storage.kind === 'sqlite') return openStorage({ kind: 'sqlite', path: resolveIn(dataDir, config.storage.path) });
   const url = env[POSTGRES_URL_ENV] ?? config.storage.url;
   if (!url) throw new AppError('CONFIG_INVALID', `PostgreSQL storage needs a URL: set ${POSTGRES_URL_ENV} or storage.url in joinkeep.json`);

@@ -30,7 +30,11 @@ export interface ExportInput {
   readonly oaep?: OaepHash;
 }
 
-export async function exportTransfer(deps: { storage: Storage; custody: KeyCustody; actor: string; now?: () => Date }, input: ExportInput): Promise<{ file: Buffer; batchId: string; devices: number }> {
+/**
+ * Seals the devices to the receiver and records the pending transfer. `custody` needs only exportSealed: a PKCS#11
+ * data directory in trusted-KEK mode passes one that runs without an open custody (app/transfer.ts).
+ */
+export async function exportTransfer(deps: { storage: Storage; custody: Pick<KeyCustody, 'exportSealed'>; actor: string; now?: () => Date }, input: ExportInput): Promise<{ file: Buffer; batchId: string; devices: number }> {
   const now = (deps.now ?? (() => new Date()))();
   const recipient = await deps.storage.getMaker(input.recipient);
   if (recipient === undefined || recipient.kind !== 'join-server') {

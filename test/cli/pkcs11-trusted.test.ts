@@ -250,6 +250,40 @@ describe('CLI / PKCS#11 trusted-KEK mode (SoftHSM2)', () => {
     }
   });
 
+  it('a root key imported in this mode / extractable only under trusted keys: CKA_VALUE unreadable, C_WrapKey under an untrusted key refused, CKA_WRAP_WITH_TRUSTED cannot be cleared', async () => {
+    const inv = await cliJson<{ keys: { handle: string; usage: string }[] }>(['custody', 'inventory', '--data-dir', d]);
+    const handle = inv.keys.find((k) => k.usage === 'root')!.handle;
+    inspect(token, (p, session) => {
+      p.C_FindObjectsInit(session, [{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }, { type: K.CKA_LABEL, value: handle }]);
+      const [root] = p.C_FindObjects(session, 2);
+      p.C_FindObjectsFinal(session);
+      assert.ok(root, handle);
+      assert.deepEqual(
+        [K.CKA_PRIVATE, K.CKA_SENSITIVE, K.CKA_EXTRACTABLE, K.CKA_WRAP_WITH_TRUSTED].map((type) => attr(p, session, root, type)),
+        [true, true, true, true],
+      );
+      assert.throws(() => p.C_GetAttributeValue(session, root, [{ type: K.CKA_VALUE }]), /CKR_ATTRIBUTE_SENSITIVE/);
+      // An untrusted wrapping key the user makes (a session object: nothing stays on the token).
+      const untrusted = p.C_GenerateKey(session, { mechanism: K.CKM_AES_KEY_GEN }, [
+        { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
+        { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
+        { type: K.CKA_VALUE_LEN, value: 32 },
+        { type: K.CKA_TOKEN, value: false },
+        { type: K.CKA_WRAP, value: true },
+      ]);
+      try {
+        assert.throws(() => p.C_WrapKey(session, { mechanism: K.CKM_AES_KEY_WRAP }, untrusted, root, Buffer.alloc(48)), /CKR_KEY_NOT_WRAPPABLE/);
+        assert.throws(() => p.C_SetAttributeValue(session, root, [{ type: K.CKA_WRAP_WITH_TRUSTED, value: false }]), /CKR_ATTRIBUTE_READ_ONLY/);
+        // Nor through a copy: the copy keeps CKA_WRAP_WITH_TRUSTED.
+        const copy = p.C_CopyObject(session, root, [{ type: K.CKA_TOKEN, value: false }]);
+        assert.throws(() => p.C_WrapKey(session, { mechanism: K.CKM_AES_KEY_WRAP }, untrusted, copy, Buffer.alloc(48)), /CKR_KEY_NOT_WRAPPABLE/);
+        p.C_DestroyObject(session, copy);
+      } finally {
+        p.C_DestroyObject(session, untrusted);
+      }
+    });
+  });
+
   it('custody migrate --trusted-keks / refused (exit 2) with the reason', async () => {
     const r = await runCli(['custody', 'migrate', '--data-dir', d, '--pkcs11-module', softhsmModulePath(), '--token-label', token.label, '--pin-file', pinFile, '--trusted-keks']);
     assert.equal(r.code, 2);

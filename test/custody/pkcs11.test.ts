@@ -578,7 +578,7 @@ describe('pkcs11 custody / receiving key and sealed batches on the token', () =>
   it('exportSealed is refused (EXPORT_REFUSED): root keys on the token are not extractable', async () => {
     const [k] = batchOf('export', 1);
     await custody.importSealed(sealed(receiving, [k!]));
-    await rejectsWith(custody.exportSealed(receiving.jwk, 'sha1', [k!.handle]), 'EXPORT_REFUSED', /CKA_EXTRACTABLE=false.*trusted wrapping/);
+    await rejectsWith(custody.exportSealed(receiving.jwk, 'sha1', [k!.handle]), 'EXPORT_REFUSED', /CKA_EXTRACTABLE=false.*trusted-KEK mode.*trusted wrapping/);
   });
 
   it('works in chunks (one RSA unwrap per chunk, not per key), checking every envelope before creating any token object; no batch key or other exportable session object is left, none at all once closed', async () => {

@@ -29,20 +29,23 @@ interface Js {
   readonly file: (name: string) => string;
 }
 
-async function newJoinkeep(root: string, name: string, custody: 'software' | 'pkcs11' = 'software'): Promise<Js> {
+async function newJoinkeep(root: string, name: string, custody: 'software' | 'pkcs11' | 'pkcs11-trusted' = 'software'): Promise<Js & { soPinFile?: string }> {
   const dataDir = join(root, name);
   const dd = ['--data-dir', dataDir];
-  if (custody === 'pkcs11') {
+  let soPinFile: string | undefined;
+  if (custody !== 'software') {
     const token = createTestToken(name);
     const pinFile = await writeSecretFile(root, `${name}.pin`, `${token.pin}\n`);
-    await cliOk(['init', ...dd, '--custody', 'pkcs11', '--pkcs11-module', softhsmModulePath(), '--token-label', token.label, '--pin-file', pinFile]);
+    soPinFile = await writeSecretFile(root, `${name}.so-pin`, `${token.soPin}\n`);
+    const trusted = custody === 'pkcs11-trusted' ? ['--trusted-keks', '--so-pin-file', soPinFile] : [];
+    await cliOk(['init', ...dd, '--custody', 'pkcs11', '--pkcs11-module', softhsmModulePath(), '--token-label', token.label, '--pin-file', pinFile, ...trusted]);
   } else {
     await cliOk(['init', ...dd]);
   }
   await cliOk(['receiving-key', 'create', ...dd]);
   const file = (f: string) => join(root, `${name}.${f}`);
   await cliOk(['receiving-key', 'show', ...dd, '--out', file('receiving.jwk')]);
-  return { dd, dataDir, file };
+  return { dd, dataDir, file, ...(soPinFile === undefined ? {} : { soPinFile }) };
 }
 
 /** A home network server registered with its KEK and token; returns an NS client for a running server. */
@@ -227,5 +230,58 @@ describe('Join-Server-to-Join-Server transfer / software keystore', { timeout: 3
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /EXPORT_REFUSED|cannot leave|extractable/i);
     assert.equal((await cliJson<{ items: unknown[] }>(['inventory', 'list', ...h.dd])).items.length, 1);
+  });
+
+  it('from an HSM in trusted-KEK mode / sealed under a batch key the SO made trusted, imported at B with a receipt, devices join at B with their keys; A retires them from the token', async () => {
+    const h = await newJoinkeep(root.root, 'hsmt', 'pkcs11-trusted');
+    await cliOk(['maker', 'add', ...h.dd, '--name', 'js-b', '--kind', 'join-server', '--public-key', b.file('signing.public.jwk')]);
+    await cliOk(['batch', 'keygen', '--out-private', h.file('signing.private.jwk'), '--out-public', h.file('signing.public.jwk')]);
+    await cliOk(['maker', 'add', ...b.dd, '--name', 'js-h', '--kind', 'join-server', '--public-key', h.file('signing.public.jwk')]);
+    await cliOk(['batch', 'keygen', '--out-private', h.file('acme.private.jwk'), '--out-public', h.file('acme.public.jwk')]);
+    await cliOk(['maker', 'add', ...h.dd, '--name', 'acme', '--public-key', h.file('acme.public.jwk')]);
+    await cliOk(['batch', 'seal', '--recipient', h.file('receiving.jwk'), '--signing-key', h.file('acme.private.jwk'), '--maker', 'acme', '--generate', '3', '--dev-eui-start', '70B3D57ED00A0000', '--join-eui', JOIN_EUI, '--mac-version', '1.1', '--oaep', 'sha1', '--out', h.file('f.json'), '--manifest', h.file('f.csv'), '--programmer-file', h.file('f.prog.csv')]);
+    await cliOk(['batch', 'import', h.file('f.json'), ...h.dd]);
+    const made = await programmed(h.file('f.prog.csv'));
+    const moved = made.slice(0, 2);
+    const out = h.file('t.json');
+    const exportArgs = ['transfer', 'export', ...h.dd, '--to', 'js-b', '--recipient-key', b.file('receiving.jwk'), '--dev-eui', moved.map((d) => d.devEui).join(','), '--as', 'js-h', '--signing-key', h.file('signing.private.jwk')];
+
+    // SoftHSM2 2.6.1 cannot wrap with OAEP SHA-256: refused, nothing written, nothing pending.
+    const sha256 = await runCli([...exportArgs, '--so-pin-file', h.soPinFile!, '--out', out]);
+    assert.equal(sha256.code, 1, sha256.stderr);
+    assert.match(sha256.stderr, /MECHANISM_UNSUPPORTED|--oaep sha1/);
+    // The SO PIN options go with trusted-KEK mode only, one per token.
+    const wrongCount = await runCli([...exportArgs, '--so-pin-file', h.soPinFile!, '--so-pin-file', h.soPinFile!, '--oaep', 'sha1', '--out', out]);
+    assert.equal(wrongCount.code, 2, wrongCount.stderr);
+    const notTrusted = await runCli(['transfer', 'export', ...a.dd, '--to', 'js-b', '--recipient-key', b.file('receiving.jwk'), '--dev-eui', moved[0]!.devEui, '--as', 'js-a', '--signing-key', a.file('signing.private.jwk'), '--so-pin-file', h.soPinFile!, '--out', a.file('never.json')]);
+    assert.equal(notTrusted.code, 2, notTrusted.stderr);
+    assert.match(notTrusted.stderr, /trusted-KEK mode/);
+
+    await cliOk([...exportArgs, '--so-pin-file', h.soPinFile!, '--oaep', 'sha1', '--out', out]);
+    const keysAtH = await cliJson<{ keys: { handle: string; attributes: Record<string, boolean> }[] }>(['custody', 'inventory', ...h.dd]);
+    const roots = keysAtH.keys.filter((k) => k.handle.startsWith('root/'));
+    assert.equal(roots.length, 6);
+    for (const k of roots) assert.deepEqual([k.attributes['CKA_SENSITIVE'], k.attributes['CKA_EXTRACTABLE'], k.attributes['CKA_WRAP_WITH_TRUSTED']], [true, true, true], k.handle);
+    assert.ok(!keysAtH.keys.some((k) => k.handle.includes('batch')), 'no batch key left on the token');
+
+    await cliOk(['batch', 'import', out, ...b.dd, '--receipt', b.file('receipt-h.json'), '--signing-key', b.file('signing.private.jwk'), '--as', 'js-b']);
+    await cliOk(['device', 'bind', ...b.dd, '--dev-eui', moved.map((d) => d.devEui).join(','), '--home-net-id', HOME_NET]);
+    let server: RunningServer | undefined;
+    try {
+      server = await startServer(b.dataDir);
+      for (const [i, d] of moved.entries()) {
+        const device = new SimulatedDevice({ devEui: d.devEui, joinEui: eui64FromBeHex(JOIN_EUI), macVersion: '1.1', roots: { appKey: d.appKey, nwkKey: d.nwkKey } });
+        const { ans, outcome } = await join1(nsB(server.url), device, 20 + i);
+        assert.ok(ans.ok && outcome?.accepted, `${d.devEui}: ${JSON.stringify(ans)} ${JSON.stringify(outcome)}`);
+      }
+    } finally {
+      await server?.stop();
+    }
+
+    const done = await cliJson<{ devices: number }>(['transfer', 'confirm', b.file('receipt-h.json'), ...h.dd]);
+    assert.equal(done.devices, 2);
+    const left = JSON.stringify(await cliJson<unknown>(['custody', 'inventory', ...h.dd]));
+    for (const d of moved) assert.ok(!left.includes(d.devEui), `${d.devEui}'s keys are retired from the token`);
+    assert.ok(left.includes(made[2]!.devEui), 'the device that stayed keeps its keys');
   });
 });

@@ -1,13 +1,15 @@
 import { readFile, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { importSealedBatch } from '../../provisioning/batch-import.js';
 import { addMaker } from '../../provisioning/makers.js';
 import { publishedReceivingKeys } from '../../provisioning/receiving-keys.js';
-import { confirmTransfer, exportTransfer, signTransferReceipt } from '../../provisioning/transfer.js';
+import { confirmTransfer, signTransferReceipt } from '../../provisioning/transfer.js';
 import type { JWK } from 'jose';
 import { eui64FromBeHex } from '../../protocol/index.js';
 import type { MakerRecord } from '../../storage/storage.js';
-import { NotFoundError, UsageError, print, withJoinkeep } from '../context.js';
+import { NotFoundError, UsageError, dataDirOf, print, withJoinkeep } from '../context.js';
+import { collect } from '../pkcs11-options.js';
 
 /*
  * Joinkeep's side of personalization (docs/specs/sealed-batch.md): its receiving key, the makers it trusts, sealed
@@ -122,17 +124,31 @@ export function registerTransfer(program: Command): void {
     .requiredOption('--dev-eui <list>', 'comma-separated DevEUIs')
     .requiredOption('--as <name>', 'our name as the receiver registered us')
     .requiredOption('--signing-key <file>', 'our signing key (private JWK, from `batch keygen`) whose public half the receiver registered')
-    .option('--oaep <hash>', 'RSA-OAEP hash for the batch key: sha256 or sha1 (an HSM receiver may need sha1)', 'sha256')
+    .option('--oaep <hash>', 'RSA-OAEP hash for the batch key: sha256 or sha1 (an HSM receiver may need sha1; so does a SoftHSM2 sender)', 'sha256')
+    .option('--so-pin-file <file>', 'PKCS#11 trusted-KEK mode: file holding the Security Officer PIN of a token (repeat per token, in the order of `init`); default: the source `init` recorded', collect, [])
+    .option('--so-pin-env <var>', 'PKCS#11 trusted-KEK mode: environment variable holding the Security Officer PIN of a token (repeat per token)', collect, [])
     .requiredOption('--out <file>', 'the sealed transfer batch to write')
     .option('--json', 'print JSON')
-    .action(async (o: { dataDir?: string; to: string; recipientKey: string; devEui: string; as: string; signingKey: string; oaep: string; out: string; json?: boolean }) => {
+    .action(async (o: { dataDir?: string; to: string; recipientKey: string; devEui: string; as: string; signingKey: string; oaep: string; soPinFile: string[]; soPinEnv: string[]; out: string; json?: boolean }) => {
       if (o.oaep !== 'sha256' && o.oaep !== 'sha1') throw new UsageError('--oaep must be sha256 or sha1');
+      if (o.soPinFile.length > 0 && o.soPinEnv.length > 0) throw new UsageError('give the Security Officer PINs either all with --so-pin-file or all with --so-pin-env');
+      const soPins = [...o.soPinFile.map((f) => ({ soPinFile: resolve(f) })), ...o.soPinEnv.map((v) => ({ soPinEnv: v }))];
+      const dataDir = dataDirOf(o);
+      const { loadConfig } = await import('../../app/config.js');
+      const custody = (await loadConfig(dataDir)).custody;
+      const trusted = custody.kind === 'pkcs11' && custody.trustedKeks === true;
+      if (soPins.length > 0 && !trusted) {
+        throw new UsageError('--so-pin-file and --so-pin-env go with a PKCS#11 data directory in trusted-KEK mode (`init --trusted-keks`); this one needs no Security Officer');
+      }
+      if (soPins.length > 0 && custody.kind === 'pkcs11' && soPins.length !== custody.tokens.length) {
+        throw new UsageError(`give one --so-pin-file (or one --so-pin-env) per token, in the order of \`init\`: ${custody.tokens.map((t) => `"${t.label}"`).join(', ')}`);
+      }
       const [recipientKey, signingKey] = [await readJwk(o.recipientKey, '--recipient-key'), await readJwk(o.signingKey, '--signing-key')];
-      const r = await withJoinkeep(o, (jk) =>
-        exportTransfer(
-          { storage: jk.storage, custody: jk.custody, actor: 'cli' },
-          { recipient: o.to, recipientKey: recipientKey as never, devEuis: o.devEui.split(',').map((d) => d.trim()).filter(Boolean), sender: o.as, signingKey, oaep: o.oaep as 'sha256' | 'sha1' },
-        ),
+      const [{ exportTransferFromDataDir }, { createLogger }, { default: pino }] = await Promise.all([import('../../app/transfer.js'), import('../../observability/logger.js'), import('pino')]);
+      const r = await exportTransferFromDataDir(
+        dataDir,
+        { recipient: o.to, recipientKey: recipientKey as never, devEuis: o.devEui.split(',').map((d) => d.trim()).filter(Boolean), sender: o.as, signingKey, oaep: o.oaep as 'sha256' | 'sha1' },
+        { soPins, logger: createLogger({ level: 'warn', destination: pino.destination(2) }) },
       );
       await writePrivate(o.out, r.file, '--out');
       print(o.json === true, { batchId: r.batchId, devices: r.devices }, () => `Sealed ${r.devices} device(s) to ${o.to} as transfer ${r.batchId} in ${o.out}. They stay here until \`joinkeep transfer confirm RECEIPT\`.`);

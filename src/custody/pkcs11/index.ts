@@ -7,6 +7,7 @@ import { type TokenIdentity, TokenSession } from './token-session.js';
 import { WorkerPool } from './worker-pool.js';
 
 export { PENDING_PREFIX, type TrustedKekToken, createTrustedKeks, refuseSecurityOfficerLogin } from './trusted-kek.js';
+export { exportSealedTrusted } from './trusted-export.js';
 export { Pkcs11KeyCustody, type Pkcs11CustodyOptions, pkcs11WorkersForTest } from './pkcs11-custody.js';
 export type { TokenIdentity } from './token-session.js';
 export { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_WORKERS, type WorkerPoolOptions } from './worker-pool.js';

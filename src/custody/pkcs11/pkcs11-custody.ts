@@ -58,6 +58,7 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
   readonly #pool: WorkerPool;
   readonly #now: () => Date;
   readonly #chunkSize: number;
+  readonly #trustedKeks: boolean;
   #closed: Promise<void> | undefined;
 
   /** Takes ownership of the module reference, the login session and the pool; use openPkcs11Custody. */
@@ -69,6 +70,7 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
     const chunkSize = options.importChunkSize ?? DEFAULT_IMPORT_CHUNK_SIZE;
     if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new CustodyError('TOKEN_UNAVAILABLE', `the import chunk size must be a positive integer, not ${chunkSize}`);
     this.#chunkSize = chunkSize;
+    this.#trustedKeks = options.trustedKeks === true;
   }
 
   async verifyMic(ref: KeyRef, message: Uint8Array, mic: Uint8Array): Promise<boolean> {
@@ -221,18 +223,27 @@ export class Pkcs11KeyCustody implements KeyCustody, ReceivingKeyReplication {
   }
 
   /**
-   * Refused: root keys on the token are not extractable, so the token cannot wrap them under any key, and Joinkeep
-   * never asks it to. (Trusted wrapping would make it possible: docs/security.md, "Receiving key and sealed batches".)
+   * Refused here in every mode. Outside trusted-KEK mode root keys are not extractable, so the token cannot wrap them
+   * under any key. In trusted-KEK mode they can be wrapped, but only under a key the Security Officer made trusted,
+   * and an SO login would log this custody out of every session: the export runs before the custody is opened, in
+   * `joinkeep transfer export` (trusted-export.ts, exportSealedTrusted).
    */
   async exportSealed(recipient: JsonWebKeyRsaPublic, oaep: OaepHash, _handles: readonly KeyHandle[]): Promise<{ encryptedBatchKey: Buffer; wrapped: Buffer[] }> {
     // The request is checked as the software keystore checks it, so that a bad recipient reads the same everywhere.
     recipientPublicKey(recipient);
     oaepHashOf(oaep);
+    if (this.#trustedKeks) {
+      throw new CustodyError(
+        'EXPORT_REFUSED',
+        'in trusted-KEK mode root keys leave the token only wrapped under a batch key the Security Officer makes trusted, which cannot happen while this custody is open (the SO login would log it out): ' +
+          'use `joinkeep transfer export`, which does the Security Officer part before opening the data directory',
+      );
+    }
     throw new CustodyError(
       'EXPORT_REFUSED',
       'root keys in PKCS#11 custody are not extractable (CKA_EXTRACTABLE=false), so they cannot leave the token, not even sealed to another Join Server. ' +
-        'Join-Server-to-Join-Server export from an HSM needs root keys created for trusted wrapping (CKA_EXTRACTABLE=true with CKA_WRAP_WITH_TRUSTED=true, ' +
-        'wrapped only under a key the Security Officer made trusted), which this version does not create; export from a software keystore instead',
+        'Join-Server-to-Join-Server export from an HSM needs trusted-KEK mode (`joinkeep init --trusted-keks`), where root keys are imported for trusted wrapping ' +
+        '(CKA_EXTRACTABLE=true with CKA_WRAP_WITH_TRUSTED=true: wrapped only under a key the Security Officer made trusted); keys imported here stay where they are: export from a software keystore or a trusted-mode data directory instead',
     );
   }
 

@@ -14,7 +14,8 @@ import { type LoadedModule, type ObjectHandle, acquireLogin, ckrName, pkcs11Lib,
  * (worker.ts) hosts one, with its own session, and the main thread holds one for the login.
  *
  * Objects on the token (all CKO_SECRET_KEY, CKK_AES, CKA_TOKEN=true, CKA_PRIVATE=true, CKA_SENSITIVE=true,
- * CKA_EXTRACTABLE=false):
+ * CKA_EXTRACTABLE=false — except root keys in trusted-KEK mode: CKA_EXTRACTABLE=true with CKA_WRAP_WITH_TRUSTED=true,
+ * wrappable only under a key the Security Officer made trusted, for `transfer export`, trusted-export.ts):
  *   CKA_LABEL = the Joinkeep handle (`root/…`, `kek/<label>`);
  *   CKA_ID    = SHA-256(handle)[0..16) ‖ creation time (ms since 1970, 8 bytes big-endian).
  *   CKA_START_DATE = creation day (for HSM tooling; pkcs11js 2.1.7 cannot read it back from SoftHSM 2.6.1,
@@ -298,7 +299,7 @@ export class TokenSession {
       // No CKA_VALUE_LEN in the template: SoftHSM 2.6.1 refuses it on unwrap (CKR_ATTRIBUTE_READ_ONLY, measured);
       // the length was checked above from the envelope.
       try {
-        this.#p.C_UnwrapKey(this.#session, mechanism, kekKey.object, Buffer.from(wrapped), tokenKeyTemplate(handle, usage, createdAt));
+        this.#p.C_UnwrapKey(this.#session, mechanism, kekKey.object, Buffer.from(wrapped), this.#rootTemplate(handle, usage, createdAt));
       } catch (error) {
         throw this.#unwrapError(error, refused);
       }
@@ -461,7 +462,7 @@ export class TokenSession {
           }
           let object: ObjectHandle;
           try {
-            object = this.#p.C_UnwrapKey(this.#session, mechanism, batch, Buffer.from(wrapped), checkOnly ? probeTemplate() : tokenKeyTemplate(handle, usage, createdAt));
+            object = this.#p.C_UnwrapKey(this.#session, mechanism, batch, Buffer.from(wrapped), checkOnly ? probeTemplate() : this.#rootTemplate(handle, usage, createdAt));
           } catch (error) {
             throw this.#unwrapError(error, refused);
           }
@@ -490,7 +491,7 @@ export class TokenSession {
         for (const { handle, block } of keys) {
           assertBlock(block);
           // #derive sets class, key type, length and CKA_PRIVATE itself.
-          const template = tokenKeyTemplate(handle, 'root', createdAt).filter((a) => a.type !== K.CKA_CLASS && a.type !== K.CKA_KEY_TYPE && a.type !== K.CKA_PRIVATE);
+          const template = this.#rootTemplate(handle, 'root', createdAt).filter((a) => a.type !== K.CKA_CLASS && a.type !== K.CKA_KEY_TYPE && a.type !== K.CKA_PRIVATE);
           created.push(this.#derive(base, block, template));
         }
       } catch (error) {
@@ -512,6 +513,11 @@ export class TokenSession {
       }
     });
     for (const handle of handles) this.#drop(handle);
+  }
+
+  /** tokenKeyTemplate in this session's mode: root keys exportable only under trusted keys in trusted-KEK mode. */
+  #rootTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: Date): Template {
+    return tokenKeyTemplate(handle, usage, createdAt, { wrapWithTrusted: this.#wrapWithTrusted });
   }
 
   #receivingInfo(object: ObjectHandle, createdAt: Date): ReceivingKeyInfo {
@@ -960,15 +966,21 @@ export class TokenSession {
     }
   }
 
-  /** Root or KEK by the attribute set; undefined for anything else (including an extractable or non-sensitive key). */
+  /**
+   * Root or KEK by the attribute set; undefined for anything else (a non-sensitive key, or an extractable one —
+   * except a root key extractable only under trusted keys, CKA_WRAP_WITH_TRUSTED=true, as trusted-KEK mode makes them).
+   */
   #classify(object: ObjectHandle): KeyUsage | undefined {
     const K = pkcs11Lib();
-    const types = [K.CKA_KEY_TYPE, K.CKA_SENSITIVE, K.CKA_EXTRACTABLE, ...FLAG_NAMES.map((f) => K[`CKA_${f}` as const])];
+    const types = [K.CKA_KEY_TYPE, K.CKA_SENSITIVE, K.CKA_EXTRACTABLE, K.CKA_WRAP_WITH_TRUSTED, ...FLAG_NAMES.map((f) => K[`CKA_${f}` as const])];
     const values = this.#p.C_GetAttributeValue(this.#session, object, types.map((type) => ({ type })));
     const at = (i: number): Buffer => values[i]?.value ?? Buffer.alloc(0);
-    if (ulong(at(0)) !== K.CKK_AES || !bool(at(1)) || bool(at(2))) return undefined;
-    const flags = Object.fromEntries(FLAG_NAMES.map((f, i) => [f, bool(at(i + 3))])) as UsageFlags;
+    if (ulong(at(0)) !== K.CKK_AES || !bool(at(1))) return undefined;
+    const extractable = bool(at(2));
+    if (extractable && !bool(at(3))) return undefined;
+    const flags = Object.fromEntries(FLAG_NAMES.map((f, i) => [f, bool(at(i + 4))])) as UsageFlags;
     if (sameFlags(flags, ROOT_FLAGS)) return 'root';
+    if (extractable) return undefined;
     if (sameFlags(flags, KEK_FLAGS)) return 'kek';
     if (sameFlags(flags, DERIVATION_FLAGS)) return 'derivation';
     return undefined;
@@ -982,10 +994,17 @@ function trustedModeRefusal(handle: KeyHandle, how: string): CustodyError {
   );
 }
 
-/** The template of a secret key kept on the token: root key, KEK or derivation master. */
-export function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: Date): Template {
+/**
+ * The template of a secret key kept on the token: root key, KEK or derivation master. `wrapWithTrusted` (trusted-KEK
+ * mode) makes a *root* key CKA_EXTRACTABLE=true with CKA_WRAP_WITH_TRUSTED=true: still sensitive (its value cannot be
+ * read), but the token will wrap it under a key with CKA_TRUSTED=true — only the Security Officer makes one — and
+ * under no other (CKR_KEY_NOT_WRAPPABLE, measured on SoftHSM2 2.6.1). That is what lets `transfer export` seal it
+ * to another Join Server (trusted-export.ts). KEKs and derivation masters stay non-extractable in every mode.
+ */
+export function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: Date, options: { readonly wrapWithTrusted?: boolean } = {}): Template {
   const K = pkcs11Lib();
   if (usage === 'receiving') throw new CustodyError('INVALID_KEY', `${handle}: a receiving key is an RSA key pair made by createReceivingKey, not a secret key`);
+  const exportable = usage === 'root' && options.wrapWithTrusted === true;
   return [
     { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
     { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
@@ -995,7 +1014,8 @@ export function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: 
     { type: K.CKA_ID, value: objectId(handle, createdAt) },
     { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
     { type: K.CKA_SENSITIVE, value: true },
-    { type: K.CKA_EXTRACTABLE, value: false },
+    { type: K.CKA_EXTRACTABLE, value: exportable },
+    ...(exportable ? [{ type: K.CKA_WRAP_WITH_TRUSTED, value: true }] : []),
     ...flagAttributes(usage === 'root' ? ROOT_FLAGS : usage === 'kek' ? KEK_FLAGS : DERIVATION_FLAGS),
   ];
 }

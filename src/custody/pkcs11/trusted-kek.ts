@@ -46,6 +46,11 @@ export function refuseSecurityOfficerLogin(why: string): void {
   securityOfficerRefused = why;
 }
 
+/** Why Security Officer logins are forbidden in this process (refuseSecurityOfficerLogin), if they are. */
+export function securityOfficerRefusal(): string | undefined {
+  return securityOfficerRefused;
+}
+
 /**
  * Creates the KEK `label` from its clear value as a private, trusted token object on every token, all or nothing.
  * Refusals: KEY_EXISTS (the label is taken on some token), TOKEN_UNAVAILABLE (token missing, a PIN refused, a

@@ -3,7 +3,8 @@ import type { JsonWebKeyRsaPublic, KeyHandle, OaepHash } from '../custody.js';
 import { CustodyError } from '../errors.js';
 import { recipientPublicKey } from '../receiving-key.js';
 import { oaepHashOf } from '../sealed-import.js';
-import { type LoadedModule, type ObjectHandle, acquireModule, ckrName, hasRegisteredLogin, pkcs11Lib, releaseModule } from './module.js';
+import { DualLoginSession } from './dual-login-session.js';
+import { type ObjectHandle, ckrName, pkcs11Lib } from './module.js';
 import { securityOfficerRefusal, type TrustedKekToken } from './trusted-kek.js';
 
 /*
@@ -88,57 +89,31 @@ export function exportSealedTrusted(
 }
 
 class ExportAccess {
-  readonly #module: LoadedModule;
-  readonly #token: TrustedKekToken;
-  readonly #session: ObjectHandle;
+  readonly #s: DualLoginSession;
 
-  private constructor(module: LoadedModule, token: TrustedKekToken, session: ObjectHandle) {
-    this.#module = module;
-    this.#token = token;
-    this.#session = session;
+  private constructor(s: DualLoginSession) {
+    this.#s = s;
   }
 
   static open(modulePath: string, token: TrustedKekToken): ExportAccess {
-    const module = acquireModule(modulePath);
-    try {
-      const p = module.pkcs11;
-      const K = pkcs11Lib();
-      let slot: ObjectHandle | undefined;
-      for (const s of p.C_GetSlotList(true)) {
-        try {
-          if (p.C_GetTokenInfo(s).label.trimEnd() === token.label) slot = s;
-        } catch {
-          // a token that does not answer is not the one asked for
-        }
-        if (slot !== undefined) break;
-      }
-      if (slot === undefined) throw new CustodyError('TOKEN_UNAVAILABLE', `no PKCS#11 token labelled "${token.label}" in ${modulePath}`);
-      if (hasRegisteredLogin(module, slot.toString('hex'))) {
-        throw new CustodyError('TOKEN_UNAVAILABLE', `the custody of token "${token.label}" is open in this process: root keys are exported only before it is opened (\`joinkeep transfer export\`)`);
-      }
-      return new ExportAccess(module, token, p.C_OpenSession(slot, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION));
-    } catch (error) {
-      releaseModule(module);
-      if (error instanceof CustodyError) throw error;
-      throw new CustodyError('TOKEN_UNAVAILABLE', `cannot open a session on token "${token.label}": ${ckrName(error) ?? String(error)}`);
-    }
+    return new ExportAccess(DualLoginSession.open(modulePath, token, { what: 'root keys are exported', command: 'joinkeep transfer export' }));
   }
 
   export(recipient: JsonWebKeyRsaPublic, oaep: OaepHash, handles: readonly KeyHandle[]): { encryptedBatchKey: Buffer; wrapped: Buffer[] } {
     const K = pkcs11Lib();
-    const p = this.#module.pkcs11;
+    const p = this.#s.module.pkcs11;
     // 1. Everything that can be refused about the keys, before the SO makes anything.
-    this.#asUser(() => {
+    this.#s.asUser(() => {
       for (const handle of handles) this.#rootKey(handle);
     });
     // 2. The batch key and its RSA-OAEP encryption, as the SO.
     let batch: ObjectHandle | undefined;
     let encryptedBatchKey: Buffer;
     try {
-      encryptedBatchKey = this.#asSecurityOfficer(() => {
-        batch = this.#step('generating the trusted batch key as the Security Officer', () => p.C_GenerateKey(this.#session, { mechanism: K.CKM_AES_KEY_GEN }, batchKeyTemplate()));
-        const publicKey = this.#step('loading the recipient\'s public key', () =>
-          p.C_CreateObject(this.#session, [
+      encryptedBatchKey = this.#s.asSecurityOfficer(() => {
+        batch = this.#s.step('generating the trusted batch key as the Security Officer', () => p.C_GenerateKey(this.#s.session, { mechanism: K.CKM_AES_KEY_GEN }, batchKeyTemplate()));
+        const publicKey = this.#s.step('loading the recipient\'s public key', () =>
+          p.C_CreateObject(this.#s.session, [
             { type: K.CKA_CLASS, value: K.CKO_PUBLIC_KEY },
             { type: K.CKA_KEY_TYPE, value: K.CKK_RSA },
             { type: K.CKA_TOKEN, value: false },
@@ -153,37 +128,31 @@ class ExportAccess {
         try {
           const encrypted = this.#wrapBatchKey(publicKey, batch, oaep);
           // Sealed once: the token refuses to wrap it again (CKR_KEY_UNEXTRACTABLE, measured).
-          this.#step('closing the batch key to further wrapping', () => p.C_SetAttributeValue(this.#session, batch!, [{ type: K.CKA_EXTRACTABLE, value: false }]));
+          this.#s.step('closing the batch key to further wrapping', () => p.C_SetAttributeValue(this.#s.session, batch!, [{ type: K.CKA_EXTRACTABLE, value: false }]));
           return encrypted;
         } finally {
-          this.#destroyQuietly(publicKey);
+          this.#s.destroyQuietly(publicKey);
         }
       });
     } catch (error) {
-      if (batch !== undefined) this.#destroyQuietly(batch);
+      if (batch !== undefined) this.#s.destroyQuietly(batch);
       throw error;
     }
     // 3. Each root key under the batch key, as the user; the batch key goes whatever happens.
     try {
-      const wrapped = this.#asUser(() =>
+      const wrapped = this.#s.asUser(() =>
         handles.map((handle) =>
-          this.#step(`wrapping ${handle} under the batch key`, () => Buffer.from(p.C_WrapKey(this.#session, { mechanism: K.CKM_AES_KEY_WRAP }, batch!, this.#rootKey(handle), Buffer.alloc(48)))),
+          this.#s.step(`wrapping ${handle} under the batch key`, () => Buffer.from(p.C_WrapKey(this.#s.session, { mechanism: K.CKM_AES_KEY_WRAP }, batch!, this.#rootKey(handle), Buffer.alloc(48)))),
         ),
       );
       return { encryptedBatchKey, wrapped };
     } finally {
-      this.#destroyQuietly(batch!);
+      this.#s.destroyQuietly(batch!);
     }
   }
 
   close(): void {
-    try {
-      // Also destroys any session object a failure left (the batch key at the latest here).
-      this.#module.pkcs11.C_CloseSession(this.#session);
-    } catch {
-      // already closed
-    }
-    releaseModule(this.#module);
+    this.#s.close();
   }
 
   #wrapBatchKey(publicKey: ObjectHandle, batch: ObjectHandle, oaep: OaepHash): Buffer {
@@ -194,94 +163,44 @@ class ExportAccess {
       parameter: { type: K.CK_PARAMS_RSA_OAEP, hashAlg: sha256 ? K.CKM_SHA256 : K.CKM_SHA_1, mgf: sha256 ? K.CKG_MGF1_SHA256 : K.CKG_MGF1_SHA1, source: CKZ_DATA_SPECIFIED } as { type: number },
     };
     try {
-      return Buffer.from(this.#module.pkcs11.C_WrapKey(this.#session, mechanism, publicKey, batch, Buffer.alloc(1024)));
+      return Buffer.from(this.#s.module.pkcs11.C_WrapKey(this.#s.session, mechanism, publicKey, batch, Buffer.alloc(1024)));
     } catch (error) {
       const ckr = ckrName(error) ?? '';
       if (sha256 && OAEP_UNSUPPORTED.has(ckr)) {
         throw new CustodyError(
           'MECHANISM_UNSUPPORTED',
-          `token "${this.#token.label}" cannot wrap with RSA-OAEP-256 (CKM_RSA_PKCS_OAEP with SHA-256 and MGF1-SHA-256: ${ckr}; SoftHSM2 2.6.1 wraps with SHA-1 only): export with --oaep sha1 (RSA-OAEP); nothing was exported`,
+          `token "${this.#s.token.label}" cannot wrap with RSA-OAEP-256 (CKM_RSA_PKCS_OAEP with SHA-256 and MGF1-SHA-256: ${ckr}; SoftHSM2 2.6.1 wraps with SHA-1 only): export with --oaep sha1 (RSA-OAEP); nothing was exported`,
         );
       }
-      throw new CustodyError('TOKEN_ERROR', `encrypting the batch key to the recipient on token "${this.#token.label}" failed: ${ckr || String(error)}`);
+      throw new CustodyError('TOKEN_ERROR', `encrypting the batch key to the recipient on token "${this.#s.token.label}" failed: ${ckr || String(error)}`);
     }
   }
 
   /** The root key labelled `handle`, checked to be one the token will wrap under a trusted key. */
   #rootKey(handle: KeyHandle): ObjectHandle {
     const K = pkcs11Lib();
-    const p = this.#module.pkcs11;
-    p.C_FindObjectsInit(this.#session, [{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }, { type: K.CKA_LABEL, value: handle }]);
+    const p = this.#s.module.pkcs11;
+    p.C_FindObjectsInit(this.#s.session, [{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }, { type: K.CKA_LABEL, value: handle }]);
     let found: ObjectHandle[];
     try {
-      found = p.C_FindObjects(this.#session, 2);
+      found = p.C_FindObjects(this.#s.session, 2);
     } finally {
-      p.C_FindObjectsFinal(this.#session);
+      p.C_FindObjectsFinal(this.#s.session);
     }
-    if (found.length === 0) throw new CustodyError('KEY_NOT_FOUND', `no key named ${handle} on token "${this.#token.label}"`);
-    if (found.length > 1) throw new CustodyError('TOKEN_ERROR', `token "${this.#token.label}" holds several keys labelled ${handle}; remove the extra ones`);
+    if (found.length === 0) throw new CustodyError('KEY_NOT_FOUND', `no key named ${handle} on token "${this.#s.token.label}"`);
+    if (found.length > 1) throw new CustodyError('TOKEN_ERROR', `token "${this.#s.token.label}" holds several keys labelled ${handle}; remove the extra ones`);
     const object = found[0]!;
     for (const [name, expected] of EXPORTABLE) {
-      const v = p.C_GetAttributeValue(this.#session, object, [{ type: K[name as 'CKA_SENSITIVE'] }])[0]?.value;
+      const v = p.C_GetAttributeValue(this.#s.session, object, [{ type: K[name as 'CKA_SENSITIVE'] }])[0]?.value;
       const actual = Buffer.isBuffer(v) && v.length > 0 && v[0] !== 0;
       if (actual !== expected) {
         throw new CustodyError(
           'EXPORT_REFUSED',
-          `${handle} on token "${this.#token.label}" was not created for trusted wrapping (${name}=${actual}): only root keys imported in trusted-KEK mode can be exported; nothing was exported`,
+          `${handle} on token "${this.#s.token.label}" was not created for trusted wrapping (${name}=${actual}): only root keys imported in trusted-KEK mode can be exported; nothing was exported`,
         );
       }
     }
     return object;
-  }
-
-  #asUser<T>(body: () => T): T {
-    return this.#loggedIn(pkcs11Lib().CKU_USER, 'user PIN', this.#token.pin, body);
-  }
-
-  #asSecurityOfficer<T>(body: () => T): T {
-    return this.#loggedIn(pkcs11Lib().CKU_SO, 'Security Officer PIN', this.#token.soPin, body);
-  }
-
-  #loggedIn<T>(userType: number, what: string, pin: string, body: () => T): T {
-    const p = this.#module.pkcs11;
-    const label = this.#token.label;
-    try {
-      p.C_Login(this.#session, userType, pin);
-    } catch (error) {
-      const ckr = ckrName(error);
-      if (ckr === 'CKR_PIN_INCORRECT' || ckr === 'CKR_PIN_INVALID' || ckr === 'CKR_PIN_LEN_RANGE') throw new CustodyError('TOKEN_UNAVAILABLE', `the ${what} for token "${label}" is refused (${ckr})`);
-      if (ckr === 'CKR_PIN_LOCKED') throw new CustodyError('TOKEN_UNAVAILABLE', `the ${what} of token "${label}" is locked (CKR_PIN_LOCKED)`);
-      if (ckr === 'CKR_USER_ALREADY_LOGGED_IN' || ckr === 'CKR_USER_ANOTHER_ALREADY_LOGGED_IN') {
-        throw new CustodyError('TOKEN_UNAVAILABLE', `someone in this process is already logged in to token "${label}" (${ckr}): root keys are exported only where no custody is open (\`joinkeep transfer export\`)`);
-      }
-      throw new CustodyError('TOKEN_UNAVAILABLE', `login with the ${what} to token "${label}" failed: ${ckr ?? String(error)}`);
-    }
-    try {
-      return body();
-    } finally {
-      try {
-        p.C_Logout(this.#session);
-      } catch {
-        // CKR_USER_NOT_LOGGED_IN: nothing to undo
-      }
-    }
-  }
-
-  #step<T>(what: string, body: () => T): T {
-    try {
-      return body();
-    } catch (error) {
-      if (error instanceof CustodyError) throw error;
-      throw new CustodyError('TOKEN_ERROR', `${what} on token "${this.#token.label}" failed: ${ckrName(error) ?? (error instanceof Error ? error.message : String(error))}`);
-    }
-  }
-
-  #destroyQuietly(object: ObjectHandle): void {
-    try {
-      this.#module.pkcs11.C_DestroyObject(this.#session, object);
-    } catch {
-      // gone already; a session object dies with the session at the latest (close)
-    }
   }
 }
 

@@ -1,7 +1,8 @@
 import type { Template } from 'pkcs11js';
 import { kekHandle } from '../custody.js';
 import { CustodyError } from '../errors.js';
-import { type LoadedModule, type ObjectHandle, acquireModule, ckrName, hasRegisteredLogin, pkcs11Lib, releaseModule } from './module.js';
+import { DualLoginSession } from './dual-login-session.js';
+import { type ObjectHandle, ckrName, pkcs11Lib } from './module.js';
 import { type TokenIdentity, tokenKeyTemplate } from './token-session.js';
 
 /*
@@ -88,56 +89,30 @@ export function createTrustedKeks(modulePath: string, tokens: readonly TrustedKe
 
 /** One token: its own read-write session, no login held between steps. */
 class TokenAccess {
-  readonly #module: LoadedModule;
-  readonly #token: TrustedKekToken;
-  readonly #session: ObjectHandle;
+  readonly #s: DualLoginSession;
 
-  private constructor(module: LoadedModule, token: TrustedKekToken, session: ObjectHandle) {
-    this.#module = module;
-    this.#token = token;
-    this.#session = session;
+  private constructor(s: DualLoginSession) {
+    this.#s = s;
   }
 
   static open(modulePath: string, token: TrustedKekToken): TokenAccess {
-    const module = acquireModule(modulePath);
-    try {
-      const p = module.pkcs11;
-      const K = pkcs11Lib();
-      let slot: ObjectHandle | undefined;
-      for (const s of p.C_GetSlotList(true)) {
-        try {
-          if (p.C_GetTokenInfo(s).label.trimEnd() === token.label) slot = s;
-        } catch {
-          // a token that does not answer is not the one asked for
-        }
-        if (slot !== undefined) break;
-      }
-      if (slot === undefined) throw new CustodyError('TOKEN_UNAVAILABLE', `no PKCS#11 token labelled "${token.label}" in ${modulePath}`);
-      if (hasRegisteredLogin(module, slot.toString('hex'))) {
-        throw new CustodyError('TOKEN_UNAVAILABLE', `the custody of token "${token.label}" is open in this process: a trusted KEK is created only before it is opened (\`joinkeep kek add\`)`);
-      }
-      return new TokenAccess(module, token, p.C_OpenSession(slot, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION));
-    } catch (error) {
-      releaseModule(module);
-      if (error instanceof CustodyError) throw error;
-      throw new CustodyError('TOKEN_UNAVAILABLE', `cannot open a session on token "${token.label}": ${ckrName(error) ?? String(error)}`);
-    }
+    return new TokenAccess(DualLoginSession.open(modulePath, token, { what: 'a trusted KEK is created', command: 'joinkeep kek add' }));
   }
 
   /** User PIN, SO PIN, label free; removes public KEKs a crashed run left behind. */
   check(label: string): void {
-    this.#asUser(() => {
+    this.#s.asUser(() => {
       if (this.#find([{ type: pkcs11Lib().CKA_LABEL, value: kekHandle(label) }]).length > 0) {
-        throw new CustodyError('KEY_EXISTS', `a key named ${kekHandle(label)} already exists on token "${this.#token.label}"`);
+        throw new CustodyError('KEY_EXISTS', `a key named ${kekHandle(label)} already exists on token "${this.#s.token.label}"`);
       }
       this.#removePending();
     });
-    this.#asSecurityOfficer(() => undefined);
+    this.#s.asSecurityOfficer(() => undefined);
   }
 
   create(label: string, key: Uint8Array, createdAt: Date): void {
     const K = pkcs11Lib();
-    const p = this.#module.pkcs11;
+    const p = this.#s.module.pkcs11;
     const handle = kekHandle(label);
     const pendingLabel = `${PENDING_PREFIX}${label}`;
     const template: Template = [
@@ -147,12 +122,12 @@ class TokenAccess {
       { type: K.CKA_TRUSTED, value: true },
       { type: K.CKA_VALUE, value: Buffer.from(key) },
     ];
-    const pending = this.#asSecurityOfficer(() => this.#step('creating the trusted KEK as the Security Officer', () => p.C_CreateObject(this.#session, template)));
+    const pending = this.#s.asSecurityOfficer(() => this.#s.step('creating the trusted KEK as the Security Officer', () => p.C_CreateObject(this.#s.session, template)));
     let failure: unknown;
     try {
-      this.#asUser(() => {
-        const made = this.#step(`copying the trusted KEK into the private ${handle}`, () =>
-          p.C_CopyObject(this.#session, pending, [
+      this.#s.asUser(() => {
+        const made = this.#s.step(`copying the trusted KEK into the private ${handle}`, () =>
+          p.C_CopyObject(this.#s.session, pending, [
             { type: K.CKA_PRIVATE, value: true },
             { type: K.CKA_LABEL, value: handle },
           ]),
@@ -160,8 +135,8 @@ class TokenAccess {
         // The token must have kept what makes the KEK worth having; otherwise it is not left in place.
         const problem = this.#notTrustedKek(made);
         if (problem !== undefined) {
-          p.C_DestroyObject(this.#session, made);
-          throw new CustodyError('TOKEN_ERROR', `token "${this.#token.label}" did not keep the KEK ${handle} as required (${problem}); nothing was added`);
+          p.C_DestroyObject(this.#s.session, made);
+          throw new CustodyError('TOKEN_ERROR', `token "${this.#s.token.label}" did not keep the KEK ${handle} as required (${problem}); nothing was added`);
         }
       });
     } catch (error) {
@@ -169,9 +144,9 @@ class TokenAccess {
     }
     // The public KEK goes at once, whatever happened: a read-write session may destroy a public object without a login.
     try {
-      p.C_DestroyObject(this.#session, pending);
+      p.C_DestroyObject(this.#s.session, pending);
     } catch (error) {
-      const left = `the public KEK "${pendingLabel}" could not be destroyed on token "${this.#token.label}" (${ckrName(error) ?? String(error)}): destroy it at once (the next \`joinkeep kek add\` also removes it)`;
+      const left = `the public KEK "${pendingLabel}" could not be destroyed on token "${this.#s.token.label}" (${ckrName(error) ?? String(error)}): destroy it at once (the next \`joinkeep kek add\` also removes it)`;
       if (failure === undefined) this.undo(label);
       throw new CustodyError('TOKEN_ERROR', failure instanceof Error ? `${failure.message}; and ${left}` : left);
     }
@@ -181,72 +156,25 @@ class TokenAccess {
   /** Removes the KEK again (a later token failed); the reason it could not, if so. */
   undo(label: string): string | undefined {
     try {
-      this.#asUser(() => {
-        for (const object of this.#find([{ type: pkcs11Lib().CKA_LABEL, value: kekHandle(label) }])) this.#module.pkcs11.C_DestroyObject(this.#session, object);
+      this.#s.asUser(() => {
+        for (const object of this.#find([{ type: pkcs11Lib().CKA_LABEL, value: kekHandle(label) }])) this.#s.module.pkcs11.C_DestroyObject(this.#s.session, object);
       });
       return undefined;
     } catch (error) {
-      return `token "${this.#token.label}" (${error instanceof Error ? error.message : String(error)})`;
+      return `token "${this.#s.token.label}" (${error instanceof Error ? error.message : String(error)})`;
     }
   }
 
   close(): void {
-    try {
-      this.#module.pkcs11.C_CloseSession(this.#session);
-    } catch {
-      // already closed
-    }
-    releaseModule(this.#module);
-  }
-
-  #asUser<T>(body: () => T): T {
-    return this.#loggedIn(pkcs11Lib().CKU_USER, 'user PIN', this.#token.pin, body);
-  }
-
-  #asSecurityOfficer<T>(body: () => T): T {
-    return this.#loggedIn(pkcs11Lib().CKU_SO, 'Security Officer PIN', this.#token.soPin, body);
-  }
-
-  #loggedIn<T>(userType: number, what: string, pin: string, body: () => T): T {
-    const p = this.#module.pkcs11;
-    const label = this.#token.label;
-    try {
-      p.C_Login(this.#session, userType, pin);
-    } catch (error) {
-      const ckr = ckrName(error);
-      if (ckr === 'CKR_PIN_INCORRECT' || ckr === 'CKR_PIN_INVALID' || ckr === 'CKR_PIN_LEN_RANGE') throw new CustodyError('TOKEN_UNAVAILABLE', `the ${what} for token "${label}" is refused (${ckr})`);
-      if (ckr === 'CKR_PIN_LOCKED') throw new CustodyError('TOKEN_UNAVAILABLE', `the ${what} of token "${label}" is locked (CKR_PIN_LOCKED)`);
-      if (ckr === 'CKR_USER_ALREADY_LOGGED_IN' || ckr === 'CKR_USER_ANOTHER_ALREADY_LOGGED_IN') {
-        throw new CustodyError('TOKEN_UNAVAILABLE', `someone in this process is already logged in to token "${label}" (${ckr}): a trusted KEK is created only where no custody is open (\`joinkeep kek add\`)`);
-      }
-      throw new CustodyError('TOKEN_UNAVAILABLE', `login with the ${what} to token "${label}" failed: ${ckr ?? String(error)}`);
-    }
-    try {
-      return body();
-    } finally {
-      try {
-        p.C_Logout(this.#session);
-      } catch {
-        // CKR_USER_NOT_LOGGED_IN: nothing to undo
-      }
-    }
-  }
-
-  #step<T>(what: string, body: () => T): T {
-    try {
-      return body();
-    } catch (error) {
-      if (error instanceof CustodyError) throw error;
-      throw new CustodyError('TOKEN_ERROR', `${what} on token "${this.#token.label}" failed: ${ckrName(error) ?? (error instanceof Error ? error.message : String(error))}`);
-    }
+    this.#s.close();
   }
 
   /** Public KEKs left by a run that ended between the SO's creation and the user's copy. */
   #removePending(): void {
     const K = pkcs11Lib();
     for (const object of this.#find([{ type: K.CKA_PRIVATE, value: false }])) {
-      const label = this.#module.pkcs11.C_GetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL }])[0]?.value;
-      if (Buffer.isBuffer(label) && label.toString('utf8').startsWith(PENDING_PREFIX)) this.#module.pkcs11.C_DestroyObject(this.#session, object);
+      const label = this.#s.module.pkcs11.C_GetAttributeValue(this.#s.session, object, [{ type: K.CKA_LABEL }])[0]?.value;
+      if (Buffer.isBuffer(label) && label.toString('utf8').startsWith(PENDING_PREFIX)) this.#s.module.pkcs11.C_DestroyObject(this.#s.session, object);
     }
   }
 
@@ -262,7 +190,7 @@ class TokenAccess {
       ['CKA_DERIVE', K.CKA_DERIVE, false],
     ];
     for (const [name, type, value] of expected) {
-      const v = this.#module.pkcs11.C_GetAttributeValue(this.#session, object, [{ type }])[0]?.value;
+      const v = this.#s.module.pkcs11.C_GetAttributeValue(this.#s.session, object, [{ type }])[0]?.value;
       const actual = Buffer.isBuffer(v) && v.length > 0 && v[0] !== 0;
       if (actual !== value) return `${name}=${actual}`;
     }
@@ -271,13 +199,12 @@ class TokenAccess {
 
   #find(template: Template): ObjectHandle[] {
     const K = pkcs11Lib();
-    const p = this.#module.pkcs11;
-    p.C_FindObjectsInit(this.#session, [{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }, ...template]);
+    const p = this.#s.module.pkcs11;
+    p.C_FindObjectsInit(this.#s.session, [{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }, ...template]);
     try {
-      return p.C_FindObjects(this.#session, 1000);
+      return p.C_FindObjects(this.#s.session, 1000);
     } finally {
-      p.C_FindObjectsFinal(this.#session);
+      p.C_FindObjectsFinal(this.#s.session);
     }
   }
-
 }

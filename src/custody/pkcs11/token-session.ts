@@ -1006,13 +1006,7 @@ export function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: 
   if (usage === 'receiving') throw new CustodyError('INVALID_KEY', `${handle}: a receiving key is an RSA key pair made by createReceivingKey, not a secret key`);
   const exportable = usage === 'root' && options.wrapWithTrusted === true;
   return [
-    { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
-    { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
-    { type: K.CKA_TOKEN, value: true },
-    { type: K.CKA_PRIVATE, value: true },
-    { type: K.CKA_LABEL, value: handle },
-    { type: K.CKA_ID, value: objectId(handle, createdAt) },
-    { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
+    ...keyObjectHeader(K.CKO_SECRET_KEY, K.CKK_AES, { token: true, private: true }, handle, createdAt),
     { type: K.CKA_SENSITIVE, value: true },
     { type: K.CKA_EXTRACTABLE, value: exportable },
     ...(exportable ? [{ type: K.CKA_WRAP_WITH_TRUSTED, value: true }] : []),
@@ -1024,13 +1018,7 @@ export function tokenKeyTemplate(handle: KeyHandle, usage: KeyUsage, createdAt: 
 function receivingPrivateTemplate(label: string, createdAt: Date, kind: { readonly token: boolean; readonly extractable: boolean }): Template {
   const K = pkcs11Lib();
   return [
-    { type: K.CKA_CLASS, value: K.CKO_PRIVATE_KEY },
-    { type: K.CKA_KEY_TYPE, value: K.CKK_RSA },
-    { type: K.CKA_TOKEN, value: kind.token },
-    { type: K.CKA_PRIVATE, value: true },
-    { type: K.CKA_LABEL, value: label },
-    { type: K.CKA_ID, value: objectId(label, createdAt) },
-    { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
+    ...keyObjectHeader(K.CKO_PRIVATE_KEY, K.CKK_RSA, { token: kind.token, private: true }, label, createdAt),
     { type: K.CKA_SENSITIVE, value: true },
     { type: K.CKA_EXTRACTABLE, value: kind.extractable },
     { type: K.CKA_UNWRAP, value: true },
@@ -1045,18 +1033,26 @@ function receivingPrivateTemplate(label: string, createdAt: Date, kind: { readon
 function receivingPublicTemplate(label: string, createdAt: Date): Template {
   const K = pkcs11Lib();
   return [
-    { type: K.CKA_CLASS, value: K.CKO_PUBLIC_KEY },
-    { type: K.CKA_KEY_TYPE, value: K.CKK_RSA },
-    { type: K.CKA_TOKEN, value: true },
-    { type: K.CKA_PRIVATE, value: false },
-    { type: K.CKA_LABEL, value: label },
-    { type: K.CKA_ID, value: objectId(label, createdAt) },
-    { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
+    ...keyObjectHeader(K.CKO_PUBLIC_KEY, K.CKK_RSA, { token: true, private: false }, label, createdAt),
     { type: K.CKA_WRAP, value: false },
     { type: K.CKA_ENCRYPT, value: false },
     { type: K.CKA_VERIFY, value: false },
     { type: K.CKA_VERIFY_RECOVER, value: false },
     { type: K.CKA_DERIVE, value: false },
+  ];
+}
+
+/** What every key object Joinkeep keeps starts with: class, type, where it lives, and its label, id and date. */
+function keyObjectHeader(objectClass: number, keyType: number, where: { readonly token: boolean; readonly private: boolean }, label: string, createdAt: Date): Template {
+  const K = pkcs11Lib();
+  return [
+    { type: K.CKA_CLASS, value: objectClass },
+    { type: K.CKA_KEY_TYPE, value: keyType },
+    { type: K.CKA_TOKEN, value: where.token },
+    { type: K.CKA_PRIVATE, value: where.private },
+    { type: K.CKA_LABEL, value: label },
+    { type: K.CKA_ID, value: objectId(label, createdAt) },
+    { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
   ];
 }
 

@@ -532,16 +532,7 @@ export class TokenSession {
     const K = pkcs11Lib();
     const clear = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     try {
-      return this.#p.C_CreateObject(this.#session, [
-        { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
-        { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
-        { type: K.CKA_TOKEN, value: false },
-        { type: K.CKA_PRIVATE, value: true },
-        { type: K.CKA_SENSITIVE, value: true },
-        { type: K.CKA_EXTRACTABLE, value: false },
-        ...flagAttributes(flags),
-        { type: K.CKA_VALUE, value: clear },
-      ]);
+      return this.#p.C_CreateObject(this.#session, [...ephemeralAesTemplate(flags), { type: K.CKA_VALUE, value: clear }]);
     } finally {
       clear.fill(0); // this thread's copy of the transport key (the caller zeroises its own)
     }
@@ -580,15 +571,7 @@ export class TokenSession {
       new CustodyError('UNWRAP_FAILED', `the batch key does not decrypt with receiving key ${receiving} (sealed to another key, another OAEP hash, or corrupted); nothing was imported`);
     let batch: ObjectHandle;
     try {
-      batch = this.#p.C_UnwrapKey(this.#session, mechanism, privateKey, Buffer.from(encrypted), [
-        { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
-        { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
-        { type: K.CKA_TOKEN, value: false },
-        { type: K.CKA_PRIVATE, value: true },
-        { type: K.CKA_SENSITIVE, value: true },
-        { type: K.CKA_EXTRACTABLE, value: false },
-        ...flagAttributes(UNWRAP_ONLY_FLAGS),
-      ]);
+      batch = this.#p.C_UnwrapKey(this.#session, mechanism, privateKey, Buffer.from(encrypted), ephemeralAesTemplate(UNWRAP_ONLY_FLAGS));
     } catch (error) {
       const ckr = ckrName(error) ?? '';
       if (sha256 && OAEP_UNSUPPORTED.has(ckr)) {
@@ -1053,6 +1036,20 @@ function keyObjectHeader(objectClass: number, keyType: number, where: { readonly
     { type: K.CKA_LABEL, value: label },
     { type: K.CKA_ID, value: objectId(label, createdAt) },
     { type: K.CKA_START_DATE, value: createdAt.toISOString().slice(0, 10).replaceAll('-', '') },
+  ];
+}
+
+/** A short-lived AES key of this session (a transport or batch key): private, sensitive, never extractable. */
+function ephemeralAesTemplate(flags: UsageFlags): Template {
+  const K = pkcs11Lib();
+  return [
+    { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
+    { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
+    { type: K.CKA_TOKEN, value: false },
+    { type: K.CKA_PRIVATE, value: true },
+    { type: K.CKA_SENSITIVE, value: true },
+    { type: K.CKA_EXTRACTABLE, value: false },
+    ...flagAttributes(flags),
   ];
 }
 

@@ -1,10 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { type JWK, FlattenedSign, flattenedVerify } from 'jose';
+import { type JWK, FlattenedSign, flattenedVerify, importJWK } from 'jose';
 import type { JsonWebKeyRsaPublic, KeyCustody } from '../custody/custody.js';
 import { ProtocolError, eui64FromBeHex } from '../protocol/index.js';
 import type { AuditEvent, Storage, TransferRecord } from '../storage/storage.js';
 import { ProvisioningError } from './errors.js';
 import { receivingKeyKid, signSealedBatch, signatureAlgorithmOf, type OaepHash } from './sealed-batch/seal.js';
+import { parseSealedBatch } from './sealed-batch/format.js';
 import type { SealedBatchPayload } from './sealed-batch/schema.js';
 
 /*
@@ -95,10 +96,10 @@ export async function exportTransfer(deps: { storage: Storage; custody: Pick<Key
  * and a digest of the DevEUIs it now holds. The sender retires the devices only on a receipt that verifies.
  */
 export async function signTransferReceipt(input: { readonly file: Uint8Array; readonly receiver: string; readonly signingKey: JWK; readonly at: Date }): Promise<Buffer> {
-  const { payload } = parseUnverified(input.file);
+  // Already verified by the import that precedes the receipt; parsed again here only for its ids.
+  const { payload } = parseSealedBatch(input.file);
   const body = { typ: RECEIPT_TYP, batchId: payload.batchId, receiver: input.receiver, devEuisSha256: devEuisDigest(payload.devices.map((d) => d.devEui)), importedAt: input.at.toISOString() };
   const alg = signatureAlgorithmOf(input.signingKey);
-  const { importJWK } = await import('jose');
   const key = await importJWK(input.signingKey, alg);
   const jws = await new FlattenedSign(Buffer.from(JSON.stringify(body))).setProtectedHeader({ alg, kid: input.signingKey.kid ?? '', typ: RECEIPT_TYP }).sign(key);
   return Buffer.from(`${JSON.stringify(jws)}\n`);
@@ -121,10 +122,10 @@ export async function confirmTransfer(deps: { storage: Storage; custody: KeyCust
   const receiver = await deps.storage.getMaker(transfer.recipient);
   if (receiver === undefined) throw new ProvisioningError('MAKER_UNKNOWN', `the receiver "${transfer.recipient}" is no longer registered`);
   try {
-    const header = JSON.parse(Buffer.from(envelope.protected, 'base64url').toString('utf8')) as { alg?: string };
-    const { importJWK } = await import('jose');
-    const key = await importJWK(receiver.publicJwk as JWK, header.alg === 'EdDSA' ? 'EdDSA' : 'ES256');
-    await flattenedVerify(envelope, key, { algorithms: ['ES256', 'EdDSA'] });
+    // Only the algorithm of the receiver's registered key (the registry holds P-256 or Ed25519 keys only): the receipt's
+    // header does not choose it.
+    const alg = receiver.publicJwk['kty'] === 'OKP' ? 'EdDSA' : 'ES256';
+    await flattenedVerify(envelope, await importJWK(receiver.publicJwk as JWK, alg), { algorithms: [alg] });
   } catch (error) {
     throw new ProvisioningError('BATCH_SIGNATURE_INVALID', `the receipt does not verify with the signing key of "${receiver.name}": ${(error as Error).message}`);
   }
@@ -140,11 +141,6 @@ export async function confirmTransfer(deps: { storage: Storage; custody: KeyCust
   // After the commit: a failure here leaves unreferenced keys in custody, never a device without its key.
   await deps.custody.deleteKeys(handles);
   return { batchId: transfer.batchId, devices: transfer.devEuis.length };
-}
-
-function parseUnverified(file: Uint8Array): { payload: SealedBatchPayload } {
-  const envelope = JSON.parse(Buffer.from(file).toString('utf8')) as { payload: string };
-  return { payload: JSON.parse(Buffer.from(envelope.payload, 'base64url').toString('utf8')) as SealedBatchPayload };
 }
 
 const devEuisDigest = (devEuis: readonly string[]): string => createHash('sha256').update([...devEuis].sort().join(',')).digest('hex');

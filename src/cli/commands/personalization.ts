@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { importSealedBatch } from '../../provisioning/batch-import.js';
 import { addMaker } from '../../provisioning/makers.js';
-import { publishedReceivingKeys } from '../../provisioning/receiving-keys.js';
+import { currentReceivingKey, publishedReceivingKeys } from '../../provisioning/receiving-keys.js';
 import { confirmTransfer, signTransferReceipt } from '../../provisioning/transfer.js';
 import type { JWK } from 'jose';
 import { eui64FromBeHex } from '../../protocol/index.js';
@@ -36,8 +36,7 @@ export function registerReceivingKey(program: Command): void {
     .option('--kid <kid>', 'a receiving key other than the newest')
     .option('--out <file>', 'write the JWK to FILE instead of printing it')
     .action(async (o: { dataDir?: string; kid?: string; out?: string }) => {
-      const keys = await withJoinkeep(o, (jk) => publishedReceivingKeys(jk.custody));
-      const key = o.kid === undefined ? newest(keys) : keys.find((k) => k.kid === o.kid);
+      const key = await withJoinkeep(o, async (jk) => (o.kid === undefined ? currentReceivingKey(jk.custody) : (await publishedReceivingKeys(jk.custody)).find((k) => k.kid === o.kid)));
       if (key === undefined) throw new NotFoundError(o.kid === undefined ? 'no receiving key yet: create one with `joinkeep receiving-key create`' : `no receiving key ${o.kid}`);
       const text = `${JSON.stringify(key.jwk, null, 2)}\n`;
       if (o.out === undefined) process.stdout.write(text);
@@ -58,7 +57,6 @@ export function registerReceivingKey(program: Command): void {
     });
 }
 
-const newest = <T extends { createdAt: Date }>(keys: readonly T[]): T | undefined => [...keys].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
 
 export function registerMaker(program: Command): void {
   const maker = program.command('maker').description('makers, secure-element vendors and Join Servers whose signed batches are accepted');

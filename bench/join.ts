@@ -3,9 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NetworkServerClient } from '../sim/network-server.js';
 import type { SimulatedDevice } from '../sim/device.js';
-import { BENCH_NET_ID, buildFleet } from './fleet.js';
+import { buildFleet } from './fleet.js';
 import { loadFleet, saveFleet } from './fleet-file.js';
 import { type FloorResult, measureFloor } from './floor.js';
 import { measureCustodyFloor } from './floor-custody.js';
@@ -14,7 +13,7 @@ import { type Pkcs11Counters, totalCalls } from '../src/custody/pkcs11/counters.
 import { createToken, softhsmModule, useSoftHsmIn } from './softhsm.js';
 import { fsyncMedianMs } from './fsync-probe.js';
 import { joinkeepCliExists, joinkeepMain, projectRoot } from '../sim/joinkeep-cli.js';
-import { type LoadResult, driveLoad, drivePosts, keepAliveAgent } from './load.js';
+import { type LoadResult, type LoadSpec, errorTotal, runLoad } from './load.js';
 import { type FloorServer, startFloorServer } from './floor-server-process.js';
 import { assertLoopbackUrl, parseBenchOptions } from './options.js';
 import { type Provisioned, provision } from './provision.js';
@@ -102,28 +101,29 @@ async function main(): Promise<void> {
         if (n - lastShown >= 250 || n === o.devices) { lastShown = n; log(`  ${n}/${o.devices}`); }
       });
     }
+    saveFleet(prov, fleet); // the load generator reads the fleet from here, and saves its counters back
     log(`bench: provisioned in ${prov.seconds.toFixed(1)} s; starting joinkeep serve`);
     server = await startServer(prov.dataDir, {
       args: ['--processes', String(o.processes)],
       ...(o.profileDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] } : {}),
     });
     assertLoopbackUrl(server.url);
-    const ns = new NetworkServerClient({
-      url: server.url, token: prov.nsToken, netId: BENCH_NET_ID, kek: prov.nsKek, style: o.style,
-      protocolVersion: '1.0', agent: keepAliveAgent(o.concurrency), timeoutMs: 10_000,
-    });
-    log(`bench: load — ${o.concurrency} in flight, ${o.warmupS} s warm-up, ${o.durationS} s measured, ${o.processes} server process(es)`);
-    // The server's HSM counters over the measured part of the load (read when the warm-up ends, and at the end).
+    const loadShape = { concurrency: o.concurrency, warmupMs: o.warmupS * 1000, durationMs: o.durationS * 1000, rate: o.rate, timeoutMs: 10_000 };
+    const joinLoad = (url: string, fleetRoot: string): LoadSpec => ({ ...loadShape, url, work: { kind: 'joins', fleetRoot, style: o.style, verifyEvery: o.verifyEvery, maxRate: o.maxRate } });
+    log(`bench: load — from its own process, ${o.rate === undefined ? `${o.concurrency} in flight` : `${o.rate}/s offered, at most ${o.concurrency} in flight`}, ${o.warmupS} s warm-up, ${o.durationS} s measured, ${o.processes} server process(es)`);
+    // The server's CPU from the start of the load, and its HSM counters over the measured part (read when the warm-up ends, and at the end).
     const serverUrl = server.url;
-    const metricsAtWarm = o.custody === 'pkcs11' ? new Promise<Scraped>((resolve, reject) => setTimeout(() => scrape(serverUrl).then(resolve, reject), o.warmupS * 1000)) : undefined;
-    const serverCpu0 = server.cpuSeconds();
-    const clientCpu0 = process.cpuUsage();
-    const load = await driveLoad(fleet, ns, { concurrency: o.concurrency, durationMs: o.durationS * 1000, warmupMs: o.warmupS * 1000, verifyEvery: o.verifyEvery });
-    const clientCpu = process.cpuUsage(clientCpu0);
+    const runningServer = server;
+    let serverCpu0 = 0;
+    let metricsAtWarm: Promise<Scraped> | undefined;
+    const load = await runLoad(joinLoad(server.url, prov.root), () => {
+      serverCpu0 = runningServer.cpuSeconds();
+      if (o.custody === 'pkcs11') metricsAtWarm = new Promise<Scraped>((resolve, reject) => setTimeout(() => scrape(serverUrl).then(resolve, reject), o.warmupS * 1000));
+    });
     const serverCpuS = server.cpuSeconds() - serverCpu0;
     const metrics1 = metricsAtWarm ? await scrape(server.url) : undefined;
     const metrics0 = await metricsAtWarm;
-    const clientCpuS = (clientCpu.user + clientCpu.system) / 1e6;
+    const clientCpuS = load.cpuS;
     await server.stop();
     // With PKCS#11, the same load on the software keystore in the same run (fresh devices, same storage and layout).
     let softwareLoad: LoadResult | undefined;
@@ -133,13 +133,10 @@ async function main(): Promise<void> {
       const softwareFleet = buildFleet(o.devices, o.macVersion);
       log(`bench: the same load on the software keystore — provisioning ${o.devices} devices`);
       const softwareProv = await provision(softwareRoot, softwareFleet, { kind: o.storage, postgresUrl: o.postgresUrl, custody: 'software' }, o.provisionParallelism, () => undefined);
+      saveFleet(softwareProv, softwareFleet);
       const softwareServer = await startServer(softwareProv.dataDir, { args: ['--processes', String(o.processes)] });
       try {
-        const softwareNs = new NetworkServerClient({
-          url: softwareServer.url, token: softwareProv.nsToken, netId: BENCH_NET_ID, kek: softwareProv.nsKek, style: o.style,
-          protocolVersion: '1.0', agent: keepAliveAgent(o.concurrency), timeoutMs: 10_000,
-        });
-        softwareLoad = await driveLoad(softwareFleet, softwareNs, { concurrency: o.concurrency, durationMs: o.durationS * 1000, warmupMs: o.warmupS * 1000, verifyEvery: o.verifyEvery });
+        softwareLoad = await runLoad(joinLoad(softwareServer.url, softwareProv.root));
       } finally {
         await softwareServer.stop();
       }
@@ -151,8 +148,8 @@ async function main(): Promise<void> {
         log(`bench: floor — ${kind === 'empty' ? 'empty Fastify POST' : 'Fastify POST + one durable SQLite update (FULL, group commit)'}, ${o.processes} process(es)`);
         const floorServer: FloorServer = await startFloorServer(kind, o.processes, join(root, `floor-${kind}.db`));
         try {
-          const cpu0 = floorServer.cpuSeconds();
-          const load = await drivePosts(floorServer.url, floorBody, keepAliveAgent(o.concurrency), { concurrency: o.concurrency, durationMs: o.durationS * 1000, warmupMs: o.warmupS * 1000 });
+          let cpu0 = 0;
+          const load = await runLoad({ ...loadShape, url: floorServer.url, work: { kind: 'posts' } }, () => { cpu0 = floorServer.cpuSeconds(); });
           httpFloors.push({ name: kind === 'empty' ? `floor: empty Fastify POST (${o.processes} proc)` : `floor: POST + 1 durable update (${o.processes} proc)`, kind, load, cpuS: floorServer.cpuSeconds() - cpu0 });
         } finally {
           await floorServer.stop();
@@ -165,17 +162,17 @@ async function main(): Promise<void> {
     const e2eRate = load.joins / load.seconds;
     const softwareFloorRate = floor.joins / floor.seconds;
     const floorRate = tokenFloor ? tokenFloor.joins / tokenFloor.seconds : softwareFloorRate;
-    const errorCount = [...load.errors.values()].reduce((a, b) => a + b, 0);
+    const errorCount = errorTotal(load);
     const rows = [
       { name: `end-to-end HTTP (${o.storage}, ${o.custody}, ${o.concurrency} conns)`, joinsPerSecond: e2eRate, latency: summarise(load.latenciesNs), errors: errorCount },
       ...(softwareLoad
-        ? [{ name: `end-to-end HTTP (${o.storage}, software keystore, same run)`, joinsPerSecond: softwareLoad.joins / softwareLoad.seconds, latency: summarise(softwareLoad.latenciesNs), errors: [...softwareLoad.errors.values()].reduce((a, b) => a + b, 0) }]
+        ? [{ name: `end-to-end HTTP (${o.storage}, software keystore, same run)`, joinsPerSecond: softwareLoad.joins / softwareLoad.seconds, latency: summarise(softwareLoad.latenciesNs), errors: errorTotal(softwareLoad) }]
         : []),
       ...(tokenFloor ? [{ name: 'floor: join crypto in SoftHSM2, in-process, 1 core', joinsPerSecond: floorRate, latency: summarise(tokenFloor.latenciesNs), errors: 0 }] : []),
       ...(tokenFloorPerUse ? [{ name: '  same, on token objects, JSIntKey per use (before)', joinsPerSecond: tokenFloorPerUse.joins / tokenFloorPerUse.seconds, latency: summarise(tokenFloorPerUse.latenciesNs), errors: 0 }] : []),
       ...(hsmFloor ? [{ name: 'SoftHSM2 through the custody, 1 join in flight', joinsPerSecond: hsmFloor.joins / hsmFloor.seconds, latency: summarise(hsmFloor.latenciesNs), errors: 0 }] : []),
       { name: 'floor: join crypto in software, 1 core', joinsPerSecond: softwareFloorRate, latency: summarise(floor.latenciesNs), errors: 0 },
-      ...httpFloors.map((f) => ({ name: f.name, joinsPerSecond: f.load.joins / f.load.seconds, latency: summarise(f.load.latenciesNs), errors: [...f.load.errors.values()].reduce((a, b) => a + b, 0) })),
+      ...httpFloors.map((f) => ({ name: f.name, joinsPerSecond: f.load.joins / f.load.seconds, latency: summarise(f.load.latenciesNs), errors: errorTotal(f.load) })),
     ];
     const loadS = o.warmupS + o.durationS;
     const ratios = [
@@ -208,14 +205,13 @@ async function main(): Promise<void> {
             ...(metrics0 && metrics1 ? [`  server, mix (${metrics1.joins - metrics0.joins} joins after warm-up)  ${perJoin(diffScrape(metrics1, metrics0), metrics1.joins - metrics0.joins)}`] : []),
           ]
         : []),
-      ...(errorCount > 0 ? ['', 'errors:', ...[...load.errors].map(([k, v]) => `  ${v} × ${k}`)] : []),
+      ...(errorCount > 0 ? ['', 'errors:', ...Object.entries(load.errors).map(([k, v]) => `  ${v} × ${k}`)] : []),
     ];
     process.stdout.write(`${out.join('\n')}\n`);
-    if (o.json) writeFileSync(o.json, `${JSON.stringify({ options: o, machine, loadBefore, loadAfter, fsyncMs, serverCpuS, clientCpuS, rows, ratio: e2eRate / floorRate, httpFloors: httpFloors.map((f) => ({ kind: f.kind, perSecond: f.load.joins / f.load.seconds, cpuS: f.cpuS, ratio: e2eRate / (f.load.joins / f.load.seconds) })), errors: Object.fromEntries(load.errors), provisionSeconds: prov.seconds }, null, 2)}\n`);
+    if (o.json) writeFileSync(o.json, `${JSON.stringify({ options: o, machine, loadBefore, loadAfter, fsyncMs, serverCpuS, clientCpuS, rows, ratio: e2eRate / floorRate, httpFloors: httpFloors.map((f) => ({ kind: f.kind, perSecond: f.load.joins / f.load.seconds, cpuS: f.cpuS, ratio: e2eRate / (f.load.joins / f.load.seconds) })), errors: load.errors, provisionSeconds: prov.seconds }, null, 2)}\n`);
     if (errorCount > 0) process.exitCode = 1;
   } finally {
     await server?.stop();
-    if (prov && (o.keep || o.reuse)) saveFleet(prov, fleet);
     if (o.keep || o.reuse) log(`bench: kept ${root} (measure again with --reuse ${root})`);
     else rmSync(root, { recursive: true, force: true });
     clearTimeout(watchdog);
@@ -255,16 +251,6 @@ function diffScrape(a: Scraped, b: Scraped): Pkcs11Counters {
     tokenObjectsCreated: a.tokenObjectsCreated - b.tokenObjectsCreated,
     objectsDestroyed: a.objectsDestroyed - b.objectsDestroyed,
   };
-}
-
-/** A JoinReq-sized TS002 body (TTS wire style); DevEUI varies so the durable floor spreads over its rows. */
-function floorBody(seq: number): string {
-  const devEui = `70B3D57ED000${(seq & 0xffff).toString(16).padStart(4, '0').toUpperCase()}`;
-  return JSON.stringify({
-    ProtocolVersion: '1.0', SenderID: '00BE0C', ReceiverID: '70B3D57ED0000001', TransactionID: seq, MessageType: 'JoinReq',
-    SenderNSID: '70B3D57ED0000000', MACVersion: '1.0.3', PHYPayload: '00010000D07ED5B3700000000000000000A1B2C3D4E5F6', DevEUI: devEui,
-    DevAddr: '01BE0C00', DLSettings: '03', RxDelay: 1, CFList: '184F84E85684B85E84886684586E8400',
-  });
 }
 
 function machineInfo(): { nproc: number; cpu: string; commit: string } {

@@ -24,6 +24,10 @@ export interface BenchOptions {
   readonly processes: number;
   /** Also measure the empty-POST and durable-update HTTP floors. */
   readonly httpFloors: boolean;
+  /** Open loop at this many requests per second; undefined = closed loop at saturation. */
+  readonly rate: number | undefined;
+  /** The load generator prepares requests for at most this many joins per second. */
+  readonly maxRate: number;
 }
 
 const int = (min: number, max: number) => (v: string): number => {
@@ -54,6 +58,8 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     .option('--processes <n>', 'serve --processes N (and the HTTP floors with the same layout)', int(1, 64), 1)
     .option('--tokens <n>', 'with --custody pkcs11: SoftHSM2 tokens in the server\'s pool (every key on each)', int(1, 8), 1)
     .option('--no-http-floors', 'skip the empty-POST and durable-update HTTP floors')
+    .option('--rate <n>', 'open loop: offer this many requests per second (default: closed loop at saturation)', int(1, 1_000_000))
+    .option('--max-rate <n>', 'the load generator prepares Join-requests for at most this many joins/s', int(100, 1_000_000), 8000)
     .parse([...argv], { from: 'user' })
     .opts<Record<string, unknown>>();
   const storage = o['storage'] as 'sqlite' | 'postgres';
@@ -82,6 +88,8 @@ export function parseBenchOptions(argv: readonly string[], cpus: number): BenchO
     profileDir: o['profile'] as string | undefined,
     processes: o['processes'] as number,
     httpFloors: o['httpFloors'] !== false,
+    rate: o['rate'] as number | undefined,
+    maxRate: Math.max(o['maxRate'] as number, (o['rate'] as number | undefined) ?? 0),
   };
 }
 

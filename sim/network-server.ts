@@ -107,7 +107,17 @@ export class NetworkServerClient {
     return { ok: true, hNetId, hNsId: typeof hNsId === 'string' ? hNsId : undefined, issues };
   }
 
-  async #activate(messageType: 'JoinReq' | 'RejoinReq', answerType: string, r: ActivationRequest): Promise<ActivationAnswer | Failure> {
+  /**
+   * The JoinReq message this client would send, without sending it: load generators build requests ahead of
+   * time so that building them is not part of what they measure.
+   */
+  joinReqMessage(r: ActivationRequest): { header: SentHeader; message: Record<string, unknown> } {
+    const joinEui = decodeJoinRequest(r.phyPayload).joinEui;
+    const { header, body } = this.#activationMessage('JoinReq', { ...r, joinEui });
+    return { header, message: { ...header, ...body } };
+  }
+
+  #activationMessage(messageType: 'JoinReq' | 'RejoinReq', r: ActivationRequest): { header: SentHeader; body: Record<string, unknown> } {
     const w = this.#wire;
     const header = this.#header(messageType, r.joinEui);
     const body: Record<string, unknown> = {
@@ -119,6 +129,11 @@ export class NetworkServerClient {
       RxDelay: r.rxDelay,
     };
     if (r.cfList) body['CFList'] = w.hex(r.cfList);
+    return { header, body };
+  }
+
+  async #activate(messageType: 'JoinReq' | 'RejoinReq', answerType: string, r: ActivationRequest): Promise<ActivationAnswer | Failure> {
+    const { header, body } = this.#activationMessage(messageType, r);
     const exchanged = await this.#post(header, answerType, body);
     if (!exchanged.ok) return exchanged;
     const { json, issues } = exchanged;

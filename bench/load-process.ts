@@ -1,0 +1,263 @@
+import http from 'node:http';
+import { Pool } from 'undici';
+import { devAddrFromLeBytes } from '../src/protocol/index.js';
+import type { SimulatedDevice } from '../sim/device.js';
+import { NetworkServerClient } from '../sim/network-server.js';
+import type { WireStyle } from '../sim/wire-style.js';
+import { BENCH_NET_ID } from './fleet.js';
+import { loadFleet, saveFleet } from './fleet-file.js';
+import { SampleBuffer } from './stats.js';
+
+/*
+ * The load generator, as its own process (forked by bench/load.ts), so that the server and the load share the
+ * machine's cores the way two machines' worth of work would, and the load's own cost is measured apart.
+ *
+ * Lean by design: every Join-request body is built before the clock starts (each device's next DevNonces,
+ * MICs and TS002 JSON), requests go over an undici pool of keep-alive connections, and an answer is checked
+ * by parsing it and reading its Result. A subset of the fleet — every `verifyEvery`-th device — instead joins
+ * through the full NS simulator at send time, and every accept it gets is checked as the device would
+ * (decrypt, MIC, JoinNonce rule, the NS keys equal to the device's): so the figures are for correct answers.
+ *
+ * Closed loop (default): `concurrency` requests in flight, each sent when the previous one is answered.
+ * Open loop (`rate`): requests start on a fixed schedule whatever the answers do, at most `concurrency` in
+ * flight; latency counts from the scheduled start, so a slow server is not hidden (no coordinated omission),
+ * and a request that cannot start because the cap is reached counts as shed by the load generator.
+ */
+
+export interface LoadSpec {
+  readonly url: string;
+  readonly concurrency: number;
+  readonly warmupMs: number;
+  readonly durationMs: number;
+  /** Open loop: requests started per second. Absent: closed loop at saturation. */
+  readonly rate?: number | undefined;
+  readonly timeoutMs: number;
+  readonly work: JoinWork | PostWork;
+}
+
+/** Join-requests from a fleet saved with saveFleet in `fleetRoot`; the fleet's counters are saved back after the run. */
+export interface JoinWork {
+  readonly kind: 'joins';
+  readonly fleetRoot: string;
+  readonly style: WireStyle;
+  /** Every n-th device joins through the full NS simulator and has every accept checked; 0 = none. */
+  readonly verifyEvery: number;
+  /** Requests prepared ahead: enough for this many joins per second over warm-up and measurement. */
+  readonly maxRate: number;
+}
+
+/** A JoinReq-sized TS002 body POSTed to an HTTP floor server; any 200 answer counts. */
+export interface PostWork {
+  readonly kind: 'posts';
+}
+
+export interface LoadReport {
+  readonly joins: number;
+  readonly seconds: number;
+  readonly latenciesNs: Float64Array;
+  readonly errors: Record<string, number>;
+  readonly verified: number;
+  /** CPU seconds this process spent from the start of the warm-up to the end of the run. */
+  readonly cpuS: number;
+}
+
+export type LoadMessage =
+  | { readonly type: 'started' }
+  | { readonly type: 'result'; readonly report: LoadReport }
+  | { readonly type: 'failed'; readonly message: string };
+
+/** One request the load generator can send now: a prepared body, or a live join through the NS simulator. */
+type Request = (pool: Pool) => Promise<Outcome>;
+type Outcome = { ok: true } | { ok: false; what: string };
+interface RequestSource {
+  /** The next request, or undefined when every device is busy. */
+  next(): { request: Request; done: () => void } | undefined;
+  finish(): void;
+  readonly verified: () => number;
+}
+
+async function main(spec: LoadSpec): Promise<LoadReport> {
+  const target = new URL(spec.url);
+  const pool = new Pool(target.origin, { connections: spec.concurrency, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: spec.timeoutMs, bodyTimeout: spec.timeoutMs });
+  const source = spec.work.kind === 'joins' ? joinSource(spec, spec.work, target) : postSource(target);
+  try {
+    return await drive(spec, pool, source);
+  } finally {
+    source.finish();
+    await pool.close();
+  }
+}
+
+async function drive(spec: LoadSpec, pool: Pool, source: RequestSource): Promise<LoadReport> {
+  const latencies = new SampleBuffer();
+  const errors: Record<string, number> = {};
+  const fail = (what: string): void => void (errors[what] = (errors[what] ?? 0) + 1);
+  let joins = 0;
+  const cpu0 = process.cpuUsage();
+  process.send!({ type: 'started' } satisfies LoadMessage);
+  const start = performance.now();
+  const measureFrom = start + spec.warmupMs;
+  const end = measureFrom + spec.durationMs;
+  const inWindow = (t: number): boolean => t >= measureFrom && t < end;
+
+  const sendOne = async (scheduledAt: number): Promise<boolean> => {
+    const next = source.next();
+    if (next === undefined) {
+      if (inWindow(scheduledAt)) fail('no idle device: raise --devices');
+      return false;
+    }
+    let outcome: Outcome;
+    try {
+      outcome = await next.request(pool);
+    } catch (e) {
+      outcome = { ok: false, what: `exception: ${(e as Error).message}` };
+    } finally {
+      next.done();
+    }
+    const now = performance.now();
+    if (inWindow(scheduledAt) && now < end + spec.timeoutMs) {
+      if (outcome.ok) {
+        joins++;
+        latencies.push((now - scheduledAt) * 1e6);
+      } else fail(outcome.what);
+    }
+    return true;
+  };
+
+  if (spec.rate === undefined) {
+    const worker = async (): Promise<void> => {
+      while (performance.now() < end) {
+        if (!(await sendOne(performance.now()))) await new Promise((r) => setImmediate(r));
+      }
+    };
+    await Promise.all(Array.from({ length: spec.concurrency }, worker));
+  } else {
+    const rate = spec.rate;
+    const interval = 1000 / rate;
+    let started = 0;
+    let inFlight = 0;
+    const running = new Set<Promise<unknown>>();
+    await new Promise<void>((resolve) => {
+      const tick = (): void => {
+        const now = performance.now();
+        const due = Math.min(Math.floor((Math.min(now, end) - start) / interval), Math.ceil((end - start) / interval));
+        for (; started < due; started++) {
+          const scheduledAt = start + started * interval;
+          if (inFlight >= spec.concurrency) {
+            if (inWindow(scheduledAt)) fail(`shed by the load generator: ${spec.concurrency} already in flight`);
+            continue;
+          }
+          inFlight++;
+          const p = sendOne(scheduledAt).finally(() => { inFlight--; running.delete(p); });
+          running.add(p);
+        }
+        if (now >= end) resolve();
+        else setTimeout(tick, Math.max(0, Math.min(interval, 1)));
+      };
+      tick();
+    });
+    await Promise.all(running);
+  }
+  const cpu = process.cpuUsage(cpu0);
+  return { joins, seconds: spec.durationMs / 1000, latenciesNs: Float64Array.from(latencies.values()), errors, verified: source.verified(), cpuS: (cpu.user + cpu.system) / 1e6 };
+}
+
+/** Join-requests from the saved fleet: prepared bodies for most devices, live NS-simulator joins for the verified subset. */
+function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource {
+  const { provisioned, fleet } = loadFleet(work.fleetRoot);
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${provisioned.nsToken}` };
+  const liveAgent = new http.Agent({ keepAlive: true, maxSockets: spec.concurrency });
+  const ns = new NetworkServerClient({
+    url: spec.url, token: provisioned.nsToken, netId: BENCH_NET_ID, kek: provisioned.nsKek, style: work.style,
+    protocolVersion: '1.0', agent: liveAgent, timeoutMs: spec.timeoutMs,
+  });
+  let seq = 0;
+  const activation = (device: SimulatedDevice) => {
+    const phyPayload = device.joinRequest();
+    const macVersion = device.identity.macVersion;
+    const s = seq++;
+    return {
+      phyPayload, devEui: device.identity.devEui, joinEui: device.identity.joinEui, macVersion,
+      devAddr: devAddrFromLeBytes(Buffer.of(s & 0xff, (s >> 8) & 0xff, (s >> 16) & 0xff, 0x01)),
+      dlSettings: macVersion === '1.1' ? 0x83 : 0x03, rxDelay: 1,
+    };
+  };
+  const live = (i: number): boolean => work.verifyEvery > 0 && i % work.verifyEvery === 0;
+  const rounds = Math.ceil((work.maxRate * (spec.warmupMs + spec.durationMs)) / 1000 / fleet.length) + 2;
+  // Each prepared device's bodies, in DevNonce order; a device is sent only when idle, so they arrive in order.
+  const prepared = fleet.map((device, i) => (live(i) ? [] : Array.from({ length: rounds }, () => JSON.stringify(ns.joinReqMessage(activation(device)).message))));
+  const cursor = new Uint32Array(fleet.length);
+  const idle: number[] = fleet.map((_, i) => i);
+  let idleHead = 0;
+  let verified = 0;
+  const path = target.pathname + target.search;
+
+  const preparedRequest = (body: string): Request => async (pool) => {
+    const res = await pool.request({ path, method: 'POST', headers, body });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) return { ok: false, what: `HTTP ${res.statusCode}` };
+    const answer = JSON.parse(text) as { MessageType?: unknown; Result?: { ResultCode?: unknown; Description?: unknown } };
+    const code = answer.Result?.ResultCode;
+    if (code !== 'Success') return { ok: false, what: `Result ${String(code)}${typeof answer.Result?.Description === 'string' ? `: ${answer.Result.Description}` : ''}` };
+    if (answer.MessageType !== 'JoinAns') return { ok: false, what: `answered with ${String(answer.MessageType)}` };
+    return { ok: true };
+  };
+  const liveRequest = (device: SimulatedDevice): Request => async () => {
+    const ans = await ns.joinReq(activation(device));
+    if (!ans.ok) return { ok: false, what: ans.kind === 'result' ? `Result ${ans.resultCode}${ans.description ? `: ${ans.description}` : ''}` : `${ans.kind}: ${ans.detail}` };
+    const r = device.receiveJoinAccept(ans.phyPayload);
+    verified++;
+    if (!r.accepted) return { ok: false, what: `device dropped the accept: ${r.reason}` };
+    const nsKey = ans.nsKeys.scheme === 'legacy' ? ans.nsKeys.nwkSKey : ans.nsKeys.fNwkSIntKey;
+    const devKey = r.keys.scheme === 'legacy' ? r.keys.nwkSKey : r.keys.fNwkSIntKey;
+    return nsKey.equals(devKey) ? { ok: true } : { ok: false, what: 'NS key differs from the device key' };
+  };
+
+  return {
+    next() {
+      if (idleHead === idle.length) return undefined;
+      const i = idle[idleHead++]!;
+      if (idleHead > 4096 && idleHead * 2 > idle.length) idle.splice(0, idleHead), (idleHead = 0);
+      const done = (): void => void idle.push(i);
+      if (live(i)) return { request: liveRequest(fleet[i]!), done };
+      const body = prepared[i]![cursor[i]!++];
+      if (body === undefined) throw new RangeError(`prepared requests used up (${rounds} per device): raise --max-rate`);
+      return { request: preparedRequest(body), done };
+    },
+    finish() {
+      liveAgent.destroy();
+      saveFleet(provisioned, fleet);
+    },
+    verified: () => verified,
+  };
+}
+
+/** The HTTP floors: a JoinReq-sized TS002 body whose DevEUI varies so the durable floor spreads over its rows. */
+function postSource(target: URL): RequestSource {
+  let seq = 0;
+  const path = target.pathname + target.search;
+  const headers = { 'content-type': 'application/json' };
+  const request: Request = async (pool) => {
+    const res = await pool.request({ path, method: 'POST', headers, body: floorBody(seq++) });
+    await res.body.dump();
+    return res.statusCode === 200 ? { ok: true } : { ok: false, what: `HTTP ${res.statusCode}` };
+  };
+  return { next: () => ({ request, done: () => undefined }), finish: () => undefined, verified: () => 0 };
+}
+
+function floorBody(seq: number): string {
+  const devEui = `70B3D57ED000${(seq & 0xffff).toString(16).padStart(4, '0').toUpperCase()}`;
+  return JSON.stringify({
+    ProtocolVersion: '1.0', SenderID: '00BE0C', ReceiverID: '70B3D57ED0000001', TransactionID: seq, MessageType: 'JoinReq',
+    SenderNSID: '70B3D57ED0000000', MACVersion: '1.0.3', PHYPayload: '00010000D07ED5B3700000000000000000A1B2C3D4E5F6', DevEUI: devEui,
+    DevAddr: '01BE0C00', DLSettings: '03', RxDelay: 1, CFList: '184F84E85684B85E84886684586E8400',
+  });
+}
+
+process.once('message', (spec: LoadSpec) => {
+  main(spec).then(
+    (report) => process.send!({ type: 'result', report } satisfies LoadMessage, () => process.exit(0)),
+    (e: unknown) => process.send!({ type: 'failed', message: (e as Error).message } satisfies LoadMessage, () => process.exit(1)),
+  );
+});
+process.once('disconnect', () => process.exit(1));

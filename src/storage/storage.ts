@@ -21,6 +21,10 @@ export interface DeviceRecord {
   readonly asId: string | null;
   /** NetIDs allowed to learn the home network via HomeNSReq; null = any network we have an agreement with. */
   readonly roamingNetIds: readonly NetId[] | null;
+  /** KEK the binding chose for the NS's session keys (commissioning); absent or null = the NS peer's own KEK. */
+  readonly nsKekLabel?: string | null;
+  /** KEK the binding chose for the AppSKey; absent or null = the AS peer's own KEK. */
+  readonly asKekLabel?: string | null;
   readonly createdAt: Date;
 }
 
@@ -99,6 +103,8 @@ export interface AuditEvent {
   readonly outcome: string;
   /** Never keys; identifiers, counters, result codes. */
   readonly details: Readonly<Record<string, unknown>>;
+  /** The organisation whose trail this is (commissioning); null or absent = the operator's only. */
+  readonly organisation?: string | null;
 }
 
 /** A device maker, secure-element vendor or other Join Server whose signed batches Joinkeep accepts. */
@@ -169,6 +175,144 @@ export interface TransferRecord {
 
 /** Where a device may be activated: its home network, and who receives its AppSKey. */
 export type DeviceBinding = Pick<DeviceRecord, 'homeNetId' | 'homeNsId' | 'asId' | 'roamingNetIds'>;
+
+// ---- Commissioning (docs/commissioning.md): organisations, API keys, ownership, claims, ownership transfers ----
+
+export type OrganisationRole = 'device-maker' | 'se-vendor' | 'device-owner' | 'network-operator' | 'as-operator';
+
+export interface OrganisationRecord {
+  /** Slug, `^[a-z0-9][a-z0-9-]{1,62}$`. */
+  readonly id: string;
+  readonly name: string;
+  readonly roles: readonly OrganisationRole[];
+  /** NetIDs a network operator runs. */
+  readonly netIds: readonly NetId[];
+  /** NSIDs of its network servers. */
+  readonly nsIds: readonly Eui64[];
+  /** AS-IDs an application-server operator runs. */
+  readonly asIds: readonly string[];
+  readonly createdAt: Date;
+}
+
+export interface ApiKeyRecord {
+  /** The public part of `jk_<id>_<secret>`: 16 chars of lower-case base32. */
+  readonly id: string;
+  /** null: an installation-operator key (made by the CLI only). */
+  readonly organisation: string | null;
+  readonly name: string;
+  /** SHA-256 of the secret part, lower-case hex. The secret itself is never stored. */
+  readonly secretSha256: string;
+  readonly scopes: readonly string[];
+  readonly createdAt: Date;
+  readonly expiresAt: Date | null;
+  readonly revokedAt: Date | null;
+}
+
+/** Who owns a device and how it may be claimed; the same for bound and unbound devices. */
+export interface DeviceCommissioning {
+  /** Owning organisation; null = unclaimed (a maker's stock) or, for bound devices, added by the operator. */
+  readonly owner: string | null;
+  readonly maker: string | null;
+  readonly batchId: string | null;
+  readonly profile: string | null;
+  readonly serialNumber: string | null;
+  /** claimCodeHash(DevEUI, code), upper-case hex; null = the device cannot be claimed with a code. */
+  readonly claimCodeHash: string | null;
+  /** A locked device cannot be claimed away from its owner with its claim code. */
+  readonly claimLocked: boolean;
+  readonly claimExpiresAt: Date | null;
+  readonly claimedAt: Date | null;
+}
+
+export type FoundDevice =
+  | { readonly bound: true; readonly device: DeviceRecord; readonly commissioning: DeviceCommissioning; readonly boundAt: Date | null }
+  | { readonly bound: false; readonly device: InventoryDevice; readonly commissioning: DeviceCommissioning };
+
+export interface OwnershipTransferRecord {
+  /** UUID. */
+  readonly id: string;
+  readonly fromOrg: string;
+  /** The recipient of a direct offer; null for a token offer (whoever presents the token). */
+  readonly toOrg: string | null;
+  /** SHA-256 of the one-time transfer token, lower-case hex; null for a direct offer. */
+  readonly tokenSha256: string | null;
+  readonly devEuis: readonly Eui64[];
+  readonly state: 'offered' | 'accepted' | 'cancelled';
+  readonly createdAt: Date;
+  readonly expiresAt: Date | null;
+  readonly decidedAt: Date | null;
+  /** The organisation that accepted (= toOrg for a direct offer). */
+  readonly acceptedBy: string | null;
+}
+
+export interface ClaimChange {
+  readonly owner: string;
+  /** The owner the caller read (null = unclaimed): if it changed meanwhile, the claim changes nothing. */
+  readonly expectOwner: string | null;
+  /** The claim code's hash from now on (the same one, or a regenerated one's). */
+  readonly claimCodeHash: string | null;
+  readonly locked: boolean;
+  readonly expiresAt: Date | null;
+  readonly at: Date;
+}
+
+export type OwnedBinding = DeviceBinding & { readonly nsKekLabel: string | null; readonly asKekLabel: string | null };
+
+export interface OwnedDeviceFilter extends ListOptions {
+  readonly bound?: boolean;
+  readonly joinEui?: Eui64;
+  readonly macVersion?: string;
+  readonly batchId?: string;
+}
+
+/**
+ * Storage for commissioning. Every mutating method runs in one transaction together with its audit events, and a
+ * refused call changes nothing. `owner` null in the *Owned* methods means the installation operator (any owner).
+ */
+export interface CommissioningStore {
+  insertOrganisation(o: OrganisationRecord): Promise<void>;
+  getOrganisation(id: string): Promise<OrganisationRecord | undefined>;
+  listOrganisations(o?: ListOptions): Promise<{ items: OrganisationRecord[]; next?: string }>;
+  updateOrganisation(o: OrganisationRecord): Promise<boolean>;
+
+  insertApiKey(k: ApiKeyRecord): Promise<void>;
+  getApiKey(id: string): Promise<ApiKeyRecord | undefined>;
+  /** The keys of one organisation, or (null) the operator keys. */
+  listApiKeys(organisation: string | null): Promise<ApiKeyRecord[]>;
+  revokeApiKey(id: string, at: Date): Promise<boolean>;
+
+  setMakerOrganisation(maker: string, organisation: string | null): Promise<boolean>;
+  /** Organisation of each maker name (makers without one are absent). */
+  makerOrganisations(): Promise<Map<string, string>>;
+  setPeerOrganisation(peerId: string, organisation: string | null): Promise<boolean>;
+  peerOrganisation(peerId: string): Promise<string | null | undefined>;
+
+  /** A device wherever it is, bound (devices) or not (device_inventory). */
+  findDevice(devEui: Eui64): Promise<FoundDevice | undefined>;
+  /** Devices visible to `organisation` (owner = it, or unclaimed stock of its makers); null = all. Ordered by DevEUI. */
+  listOwnedDevices(organisation: string | null, o?: OwnedDeviceFilter): Promise<{ items: FoundDevice[]; next?: string }>;
+  /** Gives a device to `c.owner` (moving it to the inventory first when it is bound: sessions deleted). False if the owner changed meanwhile. */
+  claimDevice(devEui: Eui64, c: ClaimChange, audit: readonly AuditEvent[]): Promise<boolean>;
+  /** Binds devices of `owner`: inventory rows move to devices with their join state; bound rows get the new binding. */
+  bindOwnedDevices(owner: string | null, devEuis: readonly Eui64[], binding: OwnedBinding, at: Date, audit: readonly AuditEvent[]): Promise<DeviceRecord[]>;
+  /** Moves bound devices of `owner` back to the inventory, keeping owner and join state; sessions deleted. */
+  unbindOwnedDevices(owner: string | null, devEuis: readonly Eui64[], audit: readonly AuditEvent[]): Promise<void>;
+  /** Returns devices of `owner` to their maker's stock: unbound, owner null, unlocked; sessions deleted. */
+  unclaimOwnedDevices(owner: string | null, devEuis: readonly Eui64[], audit: readonly AuditEvent[]): Promise<void>;
+  /** Sets the claim code hash / lock / expiry of a device of `owner`. */
+  updateClaim(owner: string | null, devEui: Eui64, claim: { claimCodeHash: string | null; locked: boolean; expiresAt: Date | null }, audit: readonly AuditEvent[]): Promise<void>;
+  /** Forgets the DevNonces seen from a device (bound or not); JoinNonce untouched. False if unknown. */
+  resetDevNonces(devEui: Eui64, audit: readonly AuditEvent[]): Promise<boolean>;
+
+  insertOwnershipTransfer(t: OwnershipTransferRecord, audit: readonly AuditEvent[]): Promise<void>;
+  getOwnershipTransfer(id: string): Promise<OwnershipTransferRecord | undefined>;
+  findOwnershipTransferByTokenSha256(tokenSha256: string): Promise<OwnershipTransferRecord | undefined>;
+  /** Transfers from or to `organisation`, newest first. */
+  listOwnershipTransfers(organisation: string, o?: ListOptions): Promise<{ items: OwnershipTransferRecord[]; next?: string }>;
+  /** Accepts an offered transfer: every device moves from fromOrg to `toOrg`, unbound (sessions deleted) and unlocked. */
+  acceptOwnershipTransfer(id: string, toOrg: string, at: Date, audit: readonly AuditEvent[]): Promise<void>;
+  cancelOwnershipTransfer(id: string, at: Date, audit: readonly AuditEvent[]): Promise<boolean>;
+}
 
 /** What an imported batch writes, all in one transaction. */
 export interface BatchImport {
@@ -286,7 +430,7 @@ export interface Storage {
 
   // Audit trail (append-only)
   appendAudit(event: AuditEvent): Promise<void>;
-  listAudit(options?: ListOptions & { readonly subject?: string; readonly action?: string }): Promise<{ items: AuditEvent[]; next?: string }>;
+  listAudit(options?: ListOptions & { readonly subject?: string; readonly action?: string; readonly organisation?: string }): Promise<{ items: AuditEvent[]; next?: string }>;
 
   close(): Promise<void>;
 }

@@ -52,7 +52,8 @@ async function asOwner<T>(devEuis: readonly string[], f: () => Promise<T>): Prom
   }
 }
 
-async function parseBinding(deps: OwnerDeps, input: BindingInput): Promise<OwnedBinding> {
+/** A binding checked against the registered peers and custody, before anything changes. */
+export async function parseBinding(deps: OwnerDeps, input: BindingInput): Promise<OwnedBinding> {
   const homeNetId = parse(() => netIdFromBeHex(input.homeNetId, 'homeNetId') as NetId);
   const homeNsId = input.homeNsId == null ? null : parse(() => eui64FromBeHex(input.homeNsId!, 'homeNsId'));
   const asId = input.asId == null || input.asId.trim() === '' ? null : input.asId.trim();

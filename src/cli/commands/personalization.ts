@@ -111,7 +111,7 @@ export function registerBatchImport(batch: Command): void {
     });
 }
 
-export function registerTransfer(program: Command): void {
+export function registerTransfer(program: Command): Command {
   const transfer = program.command('transfer').description('hand devices over to another Join Server: keys sealed to its receiving key, retired here on its receipt');
   transfer
     .command('export')
@@ -164,6 +164,7 @@ export function registerTransfer(program: Command): void {
       const r = await withJoinkeep(o, (jk) => confirmTransfer({ storage: jk.storage, custody: jk.custody, actor: 'cli' }, receipt));
       print(o.json === true, r, () => `Transfer ${r.batchId} confirmed: ${r.devices} device(s) and their keys retired here.`);
     });
+  return transfer;
 }
 
 async function readJwk(path: string, option: string): Promise<JWK> {

@@ -402,14 +402,21 @@ for (const backend of storageBackends) {
         assert.equal((await s.listSessions(devEui)).length, 1);
       });
 
-      it('two concurrent claims expecting the same owner / exactly one wins', async () => {
-        const w = await world(s, 1);
-        const devEui = w.devices[0]!.devEui;
-        const results = await Promise.all([s.claimDevice(devEui, claim(w.a, null), [event('device.claim', `device/${devEui}`, w.a)]), s.claimDevice(devEui, claim(w.b, null), [event('device.claim', `device/${devEui}`, w.b)])]);
-        assert.deepEqual([...results].sort(), [false, true]);
-        const winner = results[0] ? w.a : w.b;
-        assert.equal((await s.findDevice(devEui))?.commissioning.owner, winner);
-        assert.equal((await s.listAudit({ subject: `device/${devEui}` })).items.length, 1, "only the winner's audit event");
+      it('two concurrent claims expecting the same owner / exactly one wins, for each of 8 devices', async () => {
+        const w = await world(s, 8);
+        const euis = w.devices.map((d) => d.devEui);
+        const results = await Promise.all(
+          euis.flatMap((devEui) => [
+            s.claimDevice(devEui, claim(w.a, null), [event('device.claim', `device/${devEui}`, w.a)]),
+            s.claimDevice(devEui, claim(w.b, null), [event('device.claim', `device/${devEui}`, w.b)]),
+          ]),
+        );
+        for (const [i, devEui] of euis.entries()) {
+          const pair = [results[2 * i]!, results[2 * i + 1]!];
+          assert.deepEqual([...pair].sort(), [false, true], `one claim of ${devEui} wins`);
+          assert.equal((await s.findDevice(devEui))?.commissioning.owner, pair[0] ? w.a : w.b);
+          assert.equal((await s.listAudit({ subject: `device/${devEui}` })).items.length, 1, "only the winner's audit event");
+        }
       });
 
       it('updateClaim / the owner sets code, lock and expiry; another organisation is NOT_OWNED and changes nothing', async () => {

@@ -12,12 +12,15 @@ export function pageSize(limit: number | undefined): number {
   return Math.min(MAX_PAGE_SIZE, Math.max(1, Math.floor(limit)));
 }
 
-export function encodeCursor(kind: 'device' | 'audit' | 'inventory', key: string | number): string {
+export function encodeCursor(kind: 'device' | 'audit' | 'inventory' | 'owned' | 'organisation' | 'ownership-transfer', key: string | number): string {
   return Buffer.from(`${kind}:${key}`, 'utf8').toString('base64url');
 }
 
 const DEVICE_KEY = /^[0-9A-F]{16}$/;
 const AUDIT_KEY = /^[1-9][0-9]{0,15}$/;
+const ORGANISATION_KEY = /^[a-z0-9][a-z0-9-]{1,62}$/;
+/** `<created_at ms>/<id>`: transfers page newest first, ties broken by id. */
+const TRANSFER_KEY = /^([0-9]{1,16})\/([A-Za-z0-9-]{1,64})$/;
 
 export function decodeDeviceCursor(cursor: string): string {
   const key = decode(cursor, 'device');
@@ -29,6 +32,25 @@ export function decodeInventoryCursor(cursor: string): string {
   const key = decode(cursor, 'inventory');
   if (!DEVICE_KEY.test(key)) throw invalidCursor();
   return key;
+}
+
+/** listOwnedDevices: one DevEUI order over bound and unbound devices. */
+export function decodeOwnedCursor(cursor: string): string {
+  const key = decode(cursor, 'owned');
+  if (!DEVICE_KEY.test(key)) throw invalidCursor();
+  return key;
+}
+
+export function decodeOrganisationCursor(cursor: string): string {
+  const key = decode(cursor, 'organisation');
+  if (!ORGANISATION_KEY.test(key)) throw invalidCursor();
+  return key;
+}
+
+export function decodeOwnershipTransferCursor(cursor: string): { createdAt: number; id: string } {
+  const match = TRANSFER_KEY.exec(decode(cursor, 'ownership-transfer'));
+  if (match === null) throw invalidCursor();
+  return { createdAt: Number(match[1]), id: match[2]! };
 }
 
 export function decodeAuditCursor(cursor: string): number {

@@ -17,10 +17,18 @@ import {
   sessionFromRow,
   sessionToRow,
 } from './records.js';
+import * as commissioning from './commissioning-store.js';
 import * as personalization from './personalization-store.js';
 import { makerFromRow, makerToRow } from './personalization-store.js';
 import type { Database } from './schema.js';
 import type {
+  ApiKeyRecord,
+  ClaimChange,
+  FoundDevice,
+  OrganisationRecord,
+  OwnedBinding,
+  OwnedDeviceFilter,
+  OwnershipTransferRecord,
   AuditEvent,
   BatchImport,
   BatchRecord,
@@ -61,6 +69,8 @@ export interface DialectSupport {
    * transaction there starts with BEGIN IMMEDIATE and so already holds the database's write lock.
    */
   lockDevice(trx: Transaction<Database>, devEui: Eui64): Promise<{ last_join_nonce: number } | undefined>;
+  /** Whether other rows a transaction reads must be locked explicitly (`FOR UPDATE`): PostgreSQL yes, SQLite no. */
+  readonly lockRows: boolean;
   classify(error: unknown): ErrorClass;
   /** Attempts for a transaction that fails with a `retry` error (serialization failure, deadlock, busy). */
   readonly maxAttempts: number;
@@ -381,7 +391,7 @@ export class KyselyStorage implements Storage {
 
   /** Oldest first (append order), so a consumer can follow the trail with the `next` cursor. */
   async listAudit(
-    options: ListOptions & { readonly subject?: string; readonly action?: string } = {},
+    options: ListOptions & { readonly subject?: string; readonly action?: string; readonly organisation?: string } = {},
   ): Promise<{ items: AuditEvent[]; next?: string }> {
     const limit = pageSize(options.limit);
     const after = options.after === undefined ? undefined : decodeAuditCursor(options.after);
@@ -390,6 +400,7 @@ export class KyselyStorage implements Storage {
       if (after !== undefined) query = query.where('id', '>', after);
       if (options.subject !== undefined) query = query.where('subject', '=', options.subject);
       if (options.action !== undefined) query = query.where('action', '=', options.action);
+      if (options.organisation !== undefined) query = query.where('organisation', '=', options.organisation);
       return query.execute();
     });
     const page = rows.slice(0, limit).map(auditFromRow);
@@ -452,11 +463,12 @@ export class KyselyStorage implements Storage {
   async bindInventoryDevices(devEuis: readonly Eui64[], binding: DeviceBinding, audit: readonly AuditEvent[]): Promise<DeviceRecord[]> {
     const now = audit[0]?.at ?? new Date();
     try {
-      return await this.db.transaction().execute((trx) => personalization.bindInventory(trx, devEuis, binding, audit, now));
+      return await this.#transact('bindInventoryDevices', (tx) => commissioning.bindInventory(tx, devEuis, binding, audit, now));
     } catch (error) {
-      if (error instanceof StorageError) throw error;
-      if (this.dialect.classify(error) === 'unique-violation') throw new StorageError('DEVICE_EXISTS', 'a device being bound exists already', { cause: error });
-      throw this.#fail(error, 'bindInventoryDevices');
+      if (error instanceof StorageError && error.cause !== undefined && this.dialect.classify(error.cause) === 'unique-violation') {
+        throw new StorageError('DEVICE_EXISTS', 'a device being bound exists already', { cause: error.cause });
+      }
+      throw error;
     }
   }
 
@@ -479,6 +491,149 @@ export class KyselyStorage implements Storage {
 
   getDerivationKey(id: string): Promise<DerivationKeyRecord | undefined> {
     return this.#run('getDerivationKey', () => personalization.getDerivationKey(this.db, id));
+  }
+
+  // Commissioning (commissioning-store.ts)
+
+  async insertOrganisation(o: OrganisationRecord): Promise<void> {
+    await this.#run('insertOrganisation', () => this.db.insertInto('organisations').values(commissioning.organisationToRow(o)).execute(), [
+      'ORGANISATION_EXISTS',
+      `organisation ${o.id} already exists`,
+    ]);
+  }
+
+  getOrganisation(id: string): Promise<OrganisationRecord | undefined> {
+    return this.#run('getOrganisation', () => commissioning.getOrganisation(this.db, id));
+  }
+
+  listOrganisations(o: ListOptions = {}): Promise<{ items: OrganisationRecord[]; next?: string }> {
+    return this.#run('listOrganisations', () => commissioning.listOrganisations(this.db, o), undefined, true);
+  }
+
+  updateOrganisation(o: OrganisationRecord): Promise<boolean> {
+    return this.#run('updateOrganisation', () => commissioning.updateOrganisation(this.db, o));
+  }
+
+  async insertApiKey(k: ApiKeyRecord): Promise<void> {
+    await this.#run('insertApiKey', () => this.db.insertInto('api_keys').values(commissioning.apiKeyToRow(k)).execute(), [
+      'API_KEY_EXISTS',
+      `an API key with id ${k.id}, or with the same secret, already exists`,
+    ]);
+  }
+
+  getApiKey(id: string): Promise<ApiKeyRecord | undefined> {
+    return this.#run('getApiKey', () => commissioning.getApiKey(this.db, id));
+  }
+
+  listApiKeys(organisation: string | null): Promise<ApiKeyRecord[]> {
+    return this.#run('listApiKeys', () => commissioning.listApiKeys(this.db, organisation));
+  }
+
+  revokeApiKey(id: string, at: Date): Promise<boolean> {
+    return this.#run('revokeApiKey', () => commissioning.revokeApiKey(this.db, id, at));
+  }
+
+  async setMakerOrganisation(maker: string, organisation: string | null): Promise<boolean> {
+    const result = await this.#run('setMakerOrganisation', () => this.db.updateTable('makers').set({ organisation }).where('name', '=', maker).executeTakeFirst());
+    return result.numUpdatedRows > 0n;
+  }
+
+  async makerOrganisations(): Promise<Map<string, string>> {
+    const rows = await this.#run('makerOrganisations', () =>
+      this.db.selectFrom('makers').select(['name', 'organisation']).where('organisation', 'is not', null).orderBy('name').execute(),
+    );
+    return new Map(rows.map((r) => [r.name, r.organisation!]));
+  }
+
+  async setPeerOrganisation(peerId: string, organisation: string | null): Promise<boolean> {
+    const result = await this.#run('setPeerOrganisation', () => this.db.updateTable('peers').set({ organisation }).where('id', '=', peerId).executeTakeFirst());
+    return result.numUpdatedRows > 0n;
+  }
+
+  async peerOrganisation(peerId: string): Promise<string | null | undefined> {
+    const row = await this.#run('peerOrganisation', () => this.db.selectFrom('peers').select('organisation').where('id', '=', peerId).executeTakeFirst());
+    return row?.organisation;
+  }
+
+  findDevice(devEui: Eui64): Promise<FoundDevice | undefined> {
+    return this.#run('findDevice', () => commissioning.findDevice(this.db, devEui));
+  }
+
+  listOwnedDevices(organisation: string | null, o: OwnedDeviceFilter = {}): Promise<{ items: FoundDevice[]; next?: string }> {
+    return this.#run('listOwnedDevices', () => commissioning.listOwnedDevices(this.db, organisation, o), undefined, true);
+  }
+
+  claimDevice(devEui: Eui64, c: ClaimChange, audit: readonly AuditEvent[]): Promise<boolean> {
+    return this.#transact('claimDevice', (tx) => commissioning.claimDevice(tx, devEui, c, audit));
+  }
+
+  bindOwnedDevices(owner: string | null, devEuis: readonly Eui64[], binding: OwnedBinding, at: Date, audit: readonly AuditEvent[]): Promise<DeviceRecord[]> {
+    return this.#transact('bindOwnedDevices', (tx) => commissioning.bindOwnedDevices(tx, owner, devEuis, binding, at, audit));
+  }
+
+  unbindOwnedDevices(owner: string | null, devEuis: readonly Eui64[], audit: readonly AuditEvent[]): Promise<void> {
+    return this.#transact('unbindOwnedDevices', (tx) => commissioning.unbindOwnedDevices(tx, owner, devEuis, audit));
+  }
+
+  unclaimOwnedDevices(owner: string | null, devEuis: readonly Eui64[], audit: readonly AuditEvent[]): Promise<void> {
+    return this.#transact('unclaimOwnedDevices', (tx) => commissioning.unclaimOwnedDevices(tx, owner, devEuis, audit));
+  }
+
+  updateClaim(
+    owner: string | null,
+    devEui: Eui64,
+    claim: { claimCodeHash: string | null; locked: boolean; expiresAt: Date | null },
+    audit: readonly AuditEvent[],
+  ): Promise<void> {
+    return this.#transact('updateClaim', (tx) => commissioning.updateClaim(tx, owner, devEui, claim, audit));
+  }
+
+  resetDevNonces(devEui: Eui64, audit: readonly AuditEvent[]): Promise<boolean> {
+    return this.#transact('resetDevNonces', (tx) => commissioning.resetDevNonces(tx, devEui, audit));
+  }
+
+  insertOwnershipTransfer(t: OwnershipTransferRecord, audit: readonly AuditEvent[]): Promise<void> {
+    return this.#transact('insertOwnershipTransfer', (tx) => commissioning.insertOwnershipTransfer(tx, t, audit));
+  }
+
+  getOwnershipTransfer(id: string): Promise<OwnershipTransferRecord | undefined> {
+    return this.#run('getOwnershipTransfer', () => commissioning.getOwnershipTransfer(this.db, id));
+  }
+
+  findOwnershipTransferByTokenSha256(tokenSha256: string): Promise<OwnershipTransferRecord | undefined> {
+    return this.#run('findOwnershipTransferByTokenSha256', () => commissioning.findOwnershipTransferByTokenSha256(this.db, tokenSha256));
+  }
+
+  listOwnershipTransfers(organisation: string, o: ListOptions = {}): Promise<{ items: OwnershipTransferRecord[]; next?: string }> {
+    return this.#run('listOwnershipTransfers', () => commissioning.listOwnershipTransfers(this.db, organisation, o), undefined, true);
+  }
+
+  acceptOwnershipTransfer(id: string, toOrg: string, at: Date, audit: readonly AuditEvent[]): Promise<void> {
+    return this.#transact('acceptOwnershipTransfer', (tx) => commissioning.acceptOwnershipTransfer(tx, id, toOrg, at, audit));
+  }
+
+  cancelOwnershipTransfer(id: string, at: Date, audit: readonly AuditEvent[]): Promise<boolean> {
+    return this.#transact('cancelOwnershipTransfer', (tx) => commissioning.cancelOwnershipTransfer(tx, id, at, audit));
+  }
+
+  /**
+   * One transaction for one commissioning call: its checks, writes and audit events commit together; a StorageError
+   * thrown inside (a refusal) rolls everything back and reaches the caller as is. Deadlocks and serialization failures
+   * (PostgreSQL) and busy errors (SQLite) run the whole call again.
+   */
+  async #transact<T>(operation: string, run: (tx: commissioning.Tx) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.db.transaction().execute((trx) => run({ trx, lock: this.dialect.lockRows }));
+      } catch (error) {
+        if (error instanceof StorageError || error instanceof RangeError) throw error;
+        if (this.dialect.classify(error) === 'retry' && attempt < this.dialect.maxAttempts) {
+          await backoff(attempt);
+          continue;
+        }
+        throw this.#fail(error, operation);
+      }
+    }
   }
 
   async close(): Promise<void> {
@@ -512,10 +667,13 @@ export class KyselyStorage implements Storage {
     operation: string,
     query: () => Promise<T>,
     onUniqueViolation?: readonly [StorageErrorCode, string],
+    /** A malformed cursor (RangeError) reaches the caller as is, not as a storage failure. */
+    passRangeErrors = false,
   ): Promise<T> {
     try {
       return await query();
     } catch (error) {
+      if (passRangeErrors && error instanceof RangeError) throw error;
       if (onUniqueViolation !== undefined && this.dialect.classify(error) === 'unique-violation') {
         throw new StorageError(onUniqueViolation[0], onUniqueViolation[1], { cause: error });
       }
@@ -561,8 +719,8 @@ async function writeDecisionPostgres(
     ${
       a === undefined
         ? sql`select 1`
-        : sql`insert into audit_events (at, actor, action, subject, outcome, details)
-              values (${a.at}, ${a.actor}, ${a.action}, ${a.subject}, ${a.outcome}, ${a.details})`
+        : sql`insert into audit_events (at, actor, action, subject, outcome, details, organisation)
+              values (${a.at}, ${a.actor}, ${a.action}, ${a.subject}, ${a.outcome}, ${a.details}, ${a.organisation ?? null})`
     }`.execute(trx);
 }
 

@@ -1,11 +1,10 @@
-import type { Kysely, Selectable } from 'kysely';
+import type { Insertable, Kysely, Selectable } from 'kysely';
 import type { Eui64, MacVersion } from '../protocol/index.js';
 import { decodeInventoryCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError } from './errors.js';
 import { auditToRow } from './records.js';
 import type { BatchesTable, Database, DerivationKeysTable, DeviceInventoryTable, MakersTable } from './schema.js';
-import { deviceToRow } from './records.js';
-import type { AuditEvent, TransferRecord, BatchImport, BatchRecord, DerivationKeyRecord, DeviceBinding, DeviceRecord, InventoryDevice, ListOptions, MakerRecord } from './storage.js';
+import type { AuditEvent, TransferRecord, BatchImport, BatchRecord, DerivationKeyRecord, InventoryDevice, ListOptions, MakerRecord } from './storage.js';
 
 /*
  * Makers, batches, derivation keys and the device inventory (docs/specs/sealed-batch.md), the same on SQLite and
@@ -15,7 +14,7 @@ import type { AuditEvent, TransferRecord, BatchImport, BatchRecord, DerivationKe
 /** Rows per multi-row INSERT: below SQLite's 32,766 bound parameters for the widest table (11 columns). */
 const CHUNK = 500;
 
-export const makerToRow = (m: MakerRecord): MakersTable => ({
+export const makerToRow = (m: MakerRecord): Insertable<MakersTable> => ({
   name: m.name,
   kind: m.kind,
   key_id: m.keyId,
@@ -51,7 +50,8 @@ const batchFromRow = (r: Selectable<BatchesTable>): BatchRecord => ({
   importedAt: new Date(r.imported_at),
 });
 
-const inventoryToRow = (d: InventoryDevice): DeviceInventoryTable => ({
+/** A maker's stock: owner null (unclaimed), nothing carried beyond the transfer's JoinNonce and last DevNonce. */
+const inventoryToRow = (d: InventoryDevice): Insertable<DeviceInventoryTable> => ({
   dev_eui: d.devEui,
   join_eui: d.joinEui,
   mac_version: d.macVersion,
@@ -67,7 +67,7 @@ const inventoryToRow = (d: InventoryDevice): DeviceInventoryTable => ({
   created_at: d.createdAt.getTime(),
 });
 
-const inventoryFromRow = (r: Selectable<DeviceInventoryTable>): InventoryDevice => ({
+export const inventoryFromRow = (r: Selectable<DeviceInventoryTable>): InventoryDevice => ({
   devEui: r.dev_eui as Eui64,
   joinEui: r.join_eui as Eui64,
   macVersion: r.mac_version as MacVersion,
@@ -99,7 +99,7 @@ const derivationFromRow = (r: Selectable<DerivationKeysTable>): DerivationKeyRec
   createdAt: new Date(r.created_at),
 });
 
-function* chunks<T>(items: readonly T[], size = CHUNK): Generator<T[]> {
+export function* chunks<T>(items: readonly T[], size = CHUNK): Generator<T[]> {
   for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
 }
 
@@ -159,34 +159,6 @@ export async function listInventory(
 export async function getDerivationKey(db: Kysely<Database>, id: string): Promise<DerivationKeyRecord | undefined> {
   const row = await db.selectFrom('derivation_keys').selectAll().where('id', '=', id).executeTakeFirst();
   return row === undefined ? undefined : derivationFromRow(row);
-}
-
-/** In the caller's transaction: every DevEUI must be in the inventory; each moves to `devices` with the binding. */
-export async function bindInventory(trx: Kysely<Database>, devEuis: readonly Eui64[], binding: DeviceBinding, audit: readonly AuditEvent[], now: Date): Promise<DeviceRecord[]> {
-  const bound: DeviceRecord[] = [];
-  for (const part of chunks(devEuis)) {
-    const rows = await trx.selectFrom('device_inventory').selectAll().where('dev_eui', 'in', part).execute();
-    const found = new Map(rows.map((r) => [r.dev_eui, r]));
-    const missing = part.find((d) => !found.has(d));
-    if (missing !== undefined) throw new StorageError('DEVICE_NOT_FOUND', `device ${missing} is not in the inventory (unknown, or bound already)`);
-    const devices = part.map((d): DeviceRecord => {
-      const r = inventoryFromRow(found.get(d)!);
-      return { devEui: r.devEui, joinEui: r.joinEui, macVersion: r.macVersion, appKeyHandle: r.appKeyHandle, nwkKeyHandle: r.nwkKeyHandle, ...binding, createdAt: now };
-    });
-    // The JoinNonce counter and last DevNonce a transfer carried over (0 and none for devices from a factory).
-    await trx.insertInto('devices').values(devices.map((d) => ({ ...deviceToRow(d), last_join_nonce: found.get(d.devEui)!.last_join_nonce }))).execute();
-    const states = rows.filter((r) => r.last_dev_nonce !== null);
-    if (states.length > 0) {
-      await trx
-        .insertInto('device_join_state')
-        .values(states.map((r) => ({ dev_eui: r.dev_eui, join_eui: r.join_eui, last_dev_nonce: r.last_dev_nonce, used_dev_nonces: '[]', last_rj_count1: null, updated_at: now.getTime() })))
-        .execute();
-    }
-    await trx.deleteFrom('device_inventory').where('dev_eui', 'in', part).execute();
-    bound.push(...devices);
-  }
-  for (const part of chunks(audit)) await trx.insertInto('audit_events').values(part.map(auditToRow)).execute();
-  return bound;
 }
 
 export const transferToRow = (t: TransferRecord) => ({

@@ -89,6 +89,7 @@ const postgresDialect: DialectSupport = {
   migrations: postgresMigrations,
   lockDevice: (trx, devEui: Eui64) =>
     trx.selectFrom('devices').select('last_join_nonce').where('dev_eui', '=', devEui).forUpdate().executeTakeFirst(),
+  lockRows: true,
   classify: (error: unknown): ErrorClass => {
     const code = (error as { code?: unknown } | null)?.code;
     if (code === '23505') return 'unique-violation';

@@ -26,11 +26,13 @@ export function deviceToRow(d: DeviceRecord): Insertable<DevicesTable> {
     home_ns_id: d.homeNsId,
     as_id: d.asId,
     roaming_net_ids: d.roamingNetIds === null ? null : JSON.stringify(d.roamingNetIds),
+    ns_kek_label: d.nsKekLabel ?? null,
+    as_kek_label: d.asKekLabel ?? null,
     created_at: d.createdAt.getTime(),
   };
 }
 
-export function deviceFromRow(r: Selectable<DevicesTable>): DeviceRecord {
+export function deviceFromRow(r: Pick<Selectable<DevicesTable>, keyof DeviceRow>): DeviceRecord {
   return {
     devEui: r.dev_eui as Eui64,
     joinEui: r.join_eui as Eui64,
@@ -41,9 +43,17 @@ export function deviceFromRow(r: Selectable<DevicesTable>): DeviceRecord {
     homeNsId: r.home_ns_id as Eui64 | null,
     asId: r.as_id,
     roamingNetIds: r.roaming_net_ids === null ? null : (JSON.parse(r.roaming_net_ids) as NetId[]),
+    nsKekLabel: r.ns_kek_label,
+    asKekLabel: r.as_kek_label,
     createdAt: new Date(r.created_at),
   };
 }
+
+/** The columns deviceFromRow reads. */
+type DeviceRow = Pick<
+  DevicesTable,
+  'dev_eui' | 'join_eui' | 'mac_version' | 'app_key_handle' | 'nwk_key_handle' | 'home_net_id' | 'home_ns_id' | 'as_id' | 'roaming_net_ids' | 'ns_kek_label' | 'as_kek_label' | 'created_at'
+>;
 
 export const initialJoinState = (lastJoinNonce: number): JoinState => ({
   lastJoinNonce,
@@ -148,6 +158,7 @@ export function auditToRow(e: AuditEvent): Insertable<AuditEventsTable> {
     subject: e.subject,
     outcome: e.outcome,
     details: JSON.stringify(e.details),
+    organisation: e.organisation ?? null,
   };
 }
 
@@ -160,5 +171,7 @@ export function auditFromRow(r: Selectable<AuditEventsTable>): AuditEvent {
     subject: r.subject,
     outcome: r.outcome,
     details: JSON.parse(r.details) as Record<string, unknown>,
+    // Absent rather than null for the operator's own events, as they were written before commissioning.
+    ...(r.organisation === null ? {} : { organisation: r.organisation }),
   };
 }

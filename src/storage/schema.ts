@@ -9,8 +9,9 @@ import type { Generated } from 'kysely';
  * - Lists and free-form details are JSON text, so both databases store and return the same bytes.
  * - Booleans are written as 0/1 (PostgreSQL accepts them for BOOLEAN) and read back with Boolean().
  *
- * Roadmap note: ownership, bindings and the bootstrap state will arrive as their own tables keyed by dev_eui
- * (or nullable columns added by a later migration); nothing here assumes a device has none of them.
+ * Commissioning (migration 0003): devices live in two tables, `device_inventory` (unbound: a maker's unclaimed stock
+ * with owner null, or a claimed device not yet bound) and `devices` (bound, activatable). Both carry the owner and the
+ * claim; a move between them carries the JoinNonce counter and the join state of the device's own JoinEUI.
  */
 export interface Database {
   devices: DevicesTable;
@@ -24,6 +25,47 @@ export interface Database {
   derivation_keys: DerivationKeysTable;
   device_inventory: DeviceInventoryTable;
   transfers: TransfersTable;
+  organisations: OrganisationsTable;
+  api_keys: ApiKeysTable;
+  ownership_transfers: OwnershipTransfersTable;
+}
+
+export interface OrganisationsTable {
+  id: string;
+  name: string;
+  /** JSON arrays. */
+  roles: string;
+  net_ids: string;
+  ns_ids: string;
+  as_ids: string;
+  created_at: number;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  organisation: string | null;
+  name: string;
+  /** SHA-256 of the secret, lower-case hex (unique). */
+  secret_sha256: string;
+  /** JSON array. */
+  scopes: string;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+export interface OwnershipTransfersTable {
+  id: string;
+  from_org: string;
+  to_org: string | null;
+  token_sha256: string | null;
+  /** JSON array of DevEUIs. */
+  dev_euis: string;
+  state: 'offered' | 'accepted' | 'cancelled';
+  created_at: number;
+  expires_at: number | null;
+  decided_at: number | null;
+  accepted_by: string | null;
 }
 
 export interface MakersTable {
@@ -33,6 +75,8 @@ export interface MakersTable {
   /** JSON object (a public JWK). */
   public_jwk: string;
   created_at: number;
+  /** The organisation the maker belongs to (commissioning); its unclaimed stock is visible to that organisation. */
+  organisation: string | null;
 }
 
 export interface BatchesTable {
@@ -68,6 +112,15 @@ export interface DeviceInventoryTable {
   last_join_nonce: number;
   last_dev_nonce: number | null;
   created_at: number;
+  /** null = a maker's unclaimed stock. */
+  owner: string | null;
+  /** JSON array, oldest first; null = none carried. With last_dev_nonce and last_rj_count1: the own JoinEUI's state. */
+  used_dev_nonces: string | null;
+  last_rj_count1: number | null;
+  /** 0/1. */
+  claim_locked: Generated<number>;
+  claim_expires_at: number | null;
+  claimed_at: number | null;
 }
 
 export interface TransfersTable {
@@ -94,6 +147,22 @@ export interface DevicesTable {
   /** The device's JoinNonce counter, one per device across JoinEUIs; 0 = none issued yet. */
   last_join_nonce: Generated<number>;
   created_at: number;
+  /** null = added by the operator (`device add`), or bound by the operator while unclaimed. */
+  owner: string | null;
+  /** Where it came from when it was bound out of the inventory; null for devices the operator added. */
+  maker: string | null;
+  batch_id: string | null;
+  profile: string | null;
+  serial_number: string | null;
+  claim_code_hash: string | null;
+  /** 0/1. */
+  claim_locked: Generated<number>;
+  claim_expires_at: number | null;
+  claimed_at: number | null;
+  /** KEKs the binding chose; null = the peer's own. */
+  ns_kek_label: string | null;
+  as_kek_label: string | null;
+  bound_at: number | null;
 }
 
 /** DevNonce/RJcount1 state per (DevEUI, JoinEUI); a missing row reads as the initial state. */
@@ -133,6 +202,7 @@ export interface PeersTable {
   /** 0/1 on SQLite, BOOLEAN on PostgreSQL. */
   allow_clear_keys: boolean | number;
   created_at: number;
+  organisation: string | null;
 }
 
 export interface KeyRecordsTable {
@@ -151,4 +221,6 @@ export interface AuditEventsTable {
   outcome: string;
   /** JSON object. */
   details: string;
+  /** The organisation whose trail this is; null = the operator's only. */
+  organisation: string | null;
 }

@@ -140,8 +140,8 @@ function prepareStatements(db: BetterSqlite3.Database) {
          (select seq from sessions where dev_eui = ? order by seq desc limit 1 offset ?)`,
     ),
     insertAudit: db.prepare(
-      `insert into audit_events (at, actor, action, subject, outcome, details)
-       values (@at, @actor, @action, @subject, @outcome, @details)`,
+      `insert into audit_events (at, actor, action, subject, outcome, details, organisation)
+       values (@at, @actor, @action, @subject, @outcome, @details, @organisation)`,
     ),
   };
 }

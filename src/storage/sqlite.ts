@@ -197,6 +197,7 @@ const sqliteDialect: DialectSupport = {
   // The transaction began IMMEDIATE and holds the database's write lock: a plain read is already exclusive.
   lockDevice: (trx, devEui: Eui64) =>
     trx.selectFrom('devices').select('last_join_nonce').where('dev_eui', '=', devEui).executeTakeFirst(),
+  lockRows: false,
   classify: (error: unknown): ErrorClass => {
     const code = (error as { code?: unknown } | null)?.code;
     if (typeof code !== 'string') return 'other';

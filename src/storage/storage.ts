@@ -342,7 +342,7 @@ export type ReserveJoinResult<R> =
   | { readonly committed: JoinState; readonly session: SessionRecord }
   | { readonly refused: R };
 
-export interface Storage {
+export interface Storage extends CommissioningStore {
   readonly kind: 'sqlite' | 'postgres';
 
   /** Applies pending migrations; refuses to run against a schema newer than this build knows. */

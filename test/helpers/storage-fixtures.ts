@@ -31,6 +31,8 @@ export function makeDevice(overrides: Partial<DeviceRecord> = {}): DeviceRecord 
     homeNsId: eui64FromBeHex('00800000A0000001'),
     asId: 'as-1.example.com',
     roamingNetIds: [netIdFromBeHex('000013'), netIdFromBeHex('60002D')],
+    nsKekLabel: null,
+    asKekLabel: null,
     createdAt: at(),
     ...overrides,
   };

@@ -535,7 +535,7 @@ for (const backend of storageBackends) {
         await storage.migrate();
         assert.deepEqual(await storage.getDevice(device.devEui), device);
         const rows = await rawExecute(opened, 'select name from kysely_migration order by name');
-        assert.deepEqual(rows, [{ name: '0001-initial' }, { name: '0002-personalization' }]);
+        assert.deepEqual(rows, [{ name: '0001-initial' }, { name: '0002-personalization' }, { name: '0003-commissioning' }]);
       });
 
       it('database migrated by a newer build / SCHEMA_TOO_NEW, nothing applied', async () => {

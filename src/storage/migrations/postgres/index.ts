@@ -1,6 +1,7 @@
 import type { Migration } from 'kysely';
 import * as initial from './0001-initial.js';
 import * as personalization from './0002-personalization.js';
+import * as commissioning from './0003-commissioning.js';
 
 /**
  * Every PostgreSQL migration this build knows, in order. Registered statically (no directory scan) because the
@@ -9,4 +10,5 @@ import * as personalization from './0002-personalization.js';
 export const postgresMigrations: Readonly<Record<string, Migration>> = {
   '0001-initial': initial,
   '0002-personalization': personalization,
+  '0003-commissioning': commissioning,
 };

@@ -15,7 +15,7 @@ const allowed = {
   observability: ['protocol', 'storage'],
   join: ['protocol', 'custody', 'storage', 'observability'],
   provisioning: ['protocol', 'custody', 'storage', 'observability'],
-  commissioning: ['protocol', 'custody', 'storage', 'observability'],
+  commissioning: ['protocol', 'custody', 'storage', 'observability', 'provisioning'],
   bootstrap: ['protocol', 'custody', 'storage', 'observability', 'join'],
   roaming: ['protocol', 'custody', 'storage', 'observability', 'join'],
   backend: ['protocol', 'custody', 'storage', 'observability', 'join', 'roaming'],

@@ -5,6 +5,7 @@ import { ProtocolError } from '../protocol/errors.js';
 import { ProvisioningError } from '../provisioning/errors.js';
 import { StorageError } from '../storage/errors.js';
 import { NotFoundError, UsageError } from './context.js';
+import { RemoteError } from './remote.js';
 
 /** Exit codes: 2 usage, 1 refused or failed (the message says what to do), 70 unexpected (sysexits EX_SOFTWARE). */
 export function exitCodeFor(error: unknown): number {
@@ -19,5 +20,5 @@ export function messageFor(error: unknown): string {
 }
 
 function isKnown(error: unknown): boolean {
-  return [AppError, CommissioningError, CustodyError, NotFoundError, ProtocolError, ProvisioningError, StorageError].some((c) => error instanceof c);
+  return [AppError, CommissioningError, CustodyError, NotFoundError, ProtocolError, ProvisioningError, RemoteError, StorageError].some((c) => error instanceof c);
 }

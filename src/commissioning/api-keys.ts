@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AuditSink } from '../observability/audit.js';
 import { StorageError } from '../storage/errors.js';
 import type { ApiKeyRecord, CommissioningStore } from '../storage/storage.js';
-import { type Caller, type Scope, hasScope, isAdmin, isScope } from './caller.js';
+import { type Caller, type Scope, hasScope, isOperator, isScope } from './caller.js';
 import { CommissioningError } from './errors.js';
 
 /*
@@ -51,7 +51,7 @@ export async function createApiKey(deps: ApiKeyDeps, caller: Caller, organisatio
   const scopes = checkScopes(input.scopes);
   if (scopes.includes('admin')) throw new CommissioningError('FORBIDDEN', 'an organisation\'s key cannot have the scope admin; operator keys are made with `joinkeep api-key create --operator`');
   // No escalation: an organisation's key hands out at most what it holds itself.
-  const beyond = isAdmin(caller) ? [] : scopes.filter((s) => !caller.scopes.has(s));
+  const beyond = isOperator(caller) ? [] : scopes.filter((s) => !caller.scopes.has(s));
   if (beyond.length > 0) throw new CommissioningError('FORBIDDEN', `this API key cannot grant scopes it does not hold: ${beyond.join(', ')}`);
   return issue(deps, caller.actor, organisation, { ...input, scopes });
 }
@@ -86,7 +86,7 @@ export function callerOfApiKey(key: ApiKeyRecord): Caller {
 /** Keys of an organisation, or (null, operator only) the operator keys; ordered by id. */
 export async function listApiKeys(deps: ApiKeyDeps, caller: Caller, organisation: string | null): Promise<ApiKeyView[]> {
   if (organisation === null) {
-    if (!isAdmin(caller)) throw new CommissioningError('FORBIDDEN', 'only the operator may list operator keys');
+    if (!isOperator(caller)) throw new CommissioningError('FORBIDDEN', 'only the operator may list operator keys');
   } else {
     await visibleOrganisation(deps, caller, organisation);
     if (!hasScope(caller, 'api-keys:write')) throw new CommissioningError('FORBIDDEN', 'this API key lacks the scope api-keys:write');
@@ -104,7 +104,7 @@ export async function revokeApiKey(deps: ApiKeyDeps, caller: Caller, id: string,
   const key = /^[a-z2-7]{16}$/.test(id) ? await deps.store.getApiKey(id) : undefined;
   if (key === undefined) throw notFound();
   if (organisation !== undefined && key.organisation !== organisation) throw notFound();
-  if (!isAdmin(caller) && (key.organisation === null || key.organisation !== caller.organisation)) throw notFound();
+  if (!isOperator(caller) && (key.organisation === null || key.organisation !== caller.organisation)) throw notFound();
   if (!hasScope(caller, 'api-keys:write')) throw new CommissioningError('FORBIDDEN', 'this API key lacks the scope api-keys:write');
   if (key.revokedAt !== null) return view(key);
   const at = (deps.now ?? (() => new Date()))();
@@ -157,7 +157,7 @@ function checkScopes(requested: readonly string[]): Scope[] {
 
 /** The organisation exists and the caller may see it (the operator, or the organisation itself); else NOT_FOUND. */
 async function visibleOrganisation(deps: ApiKeyDeps, caller: Caller, organisation: string): Promise<void> {
-  const visible = isAdmin(caller) || caller.organisation === organisation;
+  const visible = isOperator(caller) || caller.organisation === organisation;
   if (!visible || (await deps.store.getOrganisation(organisation)) === undefined) throw new CommissioningError('NOT_FOUND', `organisation ${organisation} not found`);
 }
 

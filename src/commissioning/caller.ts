@@ -1,8 +1,9 @@
 import { CommissioningError } from './errors.js';
 
 /*
- * Who is asking. Every commissioning service takes a Caller; the REST API makes one from the Bearer API key, the CLI
- * makes the operator (cliCaller). Authorisation is decided in the services, so HTTP and CLI cannot disagree.
+ * Who is asking: an organisation's API key (or the TTS claim client's certificate), or the installation operator
+ * (organisation null, scope `admin`). Every commissioning service takes one and checks scopes and ownership itself,
+ * so the REST API, the claim API v2 and the CLI cannot differ in what they allow.
  */
 
 export const scopes = [
@@ -17,37 +18,42 @@ export const scopes = [
   'keks:read',
   'audit:read',
   'api-keys:write',
-  /** The installation operator's: sees and may do everything. Only operator keys (organisation null) carry it. */
   'admin',
 ] as const;
 export type Scope = (typeof scopes)[number];
 
 export interface Caller {
-  /** The caller's organisation; null = the installation operator. */
+  /** The caller's organisation; null for the installation operator. */
   readonly organisation: string | null;
   readonly scopes: ReadonlySet<string>;
-  /** How it appears in the audit trail: `cli`, `api-key/<id>`. */
+  /** For the audit trail, e.g. `api-key/abcd…` or `cli`. */
   readonly actor: string;
-  /** What failed attempts are counted against (API key id, client-certificate fingerprint or IP). */
+  /** What failed claims are counted against (API key id, client certificate fingerprint, address). */
   readonly rateKey: string;
 }
+
+export const isOperator = (caller: Caller): boolean => caller.organisation === null && caller.scopes.has('admin');
 
 export function isScope(value: string): value is Scope {
   return (scopes as readonly string[]).includes(value);
 }
 
-/** `admin` implies every scope. */
+/** The operator holds every scope. */
 export function hasScope(caller: Caller, scope: Scope): boolean {
-  return caller.scopes.has('admin') || caller.scopes.has(scope);
-}
-
-export function isAdmin(caller: Caller): boolean {
-  return caller.scopes.has('admin');
+  return caller.scopes.has(scope) || isOperator(caller);
 }
 
 export function requireScope(caller: Caller, scope: Scope): void {
-  if (!hasScope(caller, scope)) throw new CommissioningError('FORBIDDEN', `this API key lacks the scope ${scope}`);
+  if (hasScope(caller, scope)) return;
+  throw new CommissioningError('FORBIDDEN', `this API key lacks the scope ${scope}`);
 }
 
-/** The installation operator at the command line: the data directory's owner may do everything. */
-export const cliCaller: Caller = Object.freeze({ organisation: null, scopes: new Set<string>(['admin']), actor: 'cli', rateKey: 'cli' });
+/** The organisation a device-changing call acts for; the operator acts for whoever owns the device (null). */
+export function ownerScopeOf(caller: Caller): string | null {
+  if (caller.organisation !== null) return caller.organisation;
+  if (isOperator(caller)) return null;
+  throw new CommissioningError('FORBIDDEN', 'this API key belongs to no organisation');
+}
+
+/** The CLI on the data directory is the installation operator. */
+export const operatorCaller = (actor = 'cli'): Caller => ({ organisation: null, scopes: new Set(['admin']), actor, rateKey: actor });

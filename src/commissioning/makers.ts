@@ -1,6 +1,6 @@
 import type { AuditSink } from '../observability/audit.js';
 import type { CommissioningStore } from '../storage/storage.js';
-import { type Caller, isAdmin, requireScope } from './caller.js';
+import { type Caller, isOperator, requireScope } from './caller.js';
 import { CommissioningError } from './errors.js';
 
 /*
@@ -9,7 +9,7 @@ import { CommissioningError } from './errors.js';
  */
 
 export async function requireOwnMaker(store: Pick<CommissioningStore, 'makerOrganisations'>, caller: Caller, maker: string): Promise<void> {
-  if (isAdmin(caller)) return;
+  if (isOperator(caller)) return;
   const organisation = (await store.makerOrganisations()).get(maker);
   if (organisation === undefined || organisation !== caller.organisation) {
     throw new CommissioningError('FORBIDDEN', `the batch is signed by maker ${maker}, which is not a maker of ${caller.organisation === null ? 'this caller' : `organisation ${caller.organisation}`}`);

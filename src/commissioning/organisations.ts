@@ -2,7 +2,7 @@ import type { AuditSink } from '../observability/audit.js';
 import { type Eui64, type NetId, ProtocolError, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
 import { StorageError } from '../storage/errors.js';
 import type { CommissioningStore, ListOptions, OrganisationRecord, OrganisationRole } from '../storage/storage.js';
-import { type Caller, isAdmin, requireScope } from './caller.js';
+import { type Caller, isOperator, requireScope } from './caller.js';
 import { CommissioningError } from './errors.js';
 
 /*
@@ -51,7 +51,7 @@ export async function createOrganisation(deps: OrganisationDeps, caller: Caller,
 
 /** The operator sees every organisation; an organisation sees itself. */
 export async function getOrganisation(deps: OrganisationDeps, caller: Caller, id: string): Promise<OrganisationRecord> {
-  const found = isAdmin(caller) || caller.organisation === id ? await deps.store.getOrganisation(id) : undefined;
+  const found = isOperator(caller) || caller.organisation === id ? await deps.store.getOrganisation(id) : undefined;
   if (found === undefined) throw new CommissioningError('NOT_FOUND', `organisation ${id} not found`);
   return found;
 }

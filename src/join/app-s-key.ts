@@ -25,7 +25,7 @@ export async function handleAppSKeyRequest(ctx: JoinContext, caller: PeerRecord,
   const session = await ctx.storage.getSession(device.devEui, msg.sessionKeyId);
   if (session === undefined) throw new JoinError('UNKNOWN_SESSION', `no session ${msg.sessionKeyId} for device ${device.devEui}`);
 
-  const to = await destinationFor(ctx.custody, caller, 'application server');
+  const to = await destinationFor(ctx.custody, caller, 'application server', device.asKekLabel ?? null);
   const block =
     session.scheme === 'legacy'
       ? legacySessionKeyBlock('AppSKey', { joinNonce: session.joinNonce, netId: session.netId, devNonce: session.devNonce })

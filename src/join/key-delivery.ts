@@ -7,10 +7,12 @@ import { JoinError } from './errors.js';
  * for that peer and no KEK is agreed, in clear. Decided before any nonce is reserved, so a join that could
  * not deliver its keys never burns a JoinNonce.
  */
-export async function destinationFor(custody: KeyCustody, peer: PeerRecord, role: string): Promise<KeyDestination> {
-  if (peer.kekLabel !== null) {
-    if (await custody.hasKek(peer.kekLabel)) return { kekLabel: peer.kekLabel };
-    throw new JoinError('KEYS_UNDELIVERABLE', `KEK "${peer.kekLabel}" of ${role} ${peer.id} is not in custody`);
+export async function destinationFor(custody: KeyCustody, peer: PeerRecord, role: string, boundKekLabel: string | null = null): Promise<KeyDestination> {
+  // The device's binding may name which of the peer's KEKs to use (commissioning checked it was the peer's).
+  const kekLabel = boundKekLabel ?? peer.kekLabel;
+  if (kekLabel !== null) {
+    if (await custody.hasKek(kekLabel)) return { kekLabel };
+    throw new JoinError('KEYS_UNDELIVERABLE', `KEK "${kekLabel}" of ${role} ${peer.id} is not in custody`);
   }
   if (peer.allowClearKeys) return { clear: { peer: peer.id, allowedBy: 'operator-peer-setting' } };
   throw new JoinError('KEYS_UNDELIVERABLE', `${role} ${peer.id} has no KEK and clear session keys are not allowed for it`);

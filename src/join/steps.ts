@@ -63,12 +63,13 @@ export interface KeyDestinations {
 }
 
 export async function resolveKeyDestinations(ctx: JoinContext, device: DeviceRecord, caller: PeerRecord): Promise<KeyDestinations> {
-  const networkServer = await destinationFor(ctx.custody, caller, 'network server');
+  const networkServer = await destinationFor(ctx.custody, caller, 'network server', device.nsKekLabel ?? null);
   if (device.asId === null) return { networkServer };
   const as = await ctx.storage.findApplicationServer(device.asId);
   // The AppSKey travels through the network server, so it goes in a JoinAns only wrapped for the AS.
-  if (as === undefined || as.kekLabel === null || !(await ctx.custody.hasKek(as.kekLabel))) return { networkServer };
-  return { networkServer, applicationServer: { kekLabel: as.kekLabel } };
+  const asKekLabel = device.asKekLabel ?? as?.kekLabel ?? null;
+  if (as === undefined || asKekLabel === null || !(await ctx.custody.hasKek(asKekLabel))) return { networkServer };
+  return { networkServer, applicationServer: { kekLabel: asKekLabel } };
 }
 
 export async function verifyMic(custody: KeyCustody, key: KeyRef, micInput: Uint8Array, mic: Uint8Array, frame: string): Promise<void> {

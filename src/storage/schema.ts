@@ -123,7 +123,7 @@ export interface SessionsTable {
 
 export interface PeersTable {
   id: string;
-  kind: 'ns' | 'as';
+  kind: 'ns' | 'as' | 'claim';
   net_id: string | null;
   ns_id: string | null;
   as_id: string | null;

@@ -70,7 +70,8 @@ export interface SealedKeyRecord {
 }
 
 export interface PeerRecord {
-  readonly kind: 'ns' | 'as';
+  /** ns, as: Backend Interfaces peers; claim: a claim client (The Things Stack's Device Claiming Server) of an organisation. */
+  readonly kind: 'ns' | 'as' | 'claim';
   /** Opaque id: `ns/<NetID>[/<NSID>]` or `as/<AS-ID>`. */
   readonly id: string;
   /** NetID for a network server, null for an AS. */

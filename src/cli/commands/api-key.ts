@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { type ApiKeyView, createApiKey, createOperatorApiKey, listApiKeys, revokeApiKey } from '../../commissioning/api-keys.js';
-import { cliCaller, scopes } from '../../commissioning/caller.js';
+import { operatorCaller, scopes } from '../../commissioning/caller.js';
 import type { Joinkeep } from '../../app/joinkeep.js';
 import { UsageError, print, withJoinkeep } from '../context.js';
 
@@ -46,7 +46,7 @@ export function registerApiKey(program: Command): void {
       const expiresAt = o.expires === undefined ? null : new Date(o.expires);
       if (expiresAt !== null && Number.isNaN(expiresAt.getTime())) throw new UsageError(`--expires ${o.expires} is not an ISO 8601 time`);
       const input = { name: o.name, scopes: o.scope.flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== ''), expiresAt };
-      const created = await withJoinkeep(o, (jk) => (organisation === null ? createOperatorApiKey(deps(jk), 'cli', input) : createApiKey(deps(jk), cliCaller, organisation!, input)));
+      const created = await withJoinkeep(o, (jk) => (organisation === null ? createOperatorApiKey(deps(jk), 'cli', input) : createApiKey(deps(jk), operatorCaller(), organisation!, input)));
       print(o.json === true, { key: created.key, apiKey: json(created.apiKey) }, () =>
         [
           `Created API key ${created.apiKey.id} (${created.apiKey.organisation === null ? 'operator' : `organisation ${created.apiKey.organisation}`}; scopes ${created.apiKey.scopes.join(', ')}).`,
@@ -65,11 +65,11 @@ export function registerApiKey(program: Command): void {
     .action(async (o: { dataDir?: string; org?: string; operator?: boolean; json?: boolean }) => {
       const which = owner(o, false);
       const keys = await withJoinkeep(o, async (jk) => {
-        if (which !== undefined) return listApiKeys(deps(jk), cliCaller, which);
-        const all = await listApiKeys(deps(jk), cliCaller, null);
+        if (which !== undefined) return listApiKeys(deps(jk), operatorCaller(), which);
+        const all = await listApiKeys(deps(jk), operatorCaller(), null);
         for (let after: string | undefined; ; ) {
           const page = await jk.storage.listOrganisations({ limit: 1000, ...(after === undefined ? {} : { after }) });
-          for (const org of page.items) all.push(...(await listApiKeys(deps(jk), cliCaller, org.id)));
+          for (const org of page.items) all.push(...(await listApiKeys(deps(jk), operatorCaller(), org.id)));
           if (page.next === undefined) return all;
           after = page.next;
         }
@@ -83,7 +83,7 @@ export function registerApiKey(program: Command): void {
     .argument('<id>', 'the key id (the part after jk_, 16 characters)')
     .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
     .action(async (id: string, o: { dataDir?: string }) => {
-      const revoked = await withJoinkeep(o, (jk) => revokeApiKey(deps(jk), cliCaller, id));
+      const revoked = await withJoinkeep(o, (jk) => revokeApiKey(deps(jk), operatorCaller(), id));
       process.stdout.write(`Revoked API key ${revoked.id} (${revoked.name}).\n`);
     });
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { cliCaller } from '../../commissioning/caller.js';
+import { operatorCaller } from '../../commissioning/caller.js';
 import { type OrganisationInput, createOrganisation, getOrganisation, listOrganisations, organisationRoles, updateOrganisation } from '../../commissioning/organisations.js';
 import type { OrganisationRecord } from '../../storage/storage.js';
 import { UsageError, print, withJoinkeep } from '../context.js';
@@ -53,7 +53,7 @@ export function registerOrg(program: Command): void {
     .requiredOption('--id <slug>', 'its id: 2–63 characters of a–z, 0–9 and "-"')
     .requiredOption('--name <name>', 'its display name')
     .action(async (o: FieldOptions & { dataDir?: string; id: string; json?: boolean }) => {
-      const created = await withJoinkeep(o, (jk) => createOrganisation({ store: jk.storage, audit: jk.audit }, cliCaller, { id: o.id, ...fields(o) }));
+      const created = await withJoinkeep(o, (jk) => createOrganisation({ store: jk.storage, audit: jk.audit }, operatorCaller(), { id: o.id, ...fields(o) }));
       print(o.json === true, json(created), () => `Created organisation ${created.id}.\n${describe(created)}`);
     });
   org
@@ -66,7 +66,7 @@ export function registerOrg(program: Command): void {
     .action(async (o: { dataDir?: string; limit: string; after?: string; json?: boolean }) => {
       const limit = Number(o.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit must be an integer from 1 to 1000');
-      const page = await withJoinkeep(o, (jk) => listOrganisations({ store: jk.storage, audit: jk.audit }, cliCaller, { limit, ...(o.after ? { after: o.after } : {}) }));
+      const page = await withJoinkeep(o, (jk) => listOrganisations({ store: jk.storage, audit: jk.audit }, operatorCaller(), { limit, ...(o.after ? { after: o.after } : {}) }));
       print(o.json === true, { items: page.items.map(json), ...(page.next ? { next: page.next } : {}) }, () =>
         [...page.items.map((x) => `${x.id}\t${x.roles.join(',') || '-'}\t${x.name}`), ...(page.next ? [`(more: --after ${page.next})`] : [])].join('\n') || 'No organisations.',
       );
@@ -78,7 +78,7 @@ export function registerOrg(program: Command): void {
     .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { dataDir?: string; json?: boolean }) => {
-      const found = await withJoinkeep(o, (jk) => getOrganisation({ store: jk.storage, audit: jk.audit }, cliCaller, id));
+      const found = await withJoinkeep(o, (jk) => getOrganisation({ store: jk.storage, audit: jk.audit }, operatorCaller(), id));
       print(o.json === true, json(found), () => describe(found));
     });
   withFields(org.command('update').description('change an organisation: each option given replaces that field'))
@@ -87,7 +87,7 @@ export function registerOrg(program: Command): void {
     .action(async (id: string, o: FieldOptions & { dataDir?: string; json?: boolean }) => {
       const patch = fields(o);
       if (Object.values(patch).every((v) => v === undefined)) throw new UsageError('give at least one of --name, --role, --net-id, --ns-id, --as-id');
-      const updated = await withJoinkeep(o, (jk) => updateOrganisation({ store: jk.storage, audit: jk.audit }, cliCaller, id, patch));
+      const updated = await withJoinkeep(o, (jk) => updateOrganisation({ store: jk.storage, audit: jk.audit }, operatorCaller(), id, patch));
       print(o.json === true, json(updated), () => `Updated organisation ${updated.id}.\n${describe(updated)}`);
     });
 }

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Joinkeep } from '../../app/joinkeep.js';
-import { cliCaller } from '../../commissioning/caller.js';
+import { operatorCaller } from '../../commissioning/caller.js';
 import { attachPeer, requireOrganisation } from '../../commissioning/makers.js';
 import { RECOMMENDED_TOKEN_LENGTH, addApplicationServer, addNetworkServer } from '../../commissioning/peers.js';
 import type { PeerRecord } from '../../storage/storage.js';
@@ -23,7 +23,7 @@ function register(o: PeerOptions, add: (jk: Joinkeep) => Promise<PeerRecord>): P
     const attach = { store: jk.storage, audit: jk.audit };
     if (o.org !== undefined) await requireOrganisation(attach, o.org);
     const p = await add(jk);
-    if (o.org !== undefined) await attachPeer(attach, cliCaller, p.id, o.org);
+    if (o.org !== undefined) await attachPeer(attach, operatorCaller(), p.id, o.org);
     return p;
   });
 }

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { importSealedBatch } from '../../provisioning/batch-import.js';
 import { addMaker } from '../../provisioning/makers.js';
-import { cliCaller } from '../../commissioning/caller.js';
+import { operatorCaller } from '../../commissioning/caller.js';
 import { attachMaker, requireOrganisation } from '../../commissioning/makers.js';
 import { currentReceivingKey, publishedReceivingKeys } from '../../provisioning/receiving-keys.js';
 import { confirmTransfer, signTransferReceipt } from '../../provisioning/transfer.js';
@@ -78,7 +78,7 @@ export function registerMaker(program: Command): void {
         const attach = { store: jk.storage, audit: jk.audit };
         if (o.org !== undefined) await requireOrganisation(attach, o.org);
         const added = await addMaker({ storage: jk.storage, audit: jk.audit, actor: 'cli' }, { name: o.name, kind: o.kind as MakerRecord['kind'], publicJwk: jwk });
-        if (o.org !== undefined) await attachMaker(attach, cliCaller, added.name, o.org);
+        if (o.org !== undefined) await attachMaker(attach, operatorCaller(), added.name, o.org);
         return added;
       });
       process.stdout.write(`Registered ${m.kind} ${m.name} (signing key ${m.keyId})${o.org === undefined ? '' : ` for organisation ${o.org}`}.\n`);
@@ -120,7 +120,7 @@ export function registerBatchImport(batch: Command): void {
     });
 }
 
-export function registerTransfer(program: Command): void {
+export function registerTransfer(program: Command): Command {
   const transfer = program.command('transfer').description('hand devices over to another Join Server: keys sealed to its receiving key, retired here on its receipt');
   transfer
     .command('export')
@@ -173,6 +173,7 @@ export function registerTransfer(program: Command): void {
       const r = await withJoinkeep(o, (jk) => confirmTransfer({ storage: jk.storage, custody: jk.custody, actor: 'cli' }, receipt));
       print(o.json === true, r, () => `Transfer ${r.batchId} confirmed: ${r.devices} device(s) and their keys retired here.`);
     });
+  return transfer;
 }
 
 async function readJwk(path: string, option: string): Promise<JWK> {

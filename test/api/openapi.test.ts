@@ -53,9 +53,23 @@ describe('REST API / OpenAPI document', { timeout: 120_000 }, () => {
     assert.deepEqual(publicOps.sort(), ['GET /api/v1/openapi.json', 'GET /api/v1/receiving-key']);
   });
 
-  it('leaks no secret field / no response schema declares a secret, a hash or a private JWK member', () => {
-    const responses = JSON.stringify(Object.values(doc.paths).flatMap((ops) => Object.values(ops).map((op) => op.responses)));
-    for (const field of ['secretSha256', 'tokenSha256', 'secret', 'claimCodeHash', '"d"']) assert.ok(!responses.includes(field), field);
+  it('leaks no secret field / no response schema declares a secret, a hash or a private JWK member; every object is closed', () => {
+    const names = new Set<string>();
+    const open: string[] = [];
+    const walk = (node: unknown, where: string): void => {
+      if (Array.isArray(node)) node.forEach((n, i) => walk(n, `${where}/${i}`));
+      else if (typeof node === 'object' && node !== null) {
+        const o = node as Record<string, unknown>;
+        if (o['type'] === 'object' && typeof o['properties'] === 'object' && Object.keys(o['properties'] as object).length > 0) {
+          for (const k of Object.keys(o['properties'] as object)) names.add(k);
+          if (o['additionalProperties'] !== false) open.push(where);
+        }
+        for (const [k, v] of Object.entries(o)) walk(v, `${where}/${k}`);
+      }
+    };
+    for (const [path, ops] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(ops)) walk(op.responses, `${method} ${path}`);
+    for (const field of ['secret', 'secretSha256', 'tokenSha256', 'claimCodeHash', 'appKeyHandle', 'nwkKeyHandle', 'd', 'p', 'q']) assert.ok(!names.has(field), `a response declares "${field}"`);
+    assert.deepEqual(open, [], 'response objects with declared fields are closed (additionalProperties: false)');
   });
 
   it('serves the browsable docs / GET /api/v1/docs without a key', async () => {

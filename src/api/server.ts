@@ -1,50 +1,58 @@
 import Fastify, { type FastifyInstance } from 'fastify';
+import { authenticateApiKey, callerOfApiKey } from '../commissioning/api-keys.js';
 import type { KeyCustody } from '../custody/custody.js';
+import type { AuditSink } from '../observability/audit.js';
 import type { Logger } from '../observability/logger.js';
-import { importSealedBatch } from '../provisioning/batch-import.js';
-import { currentReceivingKey } from '../provisioning/receiving-keys.js';
-import type { Storage } from '../storage/storage.js';
-import { problemFor, sendProblem } from './problems.js';
+import type { CommissioningStore, Storage } from '../storage/storage.js';
+import { addAuthentication } from './auth.js';
+import type { ApiContext, ApiRoutes } from './context.js';
+import { addOpenApi } from './openapi.js';
+import { problem, sendError, sendProblem } from './problems.js';
+import { apiRoutes } from './routes/index.js';
 
 /*
- * The REST API, /api/v1 (docs/api/rest.md). Personalization only for now: the receiving key makers seal batches to,
- * and sealed batch import. A batch authenticates itself — only a registered maker's signature over a batch addressed
- * to our receiving key is accepted — so import needs no other credential; organisations and API keys come with
- * commissioning.
+ * The REST API, /api/v1 (docs/api/rest.md): one Fastify instance, one plugin per concern — authentication (auth.ts),
+ * the OpenAPI document (openapi.ts), errors as problem+json (problems.ts) — and the route groups of routes/*.ts.
+ * Handlers are thin: they parse (TypeBox), take the caller the auth hook resolved, call a service, shape the answer.
  */
 
 export interface ApiServerOptions {
-  readonly storage: Storage;
+  readonly storage: Storage & CommissioningStore;
   readonly custody: KeyCustody;
   readonly logger: Logger;
   /** Largest batch accepted, bytes (a 100,000-device batch is about 30 MB). */
   readonly batchBodyLimit: number;
+  /** Where audit events go; the storage by default. */
+  readonly audit?: AuditSink;
+  /** The route groups served; `apiRoutes` (every group of src/api/routes) by default. */
+  readonly routes?: readonly ApiRoutes[];
+  readonly now?: () => Date;
+  /** Version shown in the OpenAPI document. */
+  readonly version?: string;
 }
 
 export function createApiServer(o: ApiServerOptions): FastifyInstance {
-  const app = Fastify({ loggerInstance: o.logger as never, disableRequestLogging: false, bodyLimit: o.batchBodyLimit }) as unknown as FastifyInstance;
-  // The batch is verified over its exact bytes: keep the body as a Buffer whatever its JSON content type.
-  app.addContentTypeParser(['application/json', 'application/jose+json', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit: o.batchBodyLimit }, (_req, body, done) => done(null, body));
+  const app = Fastify({
+    loggerInstance: o.logger as never,
+    // HEAD would be a second, undocumented operation per GET; the document lists exactly what is served.
+    exposeHeadRoutes: false,
+    ajv: { customOptions: { removeAdditional: false } },
+  }) as unknown as FastifyInstance;
+  const ctx: ApiContext = { storage: o.storage, custody: o.custody, audit: o.audit ?? o.storage, logger: o.logger, batchBodyLimit: o.batchBodyLimit, now: o.now ?? (() => new Date()) };
+
   app.setErrorHandler((error, _req, reply) => {
-    const status = (error as { statusCode?: number }).statusCode;
-    if (status === 413) return sendProblem(reply, { type: 'urn:joinkeep:problem:TOO_LARGE', title: 'TOO_LARGE', status: 413, code: 'TOO_LARGE', detail: `the body is larger than ${o.batchBodyLimit} bytes` });
-    if (status === 415) return sendProblem(reply, { type: 'urn:joinkeep:problem:UNSUPPORTED_MEDIA_TYPE', title: 'UNSUPPORTED_MEDIA_TYPE', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', detail: 'send the sealed batch as application/json' });
-    const problem = problemFor(error);
-    if (problem.status >= 500) o.logger.error({ err: error }, 'API request failed');
-    return sendProblem(reply, problem);
+    const reason = error instanceof Error ? error : new Error(String(error));
+    const sent = sendError(reply, reason);
+    if (reply.statusCode >= 500) o.logger.error({ err: reason }, 'API request failed');
+    return sent;
   });
+  app.setNotFoundHandler((req, reply) => sendProblem(reply, problem('NOT_FOUND', 404, `no route ${req.method} ${req.url.split('?', 1)[0]}`)));
 
-  app.get('/api/v1/receiving-key', async (_req, reply) => {
-    const newest = await currentReceivingKey(o.custody);
-    if (newest === undefined) return sendProblem(reply, { type: 'urn:joinkeep:problem:NOT_FOUND', title: 'NOT_FOUND', status: 404, code: 'NOT_FOUND', detail: 'this Join Server has no receiving key yet (`joinkeep receiving-key create`)' });
-    return reply.type('application/jwk+json').send(newest.jwk);
+  addAuthentication(app, {
+    authenticate: async (token) => callerOfApiKey(await authenticateApiKey({ store: ctx.storage, now: ctx.now }, token)),
   });
-
-  app.post('/api/v1/batches', async (req, reply) => {
-    if (!Buffer.isBuffer(req.body)) return sendProblem(reply, { type: 'urn:joinkeep:problem:BATCH_INVALID', title: 'BATCH_INVALID', status: 400, code: 'BATCH_INVALID', detail: 'the body must be a sealed batch (JSON)' });
-    const report = await importSealedBatch({ storage: o.storage, custody: o.custody, actor: `api/${req.ip}` }, req.body);
-    return reply.code(201).send(report);
-  });
-
+  // Before the routes, so the document sees every one of them.
+  addOpenApi(app, { version: o.version ?? '0.1.0' });
+  for (const routes of o.routes ?? apiRoutes) app.register(async (scope) => routes(scope, ctx));
   return app;
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
+import { registerApiKey } from './commands/api-key.js';
 import { registerAudit } from './commands/audit.js';
 import { registerBatchSealCommands } from './commands/batch-seal.js';
 import { registerBind, registerClaim, registerDevices, registerFleetTransfer } from './commands/commissioning.js';
@@ -7,6 +8,7 @@ import { registerCustody } from './commands/custody.js';
 import { registerDevice } from './commands/device.js';
 import { registerInit } from './commands/init.js';
 import { registerKek } from './commands/kek.js';
+import { registerOrg } from './commands/org.js';
 import { registerPeer } from './commands/peer.js';
 import { registerBatchImport, registerInventory, registerMaker, registerReceivingKey, registerTransfer } from './commands/personalization.js';
 import { registerServe } from './commands/serve.js';
@@ -33,6 +35,8 @@ registerFleetTransfer(registerTransfer(program));
 registerClaim(program);
 registerBind(program);
 registerDevices(program);
+registerOrg(program);
+registerApiKey(program);
 registerAudit(program);
 registerCustody(program);
 registerServe(program);

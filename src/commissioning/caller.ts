@@ -34,8 +34,17 @@ export interface Caller {
 
 export const isOperator = (caller: Caller): boolean => caller.organisation === null && caller.scopes.has('admin');
 
+export function isScope(value: string): value is Scope {
+  return (scopes as readonly string[]).includes(value);
+}
+
+/** The operator holds every scope. */
+export function hasScope(caller: Caller, scope: Scope): boolean {
+  return caller.scopes.has(scope) || isOperator(caller);
+}
+
 export function requireScope(caller: Caller, scope: Scope): void {
-  if (caller.scopes.has(scope) || isOperator(caller)) return;
+  if (hasScope(caller, scope)) return;
   throw new CommissioningError('FORBIDDEN', `this API key lacks the scope ${scope}`);
 }
 

@@ -19,6 +19,11 @@ export interface BatchImportDeps {
   readonly custody: KeyCustody;
   readonly actor: string;
   readonly now?: () => Date;
+  /**
+   * Called with the maker whose signature verified, before anything else is looked at: throws to refuse (the REST API
+   * accepts a batch only from a maker of the caller's organisation). A refused caller learns nothing more of the batch.
+   */
+  readonly authorizeMaker?: (maker: string) => Promise<void>;
 }
 
 export interface BatchImportReport {
@@ -40,6 +45,7 @@ export async function importSealedBatch(deps: BatchImportDeps, file: Uint8Array)
     const m = await deps.storage.findMakerByKeyId(kid);
     return m === undefined ? undefined : { name: m.name, jwk: m.publicJwk };
   });
+  await deps.authorizeMaker?.(maker);
   const payloadSha256 = createHash('sha256').update(JSON.stringify(payload)).digest('hex').toUpperCase();
   const earlier = await deps.storage.getBatch(payload.batchId);
   if (earlier !== undefined) {

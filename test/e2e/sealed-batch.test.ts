@@ -219,7 +219,7 @@ for (const custody of ['software', 'pkcs11'] as const) {
       }
     });
 
-    it('the REST API / serves the receiving key and imports a batch; a replay is a 409 problem', async () => {
+    it('the REST API / serves the receiving key and imports a batch with an operator key; a replay is a 409 problem; another organisation\'s key is refused', async () => {
       await cliOk(['batch', 'seal', '--recipient', file('joinkeep.jwk'), '--signing-key', file('acme.private.jwk'), '--maker', 'acme', '--generate', '10', '--dev-eui-start', '70B3D57ED0060000', '--join-eui', JOIN_EUI, '--mac-version', '1.0.4', '--oaep', oaep, '--out', file('api.json'), '--manifest', file('api.csv'), '--programmer-file', file('api.prog.csv')]);
       devices.push(...(await programmerFile(file('api.prog.csv'))));
       let server: RunningServer | undefined;
@@ -230,19 +230,29 @@ for (const custody of ['software', 'pkcs11'] as const) {
         const jwk = (await (await fetch(`${api}/receiving-key`)).json()) as Record<string, unknown>;
         assert.deepEqual(jwk, JSON.parse(await readFile(file('joinkeep.jwk'), 'utf8')));
         const body = await readFile(file('api.json'));
-        const first = await fetch(`${api}/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        // Import needs a key with batches:write, and the batch's maker must be the key's organisation's (any, for the operator).
+        const anonymous = await fetch(`${api}/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        assert.equal(anonymous.status, 401);
+        await cliOk(['org', 'create', ...dd, '--id', 'not-acme', '--name', 'Not Acme', '--role', 'device-maker']);
+        const stranger = (await cliJson<{ key: string }>(['api-key', 'create', ...dd, '--org', 'not-acme', '--name', 'import', '--scope', 'batches:write'])).key;
+        const foreign = await fetch(`${api}/batches`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${stranger}` }, body });
+        assert.equal(foreign.status, 403);
+        assert.equal(((await foreign.json()) as { code: string }).code, 'FORBIDDEN');
+        const operator = (await cliJson<{ key: string }>(['api-key', 'create', ...dd, '--operator', '--name', 'import', '--scope', 'batches:write'])).key;
+        const headers = { 'content-type': 'application/json', authorization: `Bearer ${operator}` };
+        const first = await fetch(`${api}/batches`, { method: 'POST', headers, body });
         assert.equal(first.status, 201, await first.clone().text());
         assert.equal(((await first.json()) as { devices: number }).devices, 10);
-        const replay = await fetch(`${api}/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        const replay = await fetch(`${api}/batches`, { method: 'POST', headers, body });
         assert.equal(replay.status, 409);
         assert.equal(replay.headers.get('content-type'), 'application/problem+json; charset=utf-8');
         assert.equal(((await replay.json()) as { code: string }).code, 'BATCH_ALREADY_IMPORTED');
         const tampered = Buffer.from(body.toString('utf8').replace(/"signature":"./, (m) => `${m.slice(0, -1)}${m.endsWith('A') ? 'B' : 'A'}`));
-        const bad = await fetch(`${api}/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: tampered });
+        const bad = await fetch(`${api}/batches`, { method: 'POST', headers, body: tampered });
         assert.equal(bad.status, 400);
         assert.equal(((await bad.json()) as { code: string }).code, 'BATCH_SIGNATURE_INVALID');
         // A conflicting DevEUI: 409 with the per-device report.
-        const clash = await fetch(`${api}/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: await readFile(file('clash.json')) });
+        const clash = await fetch(`${api}/batches`, { method: 'POST', headers, body: await readFile(file('clash.json')) });
         assert.equal(clash.status, 409);
         const report = (await clash.json()) as { code: string; conflicts: { devEui: string; reason: string }[] };
         assert.equal(report.code, 'BATCH_CONFLICT');

@@ -1,6 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import type { Command } from 'commander';
+import type { Joinkeep } from '../../app/joinkeep.js';
+import { operatorCaller } from '../../commissioning/caller.js';
+import { attachPeer, requireOrganisation } from '../../commissioning/makers.js';
 import { RECOMMENDED_TOKEN_LENGTH, addApplicationServer, addNetworkServer } from '../../commissioning/peers.js';
 import type { PeerRecord } from '../../storage/storage.js';
 import { UsageError, print, readSecretFile, withJoinkeep } from '../context.js';
@@ -11,6 +14,18 @@ interface PeerOptions {
   clientCert?: string;
   kekLabel?: string;
   allowClearKeys?: boolean;
+  org?: string;
+}
+
+/** Registers the peer and, with --org, attaches it to that organisation (checked to exist first). */
+function register(o: PeerOptions, add: (jk: Joinkeep) => Promise<PeerRecord>): Promise<PeerRecord> {
+  return withJoinkeep(o, async (jk) => {
+    const attach = { store: jk.storage, audit: jk.audit };
+    if (o.org !== undefined) await requireOrganisation(attach, o.org);
+    const p = await add(jk);
+    if (o.org !== undefined) await attachPeer(attach, operatorCaller(), p.id, o.org);
+    return p;
+  });
 }
 
 async function credentials(o: PeerOptions) {
@@ -35,7 +50,8 @@ function withCommon(c: Command): Command {
     .option('--token-file <file>', 'file with the bearer token the peer sends (stored hashed)')
     .option('--client-cert <file>', 'pin the peer\'s TLS client certificate (PEM/DER) by fingerprint')
     .option('--kek-label <label>', 'KEK its session keys are wrapped under (add it first with `kek add`)')
-    .option('--allow-clear-keys', 'explicitly allow clear session keys for this peer (only when it has no KEK)');
+    .option('--allow-clear-keys', 'explicitly allow clear session keys for this peer (only when it has no KEK)')
+    .option('--org <id>', 'the organisation that runs this peer');
 }
 
 function describe(p: PeerRecord): string {
@@ -50,15 +66,15 @@ export function registerPeer(program: Command): void {
     .option('--ns-id <eui>', 'NSID (TS002-1.1) of this network server')
     .action(async (o: PeerOptions & { netId: string; nsId?: string }) => {
       const input = { netId: o.netId, nsId: o.nsId, ...(await credentials(o)) };
-      const p = await withJoinkeep(o, (jk) => addNetworkServer({ storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'cli' }, input));
-      process.stdout.write(`Registered network server ${describe(p)}.\n`);
+      const p = await register(o, (jk) => addNetworkServer({ storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'cli' }, input));
+      process.stdout.write(`Registered network server ${describe(p)}${o.org === undefined ? '' : ` for organisation ${o.org}`}.\n`);
     });
   withCommon(peer.command('add-as').description('register an application server (AS-ID)'))
     .requiredOption('--as-id <id>', 'AS-ID, as the application server sends it in SenderID')
     .action(async (o: PeerOptions & { asId: string }) => {
       const input = { asId: o.asId, ...(await credentials(o)) };
-      const p = await withJoinkeep(o, (jk) => addApplicationServer({ storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'cli' }, input));
-      process.stdout.write(`Registered application server ${describe(p)}.\n`);
+      const p = await register(o, (jk) => addApplicationServer({ storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'cli' }, input));
+      process.stdout.write(`Registered application server ${describe(p)}${o.org === undefined ? '' : ` for organisation ${o.org}`}.\n`);
     });
   peer
     .command('list')

@@ -3,6 +3,8 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { importSealedBatch } from '../../provisioning/batch-import.js';
 import { addMaker } from '../../provisioning/makers.js';
+import { operatorCaller } from '../../commissioning/caller.js';
+import { attachMaker, requireOrganisation } from '../../commissioning/makers.js';
 import { currentReceivingKey, publishedReceivingKeys } from '../../provisioning/receiving-keys.js';
 import { confirmTransfer, signTransferReceipt } from '../../provisioning/transfer.js';
 import type { JWK } from 'jose';
@@ -67,12 +69,19 @@ export function registerMaker(program: Command): void {
     .requiredOption('--name <name>', 'the name its batches carry in "maker"')
     .option('--kind <kind>', 'device-maker, se-vendor or join-server', 'device-maker')
     .requiredOption('--public-key <file>', 'its public signing key as a JWK file (from `joinkeep batch keygen`)')
-    .action(async (o: { dataDir?: string; name: string; kind: string; publicKey: string }) => {
+    .option('--org <id>', 'the organisation it belongs to (it may then import this maker\'s batches over the API)')
+    .action(async (o: { dataDir?: string; name: string; kind: string; publicKey: string; org?: string }) => {
       const jwk = await readFile(o.publicKey, 'utf8').catch(() => {
         throw new UsageError(`--public-key ${o.publicKey} cannot be read`);
       });
-      const m = await withJoinkeep(o, (jk) => addMaker({ storage: jk.storage, audit: jk.audit, actor: 'cli' }, { name: o.name, kind: o.kind as MakerRecord['kind'], publicJwk: jwk }));
-      process.stdout.write(`Registered ${m.kind} ${m.name} (signing key ${m.keyId}).\n`);
+      const m = await withJoinkeep(o, async (jk) => {
+        const attach = { store: jk.storage, audit: jk.audit };
+        if (o.org !== undefined) await requireOrganisation(attach, o.org);
+        const added = await addMaker({ storage: jk.storage, audit: jk.audit, actor: 'cli' }, { name: o.name, kind: o.kind as MakerRecord['kind'], publicJwk: jwk });
+        if (o.org !== undefined) await attachMaker(attach, operatorCaller(), added.name, o.org);
+        return added;
+      });
+      process.stdout.write(`Registered ${m.kind} ${m.name} (signing key ${m.keyId})${o.org === undefined ? '' : ` for organisation ${o.org}`}.\n`);
     });
   maker
     .command('list')

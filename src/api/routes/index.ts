@@ -1,0 +1,8 @@
+import type { ApiRoutes } from '../context.js';
+import { apiKeyRoutes } from './api-keys.js';
+import { batchRoutes } from './batches.js';
+import { organisationRoutes } from './organisations.js';
+import { receivingKeyRoutes } from './receiving-key.js';
+
+/** Every route group of /api/v1, in the order of the OpenAPI document. Add new groups here. */
+export const apiRoutes: readonly ApiRoutes[] = [receivingKeyRoutes, batchRoutes, organisationRoutes, apiKeyRoutes];

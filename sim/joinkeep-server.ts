@@ -11,6 +11,8 @@ import { joinkeepMain } from './joinkeep-cli.js';
 
 export interface RunningServer {
   readonly url: string;
+  /** The REST API's base URL (`http://127.0.0.1:<port>`), when started with `api: true`. */
+  readonly apiUrl?: string;
   /** CPU seconds (user + system) the server process and its live children (serve --processes) have used so far (Linux /proc; NaN elsewhere). */
   cpuSeconds(): number;
   readonly port: number;
@@ -53,11 +55,12 @@ export function freeLoopbackPort(): Promise<number> {
 
 export async function startServer(
   dataDir: string,
-  opts: { readyTimeoutMs?: number; extraEnv?: Record<string, string>; nodeArgs?: readonly string[]; args?: readonly string[] } = {},
+  opts: { readyTimeoutMs?: number; extraEnv?: Record<string, string>; nodeArgs?: readonly string[]; args?: readonly string[]; api?: boolean } = {},
 ): Promise<RunningServer> {
   installHooks();
   const port = await freeLoopbackPort();
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), joinkeepMain, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...(opts.args ?? [])], {
+  const apiPort = opts.api === true ? await freeLoopbackPort() : undefined;
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), joinkeepMain, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...(apiPort === undefined ? [] : ['--api-listen', `127.0.0.1:${apiPort}`]), ...(opts.args ?? [])], {
     env: { ...process.env, JOINKEEP_DATA_DIR: dataDir, ...opts.extraEnv },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -69,7 +72,8 @@ export async function startServer(
   const exited = new Promise<void>((resolve) => child.once('exit', () => { children.delete(child); resolve(); }));
   const url = `http://127.0.0.1:${port}/`;
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 20_000);
-  while (!(await healthy(port))) {
+  // Both listeners: the REST API may open after the Backend Interfaces listener answers.
+  while (!(await healthy(port)) || (apiPort !== undefined && !(await healthy(apiPort, '/api/v1/openapi.json')))) {
     if (child.exitCode !== null) throw new Error(`joinkeep serve exited with ${child.exitCode}: ${tail.trim()}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -79,6 +83,7 @@ export async function startServer(
   }
   return {
     url,
+    ...(apiPort === undefined ? {} : { apiUrl: `http://127.0.0.1:${apiPort}` }),
     port,
     pid: child.pid ?? -1,
     stderrTail: () => tail,
@@ -93,9 +98,9 @@ export async function startServer(
   };
 }
 
-function healthy(port: number): Promise<boolean> {
+function healthy(port: number, path = '/healthz'): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/healthz', timeout: 1_000, agent: false }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path, timeout: 1_000, agent: false }, (res) => {
       res.resume();
       resolve(res.statusCode === 200);
     });

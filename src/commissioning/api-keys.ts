@@ -51,7 +51,7 @@ export async function createApiKey(deps: ApiKeyDeps, caller: Caller, organisatio
   const scopes = checkScopes(input.scopes);
   if (scopes.includes('admin')) throw new CommissioningError('FORBIDDEN', 'an organisation\'s key cannot have the scope admin; operator keys are made with `joinkeep api-key create --operator`');
   // No escalation: an organisation's key hands out at most what it holds itself.
-  const beyond = isOperator(caller) ? [] : scopes.filter((s) => !caller.scopes.has(s));
+  const beyond = caller.scopes.has('admin') ? [] : scopes.filter((s) => !caller.scopes.has(s));
   if (beyond.length > 0) throw new CommissioningError('FORBIDDEN', `this API key cannot grant scopes it does not hold: ${beyond.join(', ')}`);
   return issue(deps, caller.actor, organisation, { ...input, scopes });
 }

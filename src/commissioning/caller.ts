@@ -32,15 +32,19 @@ export interface Caller {
   readonly rateKey: string;
 }
 
-export const isOperator = (caller: Caller): boolean => caller.organisation === null && caller.scopes.has('admin');
+/**
+ * An installation-operator key (no organisation) acts for every organisation within its scopes: it sees every device
+ * and every maker's batches. Its scopes still limit what it may do; `admin` holds them all.
+ */
+export const isOperator = (caller: Caller): boolean => caller.organisation === null;
 
 export function isScope(value: string): value is Scope {
   return (scopes as readonly string[]).includes(value);
 }
 
-/** The operator holds every scope. */
+/** `admin` holds every scope. */
 export function hasScope(caller: Caller, scope: Scope): boolean {
-  return caller.scopes.has(scope) || isOperator(caller);
+  return caller.scopes.has(scope) || caller.scopes.has('admin');
 }
 
 export function requireScope(caller: Caller, scope: Scope): void {

@@ -224,9 +224,8 @@ for (const custody of ['software', 'pkcs11'] as const) {
       devices.push(...(await programmerFile(file('api.prog.csv'))));
       let server: RunningServer | undefined;
       try {
-        const port = 20000 + Math.floor(Math.random() * 20000);
-        server = await startServer(root.dataDir, { args: ['--api-listen', `127.0.0.1:${port}`] });
-        const api = `http://127.0.0.1:${port}/api/v1`;
+        server = await startServer(root.dataDir, { api: true });
+        const api = `${server.apiUrl!}/api/v1`;
         const jwk = (await (await fetch(`${api}/receiving-key`)).json()) as Record<string, unknown>;
         assert.deepEqual(jwk, JSON.parse(await readFile(file('joinkeep.jwk'), 'utf8')));
         const body = await readFile(file('api.json'));

@@ -1,4 +1,4 @@
-export const commissioningErrorCodes = ['INVALID_INPUT', 'PEER_EXISTS', 'KEK_NOT_FOUND'] as const;
+export const commissioningErrorCodes = ['INVALID_INPUT', 'PEER_EXISTS', 'KEK_NOT_FOUND', 'CONFLICT'] as const;
 export type CommissioningErrorCode = (typeof commissioningErrorCodes)[number];
 
 export class CommissioningError extends Error {

@@ -19,3 +19,4 @@ export * from './ts002/messages.js';
 export * from './ts002/result-codes.js';
 export * from './ts002/parse.js';
 export * from './ts002/header.js';
+export * from './csv.js';

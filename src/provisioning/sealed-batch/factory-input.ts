@@ -2,7 +2,7 @@ import { randomFillSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { type Eui64, type MacVersion, ProtocolError, eui64FromBeHex, parseHex, parseMacVersion } from '../../protocol/index.js';
 import { ProvisioningError } from '../errors.js';
-import { CsvSyntaxError, parseCsv } from './csv.js';
+import { CsvSyntaxError, parseCsv } from '../../protocol/csv.js';
 import { MAX_DEVICES } from './schema.js';
 
 /*

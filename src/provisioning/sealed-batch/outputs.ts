@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { type Eui64, type MacVersion, formatTr005, isTr005Value } from '../../protocol/index.js';
 import { ProvisioningError } from '../errors.js';
 import { normalizeClaimCode } from './claim-codes.js';
-import { csvLine } from './csv.js';
+import { csvLine } from '../../protocol/csv.js';
 
 /*
  * What the maker tool writes besides the sealed batch: the key-free manifest (labels, QR codes, the buyer's

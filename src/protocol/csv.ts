@@ -1,7 +1,10 @@
+import { ProtocolError } from './errors.js';
+
 /*
  * RFC 4180 CSV, small and strict enough for factory files: quoted fields (with "" and line breaks inside),
  * CRLF or LF, a leading BOM. The delimiter is the first of , ; TAB found in the header line, since
  * spreadsheets in many locales write semicolons. Each record carries the line it starts on, for error messages.
+ * Pure, so both the maker tool's factory input (provisioning) and a buyer's manifest (commissioning) read CSV alike.
  */
 
 export interface CsvRecord {
@@ -9,13 +12,12 @@ export interface CsvRecord {
   readonly fields: readonly string[];
 }
 
-export class CsvSyntaxError extends Error {
-  override readonly name = 'CsvSyntaxError';
+export class CsvSyntaxError extends ProtocolError {
   constructor(
     readonly line: number,
     message: string,
   ) {
-    super(message);
+    super('INVALID_FIELD', message, 'CSV');
   }
 }
 

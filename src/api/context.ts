@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { FailureLimiter } from '../commissioning/rate-limit.js';
 import type { KeyCustody } from '../custody/custody.js';
 import type { AuditSink } from '../observability/audit.js';
 import type { Logger } from '../observability/logger.js';
@@ -13,6 +14,8 @@ export interface ApiContext {
   /** Largest sealed batch accepted, bytes. */
   readonly batchBodyLimit: number;
   readonly now: () => Date;
+  /** Failed claims per caller (shared with the claim API v2 on the backend listener). */
+  readonly claimLimiter: FailureLimiter;
 }
 
 /**

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { authenticateApiKey, callerOfApiKey } from '../commissioning/api-keys.js';
+import { FailureLimiter } from '../commissioning/rate-limit.js';
 import type { KeyCustody } from '../custody/custody.js';
 import type { AuditSink } from '../observability/audit.js';
 import type { Logger } from '../observability/logger.js';
@@ -27,6 +28,8 @@ export interface ApiServerOptions {
   /** The route groups served; `apiRoutes` (every group of src/api/routes) by default. */
   readonly routes?: readonly ApiRoutes[];
   readonly now?: () => Date;
+  /** Failed-claim budget per caller; a new one (10 per minute) by default. */
+  readonly claimLimiter?: FailureLimiter;
   /** Version shown in the OpenAPI document. */
   readonly version?: string;
 }
@@ -38,7 +41,7 @@ export function createApiServer(o: ApiServerOptions): FastifyInstance {
     exposeHeadRoutes: false,
     ajv: { customOptions: { removeAdditional: false } },
   }) as unknown as FastifyInstance;
-  const ctx: ApiContext = { storage: o.storage, custody: o.custody, audit: o.audit ?? o.storage, logger: o.logger, batchBodyLimit: o.batchBodyLimit, now: o.now ?? (() => new Date()) };
+  const ctx: ApiContext = { storage: o.storage, custody: o.custody, audit: o.audit ?? o.storage, logger: o.logger, batchBodyLimit: o.batchBodyLimit, now: o.now ?? (() => new Date()), claimLimiter: o.claimLimiter ?? new FailureLimiter() };
 
   app.setErrorHandler((error, _req, reply) => {
     const reason = error instanceof Error ? error : new Error(String(error));

@@ -1,7 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
-import { type AdminSource, addAdminRoutes, createBackendServer, localAdminSource } from '../backend/server.js';
+import { type AdminSource, addAdminRoutes, clientCertSha256Of, createBackendServer, localAdminSource } from '../backend/server.js';
+import { registerClaimApiV2 } from '../api/claim-v2.js';
+import { FailureLimiter } from '../commissioning/rate-limit.js';
 import { type Logger, createLogger } from '../observability/logger.js';
 import { registerCustodyMetrics } from '../observability/custody-metrics.js';
 import { createMetrics } from '../observability/metrics.js';
@@ -72,6 +74,9 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
       custodyHealth,
       admin: options.admin,
     });
+    // The Things Join Server claim API v2 for claim clients (client certificates), beside the Backend Interfaces.
+    const claimLimiter = new FailureLimiter();
+    registerClaimApiV2(backend, { storage: joinkeep.storage, custody, limiter: claimLimiter, clientCertSha256: (req) => clientCertSha256Of(req.raw.socket) });
     servers.push(backend);
     const url = await backend.listen(parseListen(options.listen ?? config.backend.listen, '--listen'));
     let adminUrl: string | undefined;
@@ -84,7 +89,7 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
     let apiUrl: string | undefined;
     const apiListen = options.apiListen ?? config.api?.listen;
     if (apiListen !== undefined) {
-      const api = createApiServer({ storage: joinkeep.storage, custody, logger, batchBodyLimit: config.api?.bodyLimit ?? DEFAULT_API_BODY_LIMIT });
+      const api = createApiServer({ storage: joinkeep.storage, custody, logger, claimLimiter, batchBodyLimit: config.api?.bodyLimit ?? DEFAULT_API_BODY_LIMIT });
       servers.push(api);
       apiUrl = await api.listen(parseListen(apiListen, '--api-listen'));
     }

@@ -107,12 +107,16 @@ function knownMessageType(messageType: string): string {
 }
 
 function credentialsOf(authorization: string | undefined, socket: unknown): Credentials {
+  const clientCertSha256 = clientCertSha256Of(socket);
+  return clientCertSha256 === undefined ? { authorization } : { authorization, clientCertSha256 };
+}
+
+/** SHA-256 fingerprint (lower-case hex) of the TLS client certificate, when one was presented and chains to the client CA. */
+export function clientCertSha256Of(socket: unknown): string | undefined {
   const tls = socket as Partial<TLSSocket>;
-  if (typeof tls.getPeerCertificate === 'function' && tls.authorized === true) {
-    const cert = tls.getPeerCertificate();
-    if (cert?.fingerprint256) return { authorization, clientCertSha256: cert.fingerprint256.replaceAll(':', '').toLowerCase() };
-  }
-  return { authorization };
+  if (typeof tls.getPeerCertificate !== 'function' || tls.authorized !== true) return undefined;
+  const cert = tls.getPeerCertificate();
+  return cert?.fingerprint256 ? cert.fingerprint256.replaceAll(':', '').toLowerCase() : undefined;
 }
 
 async function record(o: BackendServerOptions, requestLog: Logger, outcome: Outcome, seconds: number): Promise<void> {

@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { ProtocolError, parseTr005 } from '../protocol/index.js';
+import { ProtocolError, parseDeviceQr } from '../protocol/index.js';
 import { claimCodeHash, generateClaimCode, groupClaimCode, normalizeClaimCode } from '../provisioning/sealed-batch/claim-codes.js';
 import { ProvisioningError } from '../provisioning/errors.js';
 import type { AuditEvent, FoundDevice } from '../storage/storage.js';
@@ -49,7 +49,7 @@ export function claimTarget(input: ClaimInput): { devEui: string; code: string }
     if (input.devEui !== undefined || input.claimCode !== undefined) throw new CommissioningError('INVALID_INPUT', 'give either a QR code, or a DevEUI and a claim code');
     let qr;
     try {
-      qr = parseTr005(input.qrCode.trim());
+      qr = parseDeviceQr(input.qrCode.trim());
     } catch (error) {
       if (error instanceof ProtocolError) throw new CommissioningError('INVALID_INPUT', `QR code: ${error.message}`);
       throw error;

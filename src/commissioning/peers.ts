@@ -38,6 +38,17 @@ export async function addApplicationServer(deps: Deps, input: { asId: string } &
   return register(deps, peer);
 }
 
+/**
+ * A claim client: The Things Stack's Device Claiming Server (or any client of the claim API v2), authenticated by its
+ * TLS client certificate only, acting for one organisation. It cannot send Backend Interfaces messages.
+ */
+export async function addClaimClient(deps: Deps, input: { name: string; clientCertSha256: string }): Promise<PeerRecord> {
+  const name = input.name.trim();
+  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) throw new CommissioningError('INVALID_INPUT', '--name must be 1–63 lower-case letters, digits, ".", "_" or "-"');
+  const peer = await newPeer(deps, { kind: 'claim', id: `claim/${name}`, netId: null, nsId: null, asId: null }, { clientCertSha256: input.clientCertSha256 });
+  return register(deps, peer);
+}
+
 async function newPeer(deps: Deps, identity: Pick<PeerRecord, 'kind' | 'id' | 'netId' | 'nsId' | 'asId'>, input: PeerCredentials & PeerKeyPolicy): Promise<PeerRecord> {
   const token = input.token?.trim();
   if ((token === undefined || token === '') && input.clientCertSha256 === undefined) {

@@ -318,8 +318,12 @@ export class KyselyStorage implements Storage {
     return row === undefined ? undefined : peerFromRow(row);
   }
 
-  async listPeers(): Promise<PeerRecord[]> {
-    const rows = await this.#run('listPeers', () => this.db.selectFrom('peers').selectAll().orderBy('id').execute());
+  async listPeers(filter: { readonly organisation?: string } = {}): Promise<PeerRecord[]> {
+    const rows = await this.#run('listPeers', () => {
+      let q = this.db.selectFrom('peers').selectAll();
+      if (filter.organisation !== undefined) q = q.where('organisation', '=', filter.organisation);
+      return q.orderBy('id').execute();
+    });
     return rows.map(peerFromRow);
   }
 

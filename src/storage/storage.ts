@@ -388,7 +388,8 @@ export interface Storage extends CommissioningStore {
   /** NS peers registered for a NetID (any NSID). */
   findNetworkServers(netId: NetId): Promise<PeerRecord[]>;
   findApplicationServer(asId: string): Promise<PeerRecord | undefined>;
-  listPeers(): Promise<PeerRecord[]>;
+  /** Every peer, or those of one organisation. */
+  listPeers(filter?: { readonly organisation?: string }): Promise<PeerRecord[]>;
 
   // Sealed keys of the software keystore
   insertKeyRecord(record: SealedKeyRecord): Promise<void>;

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import type { Joinkeep } from '../../app/joinkeep.js';
 import { operatorCaller } from '../../commissioning/caller.js';
 import { attachPeer, requireOrganisation } from '../../commissioning/makers.js';
-import { RECOMMENDED_TOKEN_LENGTH, addApplicationServer, addNetworkServer } from '../../commissioning/peers.js';
+import { RECOMMENDED_TOKEN_LENGTH, addApplicationServer, addClaimClient, addNetworkServer } from '../../commissioning/peers.js';
 import type { PeerRecord } from '../../storage/storage.js';
 import { UsageError, print, readSecretFile, withJoinkeep } from '../context.js';
 
@@ -75,6 +75,18 @@ export function registerPeer(program: Command): void {
       const input = { asId: o.asId, ...(await credentials(o)) };
       const p = await register(o, (jk) => addApplicationServer({ storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'cli' }, input));
       process.stdout.write(`Registered application server ${describe(p)}${o.org === undefined ? '' : ` for organisation ${o.org}`}.\n`);
+    });
+  peer
+    .command('add-claim-client')
+    .description('register a claim client (The Things Stack\'s Device Claiming Server) of an organisation: it calls the claim API v2 on the Backend Interfaces listener with this TLS client certificate')
+    .option('--data-dir <dir>', 'data directory (or JOINKEEP_DATA_DIR)')
+    .requiredOption('--name <name>', 'a name for it, e.g. tts-dcs')
+    .requiredOption('--client-cert <file>', 'its TLS client certificate (PEM/DER), pinned by fingerprint')
+    .requiredOption('--org <id>', 'the organisation (role device-owner) its claims are for')
+    .action(async (o: PeerOptions & { name: string; org: string }) => {
+      const { clientCertSha256 } = await credentials(o);
+      const p = await register(o, (jk) => addClaimClient({ storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'cli' }, { name: o.name, clientCertSha256: clientCertSha256! }));
+      process.stdout.write(`Registered claim client ${p.id} for organisation ${o.org}; it needs the Backend Interfaces listener on TLS with a client CA (backend.tls.clientCaFile).\n`);
     });
   peer
     .command('list')

@@ -14,8 +14,8 @@ import { DevEuiHex, DeviceParams } from './devices.js';
  */
 
 const Options = {
-  lock: Type.Optional(Type.Boolean({ default: true, description: 'afterwards nobody can claim the device away with its code' })),
-  regenerate: Type.Optional(Type.Boolean({ default: false, description: 'replace the claim code with a new one, returned once' })),
+  lock: Type.Optional(Type.Boolean({ description: 'afterwards nobody can claim the device away with its code (default true)' })),
+  regenerate: Type.Optional(Type.Boolean({ description: 'replace the claim code with a new one, returned once (default false)' })),
 };
 const ClaimRequest = Type.Union(
   [

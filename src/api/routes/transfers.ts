@@ -24,7 +24,7 @@ const Transfer = Closed({
 const Offer = Closed({
   devEuis: Type.Array(DevEuiHex, { minItems: 1, maxItems: 10_000 }),
   to: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{1,62}$', description: 'the recipient organisation; absent = a token offer' })),
-  expiresInS: Type.Optional(Type.Integer({ minimum: 60, maximum: 7_776_000, default: 604_800 })),
+  expiresInS: Type.Optional(Type.Integer({ minimum: 60, maximum: 7_776_000, description: 'seconds the offer stays open (default 604800, 7 days)' })),
 });
 const Offered = Closed({ transfer: Transfer, token: Type.Optional(Type.String({ description: 'token offers: the one-time token to give the recipient; shown once' })) });
 const TransferParams = Closed({ id: Type.String({ format: 'uuid' }) });

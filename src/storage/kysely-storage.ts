@@ -155,7 +155,14 @@ export class KyselyStorage implements Storage {
       () => this.db.selectFrom('devices').select('dev_eui').where('join_eui', '=', joinEui).limit(1),
       [joinEui, 1],
     );
-    return row !== undefined;
+    if (row !== undefined) return true;
+    // Unbound devices (a maker's stock, claimed but not bound) are ours too: their JoinEUI is served here.
+    const [unbound] = await this.#query(
+      'servesJoinEuiUnbound',
+      () => this.db.selectFrom('device_inventory').select('dev_eui').where('join_eui', '=', joinEui).limit(1),
+      [joinEui, 1],
+    );
+    return unbound !== undefined;
   }
 
   async getJoinState(devEui: Eui64, joinEui: Eui64): Promise<JoinState> {

@@ -62,6 +62,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 
     `alter table makers add column organisation text references organisations (id)`,
     `create index makers_organisation on makers (organisation)`,
+    // A JoinEUI is served here when any device uses it, bound or not (UnknownDevEUI rather than UnknownReceiver).
+    `create index device_inventory_join_eui on device_inventory (join_eui)`,
     `alter table peers add column organisation text references organisations (id)`,
     // The organisation whose trail an event belongs to; not a foreign key: the trail outlives what it names.
     `alter table audit_events add column organisation text`,

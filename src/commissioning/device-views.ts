@@ -1,4 +1,4 @@
-import type { FoundDevice, SessionRecord } from '../storage/storage.js';
+import type { AuditEvent, FoundDevice, SessionRecord } from '../storage/storage.js';
 
 /*
  * What the API shows of a device: identity, ownership, claim state and binding. Never a key, and not even the custody
@@ -31,15 +31,22 @@ export interface BindingView {
   readonly boundAt: string | null;
 }
 
+/** One activation attempt: an accepted Join/Rejoin (a session) or a refusal of a known device, newest first. */
 export interface ActivationView {
   readonly at: string;
-  readonly sessionKeyId: string;
-  readonly joinEui: string;
-  readonly scheme: string;
-  readonly joinNonce: number;
-  readonly devNonce: number;
-  readonly netId: string;
-  readonly devAddr: string;
+  readonly outcome: 'accepted' | 'refused';
+  /** `Success`, or why it was refused (MIC_FAILED, DEV_NONCE_REPLAYED, ACTIVATION_DISALLOWED, …). */
+  readonly result: string;
+  readonly description: string | null;
+  /** The network server that asked (refusals), e.g. `ns/000013`. */
+  readonly sender: string | null;
+  readonly sessionKeyId: string | null;
+  readonly joinEui: string | null;
+  readonly scheme: string | null;
+  readonly joinNonce: number | null;
+  readonly devNonce: number | null;
+  readonly netId: string | null;
+  readonly devAddr: string | null;
 }
 
 const iso = (d: Date | null): string | null => (d === null ? null : d.toISOString());
@@ -79,7 +86,15 @@ export function deviceView(found: FoundDevice): DeviceView {
 
 export function activationView(s: SessionRecord): ActivationView {
   return {
-    at: s.createdAt.toISOString(), sessionKeyId: s.sessionKeyId, joinEui: s.joinEui, scheme: s.scheme,
-    joinNonce: s.joinNonce, devNonce: s.devNonce, netId: s.netId, devAddr: s.devAddr,
+    at: s.createdAt.toISOString(), outcome: 'accepted', result: 'Success', description: null, sender: null, sessionKeyId: s.sessionKeyId, joinEui: s.joinEui,
+    scheme: s.scheme, joinNonce: s.joinNonce, devNonce: s.devNonce, netId: s.netId, devAddr: s.devAddr,
+  };
+}
+
+export function refusalView(e: AuditEvent): ActivationView {
+  const reason = e.details['reason'];
+  return {
+    at: e.at.toISOString(), outcome: 'refused', result: e.outcome, description: typeof reason === 'string' ? reason : null, sender: e.actor,
+    sessionKeyId: null, joinEui: null, scheme: null, joinNonce: null, devNonce: null, netId: null, devAddr: null,
   };
 }

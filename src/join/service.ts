@@ -6,6 +6,7 @@ import { type AppSKeyDelivery, handleAppSKeyRequest } from './app-s-key.js';
 import { type JoinContext, type JoinSettings, defaultJoinSettings } from './context.js';
 import { type HomeNetwork, handleHomeNsRequest } from './home-ns.js';
 import { handleJoinRequest } from './join-request.js';
+import { RefusalLog } from './refusal-log.js';
 import { handleRejoinRequest } from './rejoin-request.js';
 
 /** The join engine's entry points, one per Backend Interfaces request it serves. */
@@ -23,9 +24,18 @@ export function createJoinService(deps: Omit<JoinContext, 'settings' | 'now' | '
     newSessionKeyId: () => randomBytes(16).toString('hex').toUpperCase(),
     ...deps,
   };
+  const refusals = new RefusalLog((e) => ctx.storage.appendAudit(e), ctx.now);
   return {
-    join: (caller, msg) => handleJoinRequest(ctx, caller, msg),
-    rejoin: (caller, msg) => handleRejoinRequest(ctx, caller, msg),
+    join: (caller, msg) =>
+      handleJoinRequest(ctx, caller, msg).catch(async (error: unknown) => {
+        await refusals.refused('join.refuse', caller, msg.devEui, error);
+        throw error;
+      }),
+    rejoin: (caller, msg) =>
+      handleRejoinRequest(ctx, caller, msg).catch(async (error: unknown) => {
+        await refusals.refused('rejoin.refuse', caller, msg.devEui, error);
+        throw error;
+      }),
     appSKey: (caller, msg) => handleAppSKeyRequest(ctx, caller, msg),
     homeNetwork: (caller, msg) => handleHomeNsRequest(ctx, caller, msg),
   };

@@ -402,13 +402,14 @@ export class KyselyStorage implements Storage {
 
   /** Oldest first (append order), so a consumer can follow the trail with the `next` cursor. */
   async listAudit(
-    options: ListOptions & { readonly subject?: string; readonly action?: string; readonly organisation?: string } = {},
+    options: ListOptions & { readonly subject?: string; readonly action?: string; readonly organisation?: string; readonly newestFirst?: boolean } = {},
   ): Promise<{ items: AuditEvent[]; next?: string }> {
     const limit = pageSize(options.limit);
     const after = options.after === undefined ? undefined : decodeAuditCursor(options.after);
+    const newest = options.newestFirst === true;
     const rows = await this.#run('listAudit', () => {
-      let query = this.db.selectFrom('audit_events').selectAll().orderBy('id').limit(limit + 1);
-      if (after !== undefined) query = query.where('id', '>', after);
+      let query = this.db.selectFrom('audit_events').selectAll().orderBy('id', newest ? 'desc' : 'asc').limit(limit + 1);
+      if (after !== undefined) query = query.where('id', newest ? '<' : '>', after);
       if (options.subject !== undefined) query = query.where('subject', '=', options.subject);
       if (options.action !== undefined) query = query.where('action', '=', options.action);
       if (options.organisation !== undefined) query = query.where('organisation', '=', options.organisation);

@@ -432,7 +432,8 @@ export interface Storage extends CommissioningStore {
 
   // Audit trail (append-only)
   appendAudit(event: AuditEvent): Promise<void>;
-  listAudit(options?: ListOptions & { readonly subject?: string; readonly action?: string; readonly organisation?: string }): Promise<{ items: AuditEvent[]; next?: string }>;
+  /** Oldest first, or newest first with `newestFirst` (the cursor then pages backwards). */
+  listAudit(options?: ListOptions & { readonly subject?: string; readonly action?: string; readonly organisation?: string; readonly newestFirst?: boolean }): Promise<{ items: AuditEvent[]; next?: string }>;
 
   close(): Promise<void>;
 }

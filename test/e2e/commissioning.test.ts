@@ -189,9 +189,13 @@ describe('commissioning end to end over the documented REST API', { timeout: 300
     assert.equal(activations.status, 200);
     assert.equal(activations.json.items.length, 1);
     assert.equal(activations.json.items[0].netId, NET_A);
+    assert.equal(activations.json.items[0].joinNonce, 1);
     // Another network server cannot activate it.
     const foreign = await join(NET_B);
     assert.ok(!foreign.ok, JSON.stringify(foreign));
+    // A sees why: the refusal, with its reason and who asked, beside the accepted join.
+    const seen = (await call('listActivations', keys['owner-a'], { params: { devEui: d1.devEui } })).json.items as { outcome: string; result: string; sender: string | null }[];
+    assert.deepEqual(seen.map((a) => [a.outcome, a.result, a.sender]), [['refused', 'ACTIVATION_DISALLOWED', `ns/${NET_B}`], ['accepted', 'Success', null]]);
 
     // 5. A offers d1 to B; B accepts. A's network and application server are refused from then on.
     const offer = await call('offerTransfer', keys['owner-a'], { body: { devEuis: [d1.devEui], to: 'owner-b' } });

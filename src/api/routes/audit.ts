@@ -27,7 +27,7 @@ export const auditRoutes: ApiRoutes = (app, ctx: ApiContext) => {
       requireScope(caller, 'audit:read');
       const q = req.query;
       const page = await ctx.storage.listAudit({
-        limit: q.limit, ...(q.after === undefined ? {} : { after: q.after }), ...(q.subject === undefined ? {} : { subject: q.subject }), ...(q.action === undefined ? {} : { action: q.action }),
+        newestFirst: true, limit: q.limit, ...(q.after === undefined ? {} : { after: q.after }), ...(q.subject === undefined ? {} : { subject: q.subject }), ...(q.action === undefined ? {} : { action: q.action }),
         ...(caller.organisation === null ? {} : { organisation: caller.organisation }),
       });
       return { items: page.items.map((e) => ({ id: e.id ?? 0, at: e.at.toISOString(), actor: e.actor, action: e.action, subject: e.subject, outcome: e.outcome, organisation: e.organisation ?? null, details: { ...e.details } })), ...(page.next === undefined ? {} : { next: page.next }) };

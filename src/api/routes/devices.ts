@@ -2,7 +2,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import { resetDevNonces } from '../../commissioning/bindings.js';
 import { requireScope } from '../../commissioning/caller.js';
 import { type CommissioningStorage, visibleDevice } from '../../commissioning/device-access.js';
-import { activationView, deviceView } from '../../commissioning/device-views.js';
+import { activationView, deviceView, refusalView } from '../../commissioning/device-views.js';
 import { CommissioningError } from '../../commissioning/errors.js';
 import { type Eui64, ProtocolError, eui64FromBeHex } from '../../protocol/index.js';
 import { callerOf } from '../auth.js';
@@ -46,15 +46,20 @@ export const Device = Closed({
   createdAt: DateTime,
 });
 
+const Nullable = <T extends ReturnType<typeof Type.String> | ReturnType<typeof Type.Integer>>(t: T) => Type.Union([t, Type.Null()]);
 const Activation = Closed({
   at: DateTime,
-  sessionKeyId: Type.String(),
-  joinEui: Type.String(),
-  scheme: Type.String({ description: 'legacy (LoRaWAN 1.0.x keys) or lorawan11' }),
-  joinNonce: Type.Integer(),
-  devNonce: Type.Integer(),
-  netId: Type.String(),
-  devAddr: Type.String(),
+  outcome: Type.Union([Type.Literal('accepted'), Type.Literal('refused')]),
+  result: Type.String({ description: 'Success, or why a known device was refused: MIC_FAILED (wrong key), DEV_NONCE_REPLAYED, ACTIVATION_DISALLOWED (not the home network), …' }),
+  description: Nullable(Type.String()),
+  sender: Nullable(Type.String({ description: 'the network server that asked (refusals)' })),
+  sessionKeyId: Nullable(Type.String()),
+  joinEui: Nullable(Type.String()),
+  scheme: Nullable(Type.String({ description: 'legacy (LoRaWAN 1.0.x keys) or lorawan11' })),
+  joinNonce: Nullable(Type.Integer()),
+  devNonce: Nullable(Type.Integer()),
+  netId: Nullable(Type.String()),
+  devAddr: Nullable(Type.String()),
 });
 
 const DeviceListQuery = Closed({
@@ -100,11 +105,18 @@ export const deviceRoutes: ApiRoutes = (app, ctx: ApiContext) => {
 
   app.get<{ Params: Static<typeof DeviceParams> }>('/api/v1/devices/:devEui/activations', {
     config: { scope: 'devices:read' },
-    schema: { summary: 'Recent activations of a device (successful Join and Rejoin answers, newest first)', tags: ['devices'], operationId: 'listActivations', params: DeviceParams, response: { 200: Closed({ items: Type.Array(Activation) }), ...problems(404) } },
+    schema: { summary: 'Recent activations of a device: accepted Join/Rejoin-requests and refusals with their reason, newest first', tags: ['devices'], operationId: 'listActivations', params: DeviceParams, response: { 200: Closed({ items: Type.Array(Activation) }), ...problems(404) } },
     handler: async (req) => {
       const found = await visibleDevice(storage, callerOf(req), req.params.devEui, 'devices:read');
       const sessions = found.bound ? await storage.listSessions(found.device.devEui) : [];
-      return { items: [...sessions].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || b.joinNonce - a.joinNonce).map(activationView) };
+      // Refusals since the current owner has the device (a previous owner's are not its business).
+      const since = found.commissioning.claimedAt?.getTime() ?? 0;
+      const subject = `device/${found.device.devEui}`;
+      const refusals = (
+        await Promise.all(['join.refuse', 'rejoin.refuse'].map(async (action) => (await storage.listAudit({ subject, action, limit: 100, newestFirst: true })).items))
+      ).flat().filter((e) => e.at.getTime() >= since);
+      const items = [...sessions.map(activationView), ...refusals.map(refusalView)].sort((a, b) => b.at.localeCompare(a.at) || (b.joinNonce ?? 0) - (a.joinNonce ?? 0));
+      return { items: items.slice(0, 200) };
     },
   });
 

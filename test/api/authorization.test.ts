@@ -466,6 +466,19 @@ describe('REST API / cross-tenant isolation', { timeout: 300_000 }, () => {
       }
     });
 
+    it('KEKs / B cannot register a peer under A\'s KEK: 422 KEK_NOT_FOUND exactly as for a label that does not exist', async () => {
+      const peer = (kekLabel: string) => h.call('POST', '/peers', b, { kind: 'ns', netId: '000024', nsId: '0102030405060708', token: 'b'.repeat(40), kekLabel });
+      const seen = await peer('kek-a');
+      const unknown = await peer('kek-z');
+      assertProblem(seen, 422, 'KEK_NOT_FOUND', 'B: POST /peers with A\'s KEK');
+      assert.equal(seen.text.replaceAll('kek-a', '<label>'), unknown.text.replaceAll('kek-z', '<label>'));
+      assert.deepEqual((await get('/peers', b)).json.items.map((p: { id: string }) => p.id), ['ns/000024'], 'nothing registered');
+      assert.deepEqual((await get('/keks', b)).json.items.map((k: { label: string }) => k.label), ['kek-b']);
+      // B's own KEK still goes: the refusal is about whose KEK it is.
+      const own = await peer('kek-b');
+      assert.equal(own.status, 201, own.text);
+    });
+
     it('afterwards / A\'s and M\'s devices, transfers, audit trails, peers and KEKs are exactly as before', async () => {
       assert.deepEqual(await snapshotOf(a, [d1, d2, d3]), aBefore);
       assert.deepEqual(await snapshotOf(m, [d4, d5]), mBefore);

@@ -1,7 +1,7 @@
 import type { KeyCustody } from '../custody/custody.js';
 import type { AuditSink } from '../observability/audit.js';
 import { ProtocolError, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
-import type { PeerRecord, Storage } from '../storage/storage.js';
+import type { CommissioningStore, PeerRecord, Storage } from '../storage/storage.js';
 import { createHash } from 'node:crypto';
 import { CommissioningError } from './errors.js';
 
@@ -16,6 +16,25 @@ export interface PeerKeyPolicy {
   readonly kekLabel?: string | undefined;
   /** Explicit operator permission for clear session keys when the peer has no KEK. */
   readonly allowClearKeys?: boolean | undefined;
+  /**
+   * Registering for an organisation: whether it may name this KEK (see kekUsableBy). A KEK it may not use is refused
+   * exactly like one that is not in custody, so the answer does not tell another organisation's KEK labels.
+   */
+  readonly kekUsable?: ((label: string) => Promise<boolean>) | undefined;
+}
+
+/**
+ * Whether `organisation` may name KEK `label` for a peer it registers: not when a peer of another organisation already
+ * uses it (that KEK is agreed between the operator and that organisation). Peers attached to no organisation are the
+ * operator's and do not count.
+ */
+export async function kekUsableBy(store: Pick<Storage, 'listPeers'> & Pick<CommissioningStore, 'peerOrganisation'>, organisation: string, label: string): Promise<boolean> {
+  for (const p of await store.listPeers()) {
+    if (p.kekLabel !== label) continue;
+    const owner = await store.peerOrganisation(p.id);
+    if (owner !== null && owner !== undefined && owner !== organisation) return false;
+  }
+  return true;
 }
 
 type Deps = { storage: Storage; custody: KeyCustody; audit: AuditSink; actor: string };
@@ -60,7 +79,7 @@ async function newPeer(deps: Deps, identity: Pick<PeerRecord, 'kind' | 'id' | 'n
   if (input.kekLabel !== undefined && input.allowClearKeys) {
     throw new CommissioningError('INVALID_INPUT', 'give either a KEK label or --allow-clear-keys, not both: keys go wrapped when a KEK is agreed');
   }
-  if (input.kekLabel !== undefined && !(await deps.custody.hasKek(input.kekLabel))) {
+  if (input.kekLabel !== undefined && (!(await deps.custody.hasKek(input.kekLabel)) || (input.kekUsable !== undefined && !(await input.kekUsable(input.kekLabel))))) {
     throw new CommissioningError('KEK_NOT_FOUND', `no KEK labelled "${input.kekLabel}"; add it first with \`joinkeep kek add --label ${input.kekLabel} --key-file FILE\``);
   }
   return {

@@ -1,7 +1,7 @@
 import { type Static, Type } from '@sinclair/typebox';
 import { requireScope, isOperator } from '../../commissioning/caller.js';
 import { CommissioningError } from '../../commissioning/errors.js';
-import { addApplicationServer, addNetworkServer } from '../../commissioning/peers.js';
+import { addApplicationServer, addNetworkServer, kekUsableBy } from '../../commissioning/peers.js';
 import type { PeerRecord } from '../../storage/storage.js';
 import { callerOf } from '../auth.js';
 import type { ApiContext, ApiRoutes } from '../context.js';
@@ -71,7 +71,9 @@ export const peerRoutes: ApiRoutes = (app, ctx: ApiContext) => {
       }
       if (b.token === undefined && b.clientCertSha256 === undefined) throw new CommissioningError('INVALID_INPUT', 'a peer authenticates with a token, a client certificate, or both: give at least one');
       const deps = { storage: ctx.storage, custody: ctx.custody, audit: ctx.audit, actor: caller.actor };
-      const credentials = { token: b.token, clientCertSha256: b.clientCertSha256?.toLowerCase(), kekLabel: b.kekLabel };
+      const own = caller.organisation;
+      const kekUsable = own === null ? undefined : (label: string) => kekUsableBy(ctx.storage, own, label);
+      const credentials = { token: b.token, clientCertSha256: b.clientCertSha256?.toLowerCase(), kekLabel: b.kekLabel, kekUsable };
       const peer = b.kind === 'ns' ? await addNetworkServer(deps, { netId: b.netId, nsId: b.nsId, ...credentials }) : await addApplicationServer(deps, { asId: b.asId, ...credentials });
       if (caller.organisation !== null) await ctx.storage.setPeerOrganisation(peer.id, caller.organisation);
       return reply.code(201).send(peerView(peer));

@@ -12,7 +12,7 @@ export function pageSize(limit: number | undefined): number {
   return Math.min(MAX_PAGE_SIZE, Math.max(1, Math.floor(limit)));
 }
 
-export function encodeCursor(kind: 'device' | 'audit' | 'inventory' | 'owned' | 'organisation' | 'ownership-transfer', key: string | number): string {
+export function encodeCursor(kind: 'device' | 'audit' | 'inventory' | 'owned' | 'organisation' | 'ownership-transfer' | 'batch', key: string | number): string {
   return Buffer.from(`${kind}:${key}`, 'utf8').toString('base64url');
 }
 
@@ -51,6 +51,13 @@ export function decodeOwnershipTransferCursor(cursor: string): { createdAt: numb
   const match = TRANSFER_KEY.exec(decode(cursor, 'ownership-transfer'));
   if (match === null) throw invalidCursor();
   return { createdAt: Number(match[1]), id: match[2]! };
+}
+
+/** Batches page by batch id (a lower-case UUID). */
+export function decodeBatchCursor(cursor: string): string {
+  const key = decode(cursor, 'batch');
+  if (!/^[0-9a-f-]{36}$/.test(key)) throw invalidCursor();
+  return key;
 }
 
 export function decodeAuditCursor(cursor: string): number {

@@ -443,6 +443,10 @@ export class KyselyStorage implements Storage {
     return (await this.#run('listMakers', () => this.db.selectFrom('makers').selectAll().orderBy('name').execute())).map(makerFromRow);
   }
 
+  listBatches(options: ListOptions & { readonly makers?: readonly string[] } = {}): Promise<{ items: BatchRecord[]; next?: string }> {
+    return this.#run('listBatches', () => personalization.listBatches(this.db, options));
+  }
+
   getBatch(batchId: string): Promise<BatchRecord | undefined> {
     return this.#run('getBatch', () => personalization.getBatch(this.db, batchId));
   }

@@ -1,6 +1,6 @@
 import type { Insertable, Kysely, Selectable } from 'kysely';
 import type { Eui64, MacVersion } from '../protocol/index.js';
-import { decodeInventoryCursor, encodeCursor, pageSize } from './cursor.js';
+import { decodeBatchCursor, decodeInventoryCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError } from './errors.js';
 import { auditToRow } from './records.js';
 import type { BatchesTable, Database, DerivationKeysTable, DeviceInventoryTable, MakersTable } from './schema.js';
@@ -133,6 +133,19 @@ export async function writeBatch(trx: Kysely<Database>, b: BatchImport): Promise
 export async function getBatch(db: Kysely<Database>, batchId: string): Promise<BatchRecord | undefined> {
   const row = await db.selectFrom('batches').selectAll().where('batch_id', '=', batchId).executeTakeFirst();
   return row === undefined ? undefined : batchFromRow(row);
+}
+
+export async function listBatches(db: Kysely<Database>, options: ListOptions & { readonly makers?: readonly string[] }): Promise<{ items: BatchRecord[]; next?: string }> {
+  if (options.makers !== undefined && options.makers.length === 0) return { items: [] };
+  const limit = pageSize(options.limit);
+  const after = options.after === undefined ? undefined : decodeBatchCursor(options.after);
+  let query = db.selectFrom('batches').selectAll().orderBy('batch_id').limit(limit + 1);
+  if (after !== undefined) query = query.where('batch_id', '>', after);
+  if (options.makers !== undefined) query = query.where('maker', 'in', [...options.makers]);
+  const rows = await query.execute();
+  const page = rows.slice(0, limit).map(batchFromRow);
+  const last = page.at(-1);
+  return rows.length > limit && last !== undefined ? { items: page, next: encodeCursor('batch', last.batchId) } : { items: page };
 }
 
 export async function getInventoryDevice(db: Kysely<Database>, devEui: Eui64): Promise<InventoryDevice | undefined> {

@@ -406,6 +406,8 @@ export interface Storage extends CommissioningStore {
   getMaker(name: string): Promise<MakerRecord | undefined>;
   findMakerByKeyId(keyId: string): Promise<MakerRecord | undefined>;
   listMakers(): Promise<MakerRecord[]>;
+  /** Imported batches by id, of every maker or of the makers named. */
+  listBatches(options?: ListOptions & { readonly makers?: readonly string[] }): Promise<{ items: BatchRecord[]; next?: string }>;
   getBatch(batchId: string): Promise<BatchRecord | undefined>;
   /** The DevEUIs among `devEuis` already known, as devices or in an inventory. */
   findKnownDevEuis(devEuis: readonly Eui64[]): Promise<Eui64[]>;

@@ -43,6 +43,7 @@ const ROUTES: Record<string, Route> = {
   'GET /api/v1/openapi.json': { scope: 'public', example: '/api/v1/openapi.json' },
   'GET /api/v1/receiving-key': { scope: 'public', example: '/api/v1/receiving-key' },
   'POST /api/v1/batches': { scope: 'batches:write', example: '/api/v1/batches', body: { protected: 'x', payload: 'y', signature: 'z' } },
+  'GET /api/v1/batches': { scope: 'batches:read', example: '/api/v1/batches' },
   'GET /api/v1/devices': { scope: 'devices:read', example: '/api/v1/devices' },
   'GET /api/v1/devices/{devEui}': { scope: 'devices:read', example: `/api/v1/devices/${DEV_EUI}` },
   'GET /api/v1/devices/{devEui}/activations': { scope: 'devices:read', example: `/api/v1/devices/${DEV_EUI}/activations` },
@@ -343,7 +344,9 @@ describe('REST API / cross-tenant isolation', { timeout: 300_000 }, () => {
     assert.equal(again.status, 403, `B learns nothing of the import: ${again.text}`);
     assert.equal(again.json.code, 'FORBIDDEN');
     assert.equal(again.text, refused.text, 'the same refusal before and after M imported it');
-    // There is no batch listing route: B cannot find M's batch through the devices either.
+    // B lists no batch of M's, and cannot find M's batch through the devices either; M lists its own.
+    assert.deepEqual((await get('/batches', b)).json.items, []);
+    assert.deepEqual((await get('/batches', m)).json.items.map((x: { batchId: string }) => x.batchId), [batchId]);
     assert.deepEqual((await get(`/devices?batchId=${batchId}`, b)).json.items, []);
     assert.equal((await get(`/devices?batchId=${batchId}`, m)).json.items.length, devices.length);
   });

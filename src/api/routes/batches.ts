@@ -1,16 +1,26 @@
-import { Type } from '@sinclair/typebox';
+import { type Static, Type } from '@sinclair/typebox';
+import { isOperator, requireScope } from '../../commissioning/caller.js';
 import { requireOwnMaker } from '../../commissioning/makers.js';
 import { importSealedBatch } from '../../provisioning/batch-import.js';
 import { callerOf } from '../auth.js';
 import type { ApiContext, ApiRoutes } from '../context.js';
 import { problem, sendProblem } from '../problems.js';
-import { Closed, problems } from '../schemas.js';
+import { Closed, DateTime, Page, PageQuery, problems } from '../schemas.js';
 
 const BatchReport = Closed({
   batchId: Type.String(),
   maker: Type.String(),
   kind: Type.Union([Type.Literal('device-keys'), Type.Literal('derived'), Type.Literal('derivation-master'), Type.Literal('transfer')]),
   devices: Type.Integer({ description: 'devices added to the maker\'s inventory' }),
+});
+
+const Batch = Closed({
+  batchId: Type.String(),
+  maker: Type.String(),
+  kind: Type.Union([Type.Literal('device-keys'), Type.Literal('derived'), Type.Literal('derivation-master'), Type.Literal('transfer')]),
+  deviceCount: Type.Integer(),
+  createdAt: DateTime,
+  importedAt: DateTime,
 });
 
 /** Described for the document only: the batch is verified over its exact bytes by importSealedBatch, not by a schema. */
@@ -21,6 +31,19 @@ export const batchRoutes: ApiRoutes = (app, ctx: ApiContext) => {
   // plugin context only; the other routes get parsed JSON).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(['application/json', 'application/jose+json', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit: ctx.batchBodyLimit }, (_req, body, done) => done(null, body));
+
+  app.get<{ Querystring: PageQuery }>('/api/v1/batches', {
+    config: { scope: 'batches:read' },
+    schema: { summary: 'Batches imported for your organisation\'s makers (every batch for an operator key)', tags: ['personalization'], operationId: 'listBatches', querystring: PageQuery, response: { 200: Page(Batch) } },
+    handler: async (req) => {
+      const caller = callerOf(req);
+      requireScope(caller, 'batches:read');
+      const makers = isOperator(caller) ? undefined : [...(await ctx.storage.makerOrganisations())].filter(([, org]) => org === caller.organisation).map(([maker]) => maker);
+      const page = await ctx.storage.listBatches({ limit: req.query.limit, ...(req.query.after === undefined ? {} : { after: req.query.after }), ...(makers === undefined ? {} : { makers }) });
+      const items: Static<typeof Batch>[] = page.items.map((b) => ({ batchId: b.batchId, maker: b.maker, kind: b.kind, deviceCount: b.deviceCount, createdAt: b.createdAt.toISOString(), importedAt: b.importedAt.toISOString() }));
+      return { items, ...(page.next === undefined ? {} : { next: page.next }) };
+    },
+  });
 
   app.post('/api/v1/batches', {
     config: { scope: 'batches:write' },

@@ -75,7 +75,11 @@ export const peerRoutes: ApiRoutes = (app, ctx: ApiContext) => {
       const kekUsable = own === null ? undefined : (label: string) => kekUsableBy(ctx.storage, own, label);
       const credentials = { token: b.token, clientCertSha256: b.clientCertSha256?.toLowerCase(), kekLabel: b.kekLabel, kekUsable };
       const peer = b.kind === 'ns' ? await addNetworkServer(deps, { netId: b.netId, nsId: b.nsId, ...credentials }) : await addApplicationServer(deps, { asId: b.asId, ...credentials });
-      if (caller.organisation !== null) await ctx.storage.setPeerOrganisation(peer.id, caller.organisation);
+      if (caller.organisation !== null) {
+        await ctx.storage.setPeerOrganisation(peer.id, caller.organisation);
+        // The organisation's own trail shows its new peer too (peer.add above is the operator's view).
+        await ctx.audit.appendAudit({ at: ctx.now(), actor: caller.actor, action: 'peer.add', subject: `peer/${peer.id}`, outcome: 'success', organisation: caller.organisation, details: { kind: peer.kind, kekLabel: peer.kekLabel } });
+      }
       return reply.code(201).send(peerView(peer));
     },
   });

@@ -355,6 +355,26 @@ describe('claim API v2 (The Things Join Server) end to end / over TLS with clien
     assert.ok(other.status >= 200 && other.status < 300, `${other.status} ${other.text}`);
   });
 
+  it('regenerateOwnerToken / the new token is returned once and replaces the old one', async () => {
+    const d = devices[3]!;
+    const r = await claim(d.devEui, d.claimCode, 'dcs', { regenerateOwnerToken: true });
+    assert.ok(r.status >= 200 && r.status < 300, `${r.status} ${r.text} ${server!.stderrTail()}`);
+    const fresh = (JSON.parse(r.text) as { ownerToken?: string }).ownerToken;
+    assert.ok(typeof fresh === 'string' && fresh.length >= 16, r.text);
+    assert.ok((await call('DELETE', `/api/v2/devices/${d.devEui}/claim`, { client: 'dcs' })).status < 300);
+    const stale = await claim(d.devEui, d.claimCode, 'rival');
+    assert.equal(stale.text, CLAIM_FAILED, 'the manifest\'s code no longer claims it');
+    const renewed = await claim(d.devEui, fresh, 'rival');
+    assert.ok(renewed.status >= 200 && renewed.status < 300, `${renewed.status} ${renewed.text}`);
+    assert.equal((await status(d.devEui, 'rival')).status, 200);
+  });
+
+  it('a DevEUI that is not an EUI / 400, and not counted as a failed claim', async () => {
+    const r = await claim('zz', devices[0]!.claimCode);
+    assert.equal(r.status, 400, r.text);
+    assert.equal((await status('zz')).status, 400);
+  });
+
   it('lower-case EUIs / the same devices: claim, GET and batch DELETE (the error map names the EUI as sent)', async () => {
     const d = devices[5]!;
     const lower = d.devEui.toLowerCase();

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { createServer } from 'node:net';
 import { joinkeepMain } from './joinkeep-cli.js';
 
@@ -55,7 +56,15 @@ export function freeLoopbackPort(): Promise<number> {
 
 export async function startServer(
   dataDir: string,
-  opts: { readyTimeoutMs?: number; extraEnv?: Record<string, string>; nodeArgs?: readonly string[]; args?: readonly string[]; api?: boolean } = {},
+  opts: {
+    readyTimeoutMs?: number;
+    extraEnv?: Record<string, string>;
+    nodeArgs?: readonly string[];
+    args?: readonly string[];
+    api?: boolean;
+    /** The Backend Interfaces listener is on TLS (backend.tls in joinkeep.json): wait on https, trusting `ca`. */
+    tls?: { readonly ca: Buffer | string };
+  } = {},
 ): Promise<RunningServer> {
   installHooks();
   const port = await freeLoopbackPort();
@@ -70,10 +79,10 @@ export async function startServer(
     tail = (tail + c.toString('utf8')).slice(-4000);
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => { children.delete(child); resolve(); }));
-  const url = `http://127.0.0.1:${port}/`;
+  const url = `${opts.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}/`;
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 20_000);
   // Both listeners: the REST API may open after the Backend Interfaces listener answers.
-  while (!(await healthy(port)) || (apiPort !== undefined && !(await healthy(apiPort, '/api/v1/openapi.json')))) {
+  while (!(await healthy(port, '/healthz', opts.tls?.ca)) || (apiPort !== undefined && !(await healthy(apiPort, '/api/v1/openapi.json')))) {
     if (child.exitCode !== null) throw new Error(`joinkeep serve exited with ${child.exitCode}: ${tail.trim()}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -98,9 +107,10 @@ export async function startServer(
   };
 }
 
-function healthy(port: number, path = '/healthz'): Promise<boolean> {
+function healthy(port: number, path = '/healthz', ca?: Buffer | string): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path, timeout: 1_000, agent: false }, (res) => {
+    const get = ca === undefined ? http.get : (o: https.RequestOptions, cb: (res: http.IncomingMessage) => void) => https.get({ ...o, ca }, cb);
+    const req = get({ host: '127.0.0.1', port, path, timeout: 1_000, agent: false }, (res) => {
       res.resume();
       resolve(res.statusCode === 200);
     });

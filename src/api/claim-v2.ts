@@ -66,8 +66,10 @@ export function registerClaimApiV2(app: FastifyInstance, deps: ClaimApiV2Deps): 
         done(Object.assign(new Error('the body is not JSON'), { statusCode: 400 }), undefined);
       }
     });
-    v2.setErrorHandler((error, _req, reply) => {
+    v2.setErrorHandler((error, req, reply) => {
       const status = (error as { statusCode?: number }).statusCode ?? 500;
+      // This handler replaces Fastify's, which logs: an internal error must still reach the log, not only "internal error".
+      if (status >= 500) req.log.error({ err: error, url: req.url, method: req.method }, 'claim API v2: internal error');
       return message(reply, status, status < 500 ? (error as Error).message : 'internal error');
     });
 

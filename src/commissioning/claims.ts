@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { ProtocolError, parseDeviceQr } from '../protocol/index.js';
-import { claimCodeHash, generateClaimCode, groupClaimCode, normalizeClaimCode } from '../provisioning/sealed-batch/claim-codes.js';
+import { claimCodeHash, generateClaimCode, groupClaimCode, normalizeClaimCode, storedClaimCodeHash } from '../provisioning/sealed-batch/claim-codes.js';
 import { ProvisioningError } from '../provisioning/errors.js';
 import type { AuditEvent, FoundDevice } from '../storage/storage.js';
 import { type Caller, requireScope } from './caller.js';
@@ -117,7 +117,7 @@ export async function claimDevice(deps: ClaimDeps, caller: Caller, input: ClaimI
   }
   const changed = await deps.storage.claimDevice(
     parseDevEui(devEui),
-    { owner: claimer, expectOwner: previous, claimCodeHash: newCode === undefined ? c.claimCodeHash : claimCodeHash(devEui, newCode), locked: lock, expiresAt: newCode === undefined ? c.claimExpiresAt : null, at },
+    { owner: claimer, expectOwner: previous, claimCodeHash: newCode === undefined ? c.claimCodeHash : storedClaimCodeHash(devEui, newCode), locked: lock, expiresAt: newCode === undefined ? c.claimExpiresAt : null, at },
     audit,
   );
   // Someone else's claim won the race: to this caller it is a failed claim like any other.

@@ -1,11 +1,12 @@
 import type { KeyCustody } from '../custody/custody.js';
-import { type Eui64, type NetId, ProtocolError, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
+import { type Eui64, type NetId, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
 import { generateClaimCode, groupClaimCode, storedClaimCodeHash } from '../provisioning/sealed-batch/claim-codes.js';
 import { StorageError } from '../storage/errors.js';
 import type { AuditEvent, DeviceRecord, FoundDevice, OwnedBinding } from '../storage/storage.js';
 import { type Caller, ownerScopeOf } from './caller.js';
 import { type CommissioningStorage, notFound, ownedDevices, visibleDevice } from './device-access.js';
 import { CommissioningError } from './errors.js';
+import { parseInput } from './parse-input.js';
 
 /*
  * What an owner does with its devices (docs/commissioning.md): bind them to a home network and an application server
@@ -33,14 +34,6 @@ export interface OwnerDeps {
 
 const at = (deps: OwnerDeps): Date => (deps.now ?? (() => new Date()))();
 
-function parse<T>(f: () => T): T {
-  try {
-    return f();
-  } catch (error) {
-    if (error instanceof ProtocolError) throw new CommissioningError('INVALID_INPUT', error.message);
-    throw error;
-  }
-}
 
 /** Storage refusing because ownership changed between our check and its transaction reads as "no such device". */
 async function asOwner<T>(devEuis: readonly string[], f: () => Promise<T>): Promise<T> {
@@ -54,12 +47,12 @@ async function asOwner<T>(devEuis: readonly string[], f: () => Promise<T>): Prom
 
 /** A binding checked against the registered peers and custody, before anything changes. */
 export async function parseBinding(deps: OwnerDeps, input: BindingInput): Promise<OwnedBinding> {
-  const homeNetId = parse(() => netIdFromBeHex(input.homeNetId, 'homeNetId') as NetId);
-  const homeNsId = input.homeNsId == null ? null : parse(() => eui64FromBeHex(input.homeNsId!, 'homeNsId'));
+  const homeNetId = parseInput(() => netIdFromBeHex(input.homeNetId, 'homeNetId') as NetId);
+  const homeNsId = input.homeNsId == null ? null : parseInput(() => eui64FromBeHex(input.homeNsId!, 'homeNsId'));
   const asId = input.asId == null || input.asId.trim() === '' ? null : input.asId.trim();
   const roaming = input.roaming ?? 'any-agreement';
   const roamingNetIds =
-    roaming === 'any-agreement' ? null : roaming === 'home-only' ? [] : parse(() => [...new Set(roaming.map((n) => netIdFromBeHex(n, 'roaming') as NetId))]);
+    roaming === 'any-agreement' ? null : roaming === 'home-only' ? [] : parseInput(() => [...new Set(roaming.map((n) => netIdFromBeHex(n, 'roaming') as NetId))]);
   const nsKekLabel = input.nsKekLabel ?? null;
   if (nsKekLabel !== null) {
     const servers = await deps.storage.findNetworkServers(homeNetId);

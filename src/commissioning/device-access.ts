@@ -1,7 +1,8 @@
-import { type Eui64, ProtocolError, eui64FromBeHex } from '../protocol/index.js';
+import { type Eui64, eui64FromBeHex } from '../protocol/index.js';
 import type { CommissioningStore, FoundDevice, Storage } from '../storage/storage.js';
 import { type Caller, type Scope, isOperator, requireScope } from './caller.js';
 import { CommissioningError } from './errors.js';
+import { parseInput } from './parse-input.js';
 
 /*
  * Which devices a caller may see: the operator all; an organisation the devices it owns, and the unclaimed stock of
@@ -12,12 +13,7 @@ import { CommissioningError } from './errors.js';
 export type CommissioningStorage = Storage & CommissioningStore;
 
 export function parseDevEui(text: string, what = 'DevEUI'): Eui64 {
-  try {
-    return eui64FromBeHex(text, what);
-  } catch (error) {
-    if (error instanceof ProtocolError) throw new CommissioningError('INVALID_INPUT', error.message);
-    throw error;
-  }
+  return parseInput(() => eui64FromBeHex(text, what));
 }
 
 export const notFound = (devEui: string): CommissioningError => new CommissioningError('NOT_FOUND', `no device ${devEui}`);

@@ -1,9 +1,10 @@
 import type { AuditSink } from '../observability/audit.js';
-import { type Eui64, type NetId, ProtocolError, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
+import { type Eui64, type NetId, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
 import { StorageError } from '../storage/errors.js';
 import type { CommissioningStore, ListOptions, OrganisationRecord, OrganisationRole } from '../storage/storage.js';
 import { type Caller, isOperator, requireScope } from './caller.js';
 import { CommissioningError } from './errors.js';
+import { parseInput } from './parse-input.js';
 
 /*
  * Organisations: the device makers, secure-element vendors, device owners, network operators and AS operators that
@@ -93,8 +94,8 @@ function checked(input: OrganisationInput & { name: string }): Omit<Organisation
   const roles = unique(input.roles ?? []);
   const badRoles = roles.filter((r) => !(organisationRoles as readonly string[]).includes(r));
   if (badRoles.length > 0) throw new CommissioningError('INVALID_INPUT', `unknown role(s) ${badRoles.join(', ')}; roles are ${organisationRoles.join(', ')}`);
-  const netIds = unique((input.netIds ?? []).map((n): NetId => parse(() => netIdFromBeHex(n, 'netIds'))));
-  const nsIds = unique((input.nsIds ?? []).map((n): Eui64 => parse(() => eui64FromBeHex(n, 'nsIds'))));
+  const netIds = unique((input.netIds ?? []).map((n): NetId => parseInput(() => netIdFromBeHex(n, 'netIds'))));
+  const nsIds = unique((input.nsIds ?? []).map((n): Eui64 => parseInput(() => eui64FromBeHex(n, 'nsIds'))));
   const asIds = unique(input.asIds ?? []);
   const badAs = asIds.filter((a) => !AS_ID.test(a));
   if (badAs.length > 0) throw new CommissioningError('INVALID_INPUT', `asIds must be 1–128 printable characters without spaces: ${badAs.map((a) => JSON.stringify(a)).join(', ')}`);
@@ -112,11 +113,3 @@ function unique<T>(values: readonly T[]): T[] {
   return [...new Set(values)];
 }
 
-function parse<T>(f: () => T): T {
-  try {
-    return f();
-  } catch (error) {
-    if (error instanceof ProtocolError) throw new CommissioningError('INVALID_INPUT', error.message);
-    throw error;
-  }
-}

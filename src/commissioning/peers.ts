@@ -1,9 +1,10 @@
 import type { KeyCustody } from '../custody/custody.js';
 import type { AuditSink } from '../observability/audit.js';
-import { ProtocolError, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
+import { eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
 import type { CommissioningStore, PeerRecord, Storage } from '../storage/storage.js';
 import { createHash } from 'node:crypto';
 import { CommissioningError } from './errors.js';
+import { parseInput } from './parse-input.js';
 
 export interface PeerCredentials {
   /** Bearer token the peer sends; stored only as its SHA-256. */
@@ -43,8 +44,8 @@ type Deps = { storage: Storage; custody: KeyCustody; audit: AuditSink; actor: st
 export const RECOMMENDED_TOKEN_LENGTH = 32;
 
 export async function addNetworkServer(deps: Deps, input: { netId: string; nsId?: string | undefined } & PeerCredentials & PeerKeyPolicy): Promise<PeerRecord> {
-  const netId = parse(() => netIdFromBeHex(input.netId, '--net-id'));
-  const nsId = input.nsId === undefined ? null : parse(() => eui64FromBeHex(input.nsId, '--ns-id'));
+  const netId = parseInput(() => netIdFromBeHex(input.netId, '--net-id'));
+  const nsId = input.nsId === undefined ? null : parseInput(() => eui64FromBeHex(input.nsId, '--ns-id'));
   const peer = await newPeer(deps, { kind: 'ns', id: nsId ? `ns/${netId}/${nsId}` : `ns/${netId}`, netId, nsId, asId: null }, input);
   return register(deps, peer);
 }
@@ -111,11 +112,3 @@ async function register(deps: Deps, peer: PeerRecord): Promise<PeerRecord> {
   return peer;
 }
 
-function parse<T>(f: () => T): T {
-  try {
-    return f();
-  } catch (error) {
-    if (error instanceof ProtocolError) throw new CommissioningError('INVALID_INPUT', error.message);
-    throw error;
-  }
-}

@@ -4,11 +4,12 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseManifest } from '../../src/commissioning/manifest.js';
-import { type Eui64, type MacVersion, devAddrFromLeBytes, eui64FromBeHex, netIdFromBeHex } from '../../src/protocol/index.js';
+import { type MacVersion, devAddrFromLeBytes, netIdFromBeHex } from '../../src/protocol/index.js';
 import { ApplicationServerClient } from '../../sim/application-server.js';
 import { SimulatedDevice } from '../../sim/device.js';
 import { type RunningServer, startServer } from '../../sim/joinkeep-server.js';
 import { NetworkServerClient } from '../../sim/network-server.js';
+import { type Programmed, programmerFile } from '../helpers/programmer-file.js';
 import { cliJson, cliOk, tempRoot } from '../helpers/cli-run.js';
 import { type Secret, describeFindings, findSecrets } from '../helpers/keys-search.js';
 
@@ -25,23 +26,6 @@ const JOIN_EUI = '70B3D57ED00200FF';
 const NET_A = '000013';
 const NET_B = '000024';
 
-interface Programmed {
-  readonly devEui: Eui64;
-  readonly joinEui: Eui64;
-  readonly appKey: Buffer;
-  readonly nwkKey: Buffer | undefined;
-}
-
-async function programmerFile(path: string): Promise<Programmed[]> {
-  const [header, ...lines] = (await readFile(path, 'utf8')).trim().split(/\r?\n/);
-  const cols = header!.split(',').map((c) => c.trim().replace(/^"|"$/g, ''));
-  const at = (name: string) => cols.findIndex((c) => c.toLowerCase() === name.toLowerCase());
-  return lines.map((line) => {
-    const f = line.split(',').map((c) => c.trim().replace(/^"|"$/g, ''));
-    const nwk = f[at('nwkKey')];
-    return { devEui: eui64FromBeHex(f[at('devEui')]!), joinEui: eui64FromBeHex(f[at('joinEui')]!), appKey: Buffer.from(f[at('appKey')]!, 'hex'), nwkKey: nwk ? Buffer.from(nwk, 'hex') : undefined };
-  });
-}
 
 interface Operation {
   readonly method: string;

@@ -4,10 +4,11 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK } from 'jose';
-import { type Eui64, type MacVersion, devAddrFromLeBytes, eui64FromBeHex, netIdFromBeHex } from '../../src/protocol/index.js';
+import { type MacVersion, devAddrFromLeBytes, netIdFromBeHex } from '../../src/protocol/index.js';
 import { SimulatedDevice } from '../../sim/device.js';
 import { type RunningServer, startServer } from '../../sim/joinkeep-server.js';
 import { NetworkServerClient } from '../../sim/network-server.js';
+import { type Programmed, programmerFile } from '../helpers/programmer-file.js';
 import { type CliResult, cliJson, cliOk, runCli, tempRoot, writeSecretFile } from '../helpers/cli-run.js';
 import { type Secret, describeFindings, findSecrets } from '../helpers/keys-search.js';
 import { createTestToken, softhsmModulePath } from '../helpers/softhsm.js';
@@ -24,23 +25,6 @@ import { createTestToken, softhsmModulePath } from '../helpers/softhsm.js';
 const JOIN_EUI = '70B3D57ED00100FF';
 const HOME_NET = '000013';
 
-interface Programmed {
-  readonly devEui: Eui64;
-  readonly joinEui: Eui64;
-  readonly appKey: Buffer;
-  readonly nwkKey: Buffer | undefined;
-}
-
-async function programmerFile(path: string): Promise<Programmed[]> {
-  const [header, ...lines] = (await readFile(path, 'utf8')).trim().split(/\r?\n/);
-  const cols = header!.split(',').map((c) => c.trim().replace(/^"|"$/g, ''));
-  const at = (name: string) => cols.findIndex((c) => c.toLowerCase() === name.toLowerCase());
-  return lines.map((line) => {
-    const f = line.split(',').map((c) => c.trim().replace(/^"|"$/g, ''));
-    const nwk = f[at('nwkKey')];
-    return { devEui: eui64FromBeHex(f[at('devEui')]!), joinEui: eui64FromBeHex(f[at('joinEui')]!), appKey: Buffer.from(f[at('appKey')]!, 'hex'), nwkKey: nwk ? Buffer.from(nwk, 'hex') : undefined };
-  });
-}
 
 /** Every file under `dir`, recursively, with its bytes. */
 async function filesUnder(dir: string): Promise<{ where: string; bytes: Buffer }[]> {

@@ -3,8 +3,8 @@ import { resetDevNonces } from '../../commissioning/bindings.js';
 import { requireScope } from '../../commissioning/caller.js';
 import { type CommissioningStorage, visibleDevice } from '../../commissioning/device-access.js';
 import { activationView, deviceView, refusalView } from '../../commissioning/device-views.js';
-import { CommissioningError } from '../../commissioning/errors.js';
-import { type Eui64, ProtocolError, eui64FromBeHex } from '../../protocol/index.js';
+import { parseInput } from '../../commissioning/parse-input.js';
+import { type Eui64, eui64FromBeHex } from '../../protocol/index.js';
 import { callerOf } from '../auth.js';
 import type { ApiContext, ApiRoutes } from '../context.js';
 import { Closed, DateTime, NullableDateTime, Page, PageQuery, problems } from '../schemas.js';
@@ -70,14 +70,7 @@ const DeviceListQuery = Closed({
   batchId: Type.Optional(Type.String({ maxLength: 200 })),
 });
 
-function eui(text: string): Eui64 {
-  try {
-    return eui64FromBeHex(text, 'joinEui');
-  } catch (error) {
-    if (error instanceof ProtocolError) throw new CommissioningError('INVALID_INPUT', error.message);
-    throw error;
-  }
-}
+const eui = (text: string): Eui64 => parseInput(() => eui64FromBeHex(text, 'joinEui'));
 
 export const deviceRoutes: ApiRoutes = (app, ctx: ApiContext) => {
   const storage: CommissioningStorage = ctx.storage;

@@ -117,6 +117,22 @@ export class NetworkServerClient {
     return { header, message: { ...header, ...body } };
   }
 
+  /** The RejoinReq message this client would send, without sending it (for types 0/2 `r.joinEui` is the NS's context). */
+  rejoinReqMessage(r: ActivationRequest): { header: SentHeader; message: Record<string, unknown> } {
+    const { header, body } = this.#activationMessage('RejoinReq', r);
+    return { header, message: { ...header, ...body } };
+  }
+
+  /**
+   * Reads the answer to a JoinReq/RejoinReq this client built (joinReqMessage, rejoinReqMessage) and someone else
+   * sent: checks it and unwraps the network session keys, exactly as when the client sends the request itself.
+   */
+  activationAnswer(header: SentHeader, res: Ts002HttpResponse): ActivationAnswer | Failure {
+    const answerType = header.MessageType === 'RejoinReq' ? 'RejoinAns' : 'JoinAns';
+    const exchanged = exchangeOutcome(header, answerType, res);
+    return exchanged.ok ? this.#activationAnswer(answerType, exchanged.json, exchanged.issues) : exchanged;
+  }
+
   #activationMessage(messageType: 'JoinReq' | 'RejoinReq', r: ActivationRequest): { header: SentHeader; body: Record<string, unknown> } {
     const w = this.#wire;
     const header = this.#header(messageType, r.joinEui);
@@ -136,7 +152,10 @@ export class NetworkServerClient {
     const { header, body } = this.#activationMessage(messageType, r);
     const exchanged = await this.#post(header, answerType, body);
     if (!exchanged.ok) return exchanged;
-    const { json, issues } = exchanged;
+    return this.#activationAnswer(answerType, exchanged.json, exchanged.issues);
+  }
+
+  #activationAnswer(answerType: string, json: Record<string, unknown>, issues: string[]): ActivationAnswer | Failure {
     const phy = json['PHYPayload'];
     if (typeof phy !== 'string' || !/^[0-9a-fA-F]+$/.test(phy)) return { ok: false, kind: 'bad-answer', detail: `${answerType} Success without a hex PHYPayload`, issues };
     const keys = this.#unwrapNsKeys(json, issues);

@@ -58,6 +58,9 @@ interface Party {
 type Copies = 'identical' | 'retry';
 
 interface Figures {
+  setupSeconds: Record<string, number>;
+  /** Successes per instance: the copies really race (any instance may win). */
+  wins: number[];
   requests: number;
   successes: number;
   refusals: number;
@@ -87,9 +90,15 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
   /** JoinNonces of every Success, per device, in the order the answers were read. */
   const joinNonces = new Map<string, number[]>();
   const sessionKeyIds = new Set<string>();
-  const figures: Figures = { requests: 0, successes: 0, refusals: 0, appSKeyReqs: 0 };
+  const figures: Figures = { setupSeconds: {}, wins: Array.from({ length: INSTANCES }, () => 0), requests: 0, successes: 0, refusals: 0, appSKeyReqs: 0 };
 
   before(async () => {
+    let mark = performance.now();
+    const lap = (name: string): void => {
+      const now = performance.now();
+      figures.setupSeconds[name] = Math.round(now - mark) / 1000;
+      mark = now;
+    };
     root = await tempRoot('joinkeep-scale-out-');
     database = await createTestDatabase();
     const machine = (i: number) => join(root.root, `machine-${i}`);
@@ -97,12 +106,18 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
     // The operator's set-up, through the CLI, on the first machine's data directory.
     await cliOk(['init', ...dd, '--storage', 'postgres', '--postgres-url', database.url, '--master-key-env', MASTER_KEY_ENV], { env });
     const importKek = { label: 'factory-import', key: randomBytes(16) };
-    for (const k of [importKek, ns.kek, as.kek]) {
-      await cliOk(['kek', 'add', ...dd, '--label', k.label, '--key-file', await writeSecretFile(root.root, `${k.label}.hex`, k.key.toString('hex'))], { env });
-    }
-    await cliOk(['peer', 'add-ns', ...dd, '--net-id', NET_ID, '--token-file', await writeSecretFile(root.root, 'ns.token', ns.token), '--kek-label', ns.kek.label], { env });
-    await cliOk(['peer', 'add-as', ...dd, '--as-id', AS_ID, '--token-file', await writeSecretFile(root.root, 'as.token', as.token), '--kek-label', as.kek.label], { env });
+    // Independent commands run side by side (one database, several CLI processes: also a scale-out case).
+    await Promise.all(
+      [importKek, ns.kek, as.kek].map(async (k) =>
+        cliOk(['kek', 'add', ...dd, '--label', k.label, '--key-file', await writeSecretFile(root.root, `${k.label}.hex`, k.key.toString('hex'))], { env }),
+      ),
+    );
+    await Promise.all([
+      cliOk(['peer', 'add-ns', ...dd, '--net-id', NET_ID, '--token-file', await writeSecretFile(root.root, 'ns.token', ns.token), '--kek-label', ns.kek.label], { env }),
+      cliOk(['peer', 'add-as', ...dd, '--as-id', AS_ID, '--token-file', await writeSecretFile(root.root, 'as.token', as.token), '--kek-label', as.kek.label], { env }),
+    ]);
 
+    lap('cli');
     // The fleet, through the provisioning service `device add` calls (one CLI process per device would be slow).
     for (let i = 0; i < DEVICES; i++) {
       const macVersion: MacVersion = i % 2 === 1 ? '1.1' : i % 4 === 0 ? '1.0.3' : '1.0.4';
@@ -134,12 +149,14 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
       await jk.close();
     }
 
+    lap('devices');
     // Two more machines: the same joinkeep.json, nothing else (the keys are in PostgreSQL, sealed under the master key).
     for (let i = 1; i < INSTANCES; i++) {
       await mkdir(machine(i), { mode: 0o700 });
       await copyFile(join(machine(0), 'joinkeep.json'), join(machine(i), 'joinkeep.json'));
     }
     servers.push(...(await Promise.all(Array.from({ length: INSTANCES }, (_, i) => startServer(machine(i), { extraEnv: env })))));
+    lap('serve');
   });
 
   after(async () => {
@@ -170,6 +187,7 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
       assert.equal(res.status, 200, `instance ${i}: HTTP ${res.status} ${res.text}`);
       const answer = client.activationAnswer(sent[i]!.header, res);
       assert.deepEqual(answer.issues, [], `instance ${i}: the answer deviates from TS002`);
+      if (answer.ok) figures.wins[i]!++;
       return answer;
     });
   }
@@ -285,7 +303,7 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
     const perDevice = (v: '1.0' | '1.1') => fleet.filter((d) => isLoRaWAN11(d.identity.macVersion) === (v === '1.1')).map((d) => joinNonces.get(d.identity.devEui)!.length);
     assert.ok(perDevice('1.0').every((n) => n === JOIN_ROUNDS));
     assert.ok(perDevice('1.1').every((n) => n === JOIN_ROUNDS + 8));
-    t.diagnostic(`scale-out: ${figures.requests} activation requests (${figures.successes} Success, ${figures.refusals} refused as replays), ${figures.appSKeyReqs} AppSKeyReqs in ${seconds.toFixed(1)} s over ${INSTANCES} instances`);
+    t.diagnostic(`scale-out: ${figures.requests} activation requests (${figures.successes} Success, ${figures.refusals} refused as replays), ${figures.appSKeyReqs} AppSKeyReqs in ${seconds.toFixed(1)} s over ${INSTANCES} instances; Successes per instance ${figures.wins.join('/')}; set-up ${JSON.stringify(figures.setupSeconds)} s`);
   });
 
   test('PostgreSQL / no (dev_eui, join_nonce) twice in sessions; each counter equals its successes; one audit event per Success', async () => {

@@ -50,15 +50,16 @@ const types = {
 /**
  * Opens a pool on `url` and checks the server answers. Call `migrate()` before use.
  * Durability: with synchronous_commit on (the default), COMMIT returns only once the commit record is flushed
- * to the WAL on disk, so a JoinNonce is durable before reserveJoin resolves. A server configured with
- * synchronous_commit=off could lose a committed JoinNonce in a crash and issue it again; our sessions then turn
- * it back on. Stronger settings (remote_write, remote_apply, local) are kept.
+ * to the WAL on disk (and, with synchronous standbys, on theirs), so a JoinNonce is durable before reserveJoin
+ * resolves. A server configured with synchronous_commit=off could lose a committed JoinNonce in a crash and issue
+ * it again; `local` does not wait for synchronous standbys, so a failover could lose it (docs/operations.md). Our
+ * sessions turn both back to `on`; remote_write and remote_apply are kept.
  */
 export async function openPostgresStorage(url: string, options: PostgresStorageOptions = {}): Promise<PostgresStorage> {
   let pool = createPool(url, options, false);
   try {
     const { rows } = await pool.query<{ synchronous_commit: string }>('show synchronous_commit');
-    if (rows[0]?.synchronous_commit === 'off') {
+    if (rows[0]?.synchronous_commit === 'off' || rows[0]?.synchronous_commit === 'local') {
       await pool.end();
       pool = createPool(url, options, true);
       await pool.query('select 1');

@@ -155,7 +155,8 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
       await mkdir(machine(i), { mode: 0o700 });
       await copyFile(join(machine(0), 'joinkeep.json'), join(machine(i), 'joinkeep.json'));
     }
-    servers.push(...(await Promise.all(Array.from({ length: INSTANCES }, (_, i) => startServer(machine(i), { extraEnv: env })))));
+    // One after the other: each picks a free port just before it binds it.
+    for (let i = 0; i < INSTANCES; i++) servers.push(await startServer(machine(i), { extraEnv: env }));
     lap('serve');
   });
 

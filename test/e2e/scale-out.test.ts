@@ -18,7 +18,7 @@ import { type RunningServer, startServer } from '../../sim/joinkeep-server.js';
 import { wrapEnvelope } from '../../sim/key-envelope.js';
 import { type ActivationAnswer, type Failure, NetworkServerClient, type NsSessionKeys } from '../../sim/network-server.js';
 import { postTs002 } from '../../sim/ts002-transport.js';
-import { cliOk, tempRoot, writeSecretFile } from '../helpers/cli-run.js';
+import { cliEnv, cliOk, tempRoot, writeSecretFile } from '../helpers/cli-run.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 
 /*
@@ -116,7 +116,6 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
       cliOk(['peer', 'add-ns', ...dd, '--net-id', NET_ID, '--token-file', await writeSecretFile(root.root, 'ns.token', ns.token), '--kek-label', ns.kek.label], { env }),
       cliOk(['peer', 'add-as', ...dd, '--as-id', AS_ID, '--token-file', await writeSecretFile(root.root, 'as.token', as.token), '--kek-label', as.kek.label], { env }),
     ]);
-
     lap('cli');
     // The fleet, through the provisioning service `device add` calls (one CLI process per device would be slow).
     for (let i = 0; i < DEVICES; i++) {
@@ -126,7 +125,7 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
       fleet.push(new SimulatedDevice({ devEui, joinEui: JOIN_EUI, macVersion, roots }, undefined, { randomDevNonce: freshNonces() }));
       joinNonces.set(devEui, []);
     }
-    const jk = await openJoinkeep(machine(0), { logger: pino({ level: 'silent' }), env: { ...process.env, ...env } });
+    const jk = await openJoinkeep(machine(0), { logger: pino({ level: 'silent' }), env: cliEnv(env) });
     try {
       const deps = { storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'test' };
       let next = 0;

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { processTreeCpuSeconds } from '../sim/joinkeep-server.js';
+import type { FloorMode } from './floor-server.js';
 
 /** bench/floor-server.ts as a child process; killed with the benchmark whatever happens (its stdin closes). */
 export interface FloorServer {
@@ -15,8 +16,9 @@ process.on('exit', () => {
   for (const c of live) c.kill('SIGKILL');
 });
 
-export async function startFloorServer(kind: 'empty' | 'durable', processes: number, dbPath: string): Promise<FloorServer> {
-  const child = spawn(process.execPath, [script, kind, String(processes), dbPath], { stdio: ['pipe', 'pipe', 'inherit'] });
+/** `target`: the SQLite file (durable-sqlite) or PostgreSQL URL (durable-postgres); unused by `empty`. */
+export async function startFloorServer(kind: FloorMode, processes: number, target: string): Promise<FloorServer> {
+  const child = spawn(process.execPath, [script, kind, String(processes), target], { stdio: ['pipe', 'pipe', 'inherit'] });
   live.add(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => { live.delete(child); resolve(); }));
   const port = await new Promise<number>((resolve, reject) => {

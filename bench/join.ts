@@ -1,23 +1,21 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { SimulatedDevice } from '../sim/device.js';
 import { buildFleet } from './fleet.js';
-import { loadFleet, saveFleet } from './fleet-file.js';
 import { type FloorResult, measureFloor } from './floor.js';
 import { measureCustodyFloor } from './floor-custody.js';
-import { type TokenFloorResult, measureTokenFloor } from './floor-token.js';
+import type { TokenFloorResult } from './floor-token.js';
+import { measureSoftHsmFloor } from './floor-softhsm.js';
 import { type Pkcs11Counters, totalCalls } from '../src/custody/pkcs11/counters.js';
 import { createToken, softhsmModule, useSoftHsmIn } from './softhsm.js';
 import { fsyncMedianMs } from './fsync-probe.js';
-import { joinkeepCliExists, joinkeepMain, projectRoot } from '../sim/joinkeep-cli.js';
-import { type LoadResult, type LoadSpec, errorTotal, runLoad } from './load.js';
-import { type FloorServer, startFloorServer } from './floor-server-process.js';
-import { assertLoopbackUrl, parseBenchOptions } from './options.js';
-import { type Provisioned, provision } from './provision.js';
-import { type RunningServer, startServer } from '../sim/joinkeep-server.js';
+import { joinkeepCliExists, joinkeepMain } from '../sim/joinkeep-cli.js';
+import { type LoadResult, errorTotal } from './load.js';
+import { type HttpFloorResult, httpFloorName, measureHttpFloor } from './http-floor.js';
+import { type Configuration, type JoinLoad, openConfiguration } from './configuration.js';
+import { machineInfo, machineLine } from './machine.js';
+import { parseBenchOptions } from './options.js';
 import { summarise } from './stats.js';
 import { renderTable } from './table.js';
 
@@ -55,105 +53,63 @@ async function main(): Promise<void> {
   let tokenFloorPerUse: TokenFloorResult | undefined;
   if (o.custody === 'pkcs11') {
     useSoftHsmIn(root);
-    const token = createToken(`bench-floor-${randomBytes(4).toString('hex')}`);
-    const { acquireModule, releaseModule } = await import('../src/custody/pkcs11/module.js');
-    const { TokenSession } = await import('../src/custody/pkcs11/token-session.js');
-    const module = acquireModule(softhsmModule());
-    try {
-      log(`bench: floor — join crypto in SoftHSM2, synchronous on one session, on token objects (as before), ${o.floorDurationS} s`);
-      const before = TokenSession.open(module, token, undefined, { workingCopies: false });
-      try {
-        tokenFloorPerUse = measureTokenFloor(before, floorFleet, o.floorDurationS * 1000);
-      } finally {
-        before.close();
-      }
-      log(`bench: floor — join crypto in SoftHSM2, synchronous on one session, working copies and kept lifetime keys, ${o.floorDurationS} s`);
-      const now = TokenSession.open(module, token);
-      try {
-        tokenFloor = measureTokenFloor(now, floorFleet, o.floorDurationS * 1000);
-      } finally {
-        now.close();
-      }
-    } finally {
-      releaseModule(module);
-    }
+    log(`bench: floor — join crypto in SoftHSM2, synchronous on one session, on token objects (as before), ${o.floorDurationS} s`);
+    tokenFloorPerUse = await measureSoftHsmFloor(floorFleet, o.floorDurationS * 1000, `bench-floor-before-${randomBytes(4).toString('hex')}`, { workingCopies: false });
+    log(`bench: floor — join crypto in SoftHSM2, synchronous on one session, working copies and kept lifetime keys, ${o.floorDurationS} s`);
+    tokenFloor = await measureSoftHsmFloor(floorFleet, o.floorDurationS * 1000, `bench-floor-${randomBytes(4).toString('hex')}`);
     log(`bench: floor — the same join crypto through PKCS#11 custody (worker pool), one join at a time, ${o.floorDurationS} s`);
     const { openPkcs11Custody } = await import('../src/custody/pkcs11/index.js');
-    const custody = await openPkcs11Custody({ modulePath: softhsmModule(), tokens: [token] });
+    const custody = await openPkcs11Custody({ modulePath: softhsmModule(), tokens: [createToken(`bench-custody-${randomBytes(4).toString('hex')}`)] });
     try {
       hsmFloor = await measureCustodyFloor(custody, floorFleet, o.floorDurationS * 1000);
     } finally {
       await custody.close();
     }
   }
-  let server: RunningServer | undefined;
-  let fleet: SimulatedDevice[] = [];
-  let prov: Provisioned | undefined;
+  let config: Configuration | undefined;
   try {
-    if (o.reuse) {
-      ({ provisioned: prov, fleet } = loadFleet(o.reuse));
-      log(`bench: reusing ${o.reuse}: ${fleet.length} devices provisioned earlier in ${prov.seconds.toFixed(1)} s`);
-    } else {
-      fleet = buildFleet(o.devices, o.macVersion);
-      log(`bench: provisioning ${o.devices} devices (${o.macVersion}) through the CLI, ${o.provisionParallelism} at a time, in ${root}`);
-      let lastShown = 0;
-      prov = await provision(root, fleet, { kind: o.storage, postgresUrl: o.postgresUrl, custody: o.custody, tokens: o.tokens }, o.provisionParallelism, (n) => {
-        if (n - lastShown >= 250 || n === o.devices) { lastShown = n; log(`  ${n}/${o.devices}`); }
-      });
-    }
-    saveFleet(prov, fleet); // the load generator reads the fleet from here, and saves its counters back
-    log(`bench: provisioned in ${prov.seconds.toFixed(1)} s; starting joinkeep serve`);
-    server = await startServer(prov.dataDir, {
-      args: ['--processes', String(o.processes)],
-      ...(o.profileDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] } : {}),
-    });
-    assertLoopbackUrl(server.url);
+    config = await openConfiguration({
+      root, devices: o.devices, macVersion: o.macVersion, reuse: o.reuse !== undefined, profileDir: o.profileDir,
+      storage: { kind: o.storage, postgresUrl: o.postgresUrl, custody: o.custody, tokens: o.tokens },
+      provisionParallelism: o.provisionParallelism, processes: o.processes,
+    }, log);
+    const prov = config.provisioned;
     const loadShape = { concurrency: o.concurrency, warmupMs: o.warmupS * 1000, durationMs: o.durationS * 1000, rate: o.rate, timeoutMs: 10_000 };
-    const joinLoad = (url: string, fleetRoot: string): LoadSpec => ({ ...loadShape, url, work: { kind: 'joins', fleetRoot, style: o.style, verifyEvery: o.verifyEvery, maxRate: o.maxRate } });
+    const joinLoad: JoinLoad = { ...loadShape, style: o.style, verifyEvery: o.verifyEvery, maxRate: o.maxRate };
     log(`bench: load — from its own process, ${o.rate === undefined ? `${o.concurrency} in flight` : `${o.rate}/s offered, at most ${o.concurrency} in flight`}, ${o.warmupS} s warm-up, ${o.durationS} s measured, ${o.processes} server process(es)`);
-    // The server's CPU from the start of the load, and its HSM counters over the measured part (read when the warm-up ends, and at the end).
-    const serverUrl = server.url;
-    const runningServer = server;
-    let serverCpu0 = 0;
+    // With PKCS#11, the server's HSM counters over the measured part (read when the warm-up ends, and at the end).
+    const serverUrl = config.server.url;
     let metricsAtWarm: Promise<Scraped> | undefined;
-    const load = await runLoad(joinLoad(server.url, prov.root), () => {
-      serverCpu0 = runningServer.cpuSeconds();
+    const { load, serverCpuS } = await config.measure(joinLoad, () => {
       if (o.custody === 'pkcs11') metricsAtWarm = new Promise<Scraped>((resolve, reject) => setTimeout(() => scrape(serverUrl).then(resolve, reject), o.warmupS * 1000));
     });
-    const serverCpuS = server.cpuSeconds() - serverCpu0;
-    const metrics1 = metricsAtWarm ? await scrape(server.url) : undefined;
+    const metrics1 = metricsAtWarm ? await scrape(serverUrl) : undefined;
     const metrics0 = await metricsAtWarm;
     const clientCpuS = load.cpuS;
-    await server.stop();
+    await config.close();
     // With PKCS#11, the same load on the software keystore in the same run (fresh devices, same storage and layout).
     let softwareLoad: LoadResult | undefined;
     if (o.custody === 'pkcs11' && !o.reuse) {
       const softwareRoot = join(root, 'software-keystore');
       mkdirSync(softwareRoot);
-      const softwareFleet = buildFleet(o.devices, o.macVersion);
-      log(`bench: the same load on the software keystore — provisioning ${o.devices} devices`);
-      const softwareProv = await provision(softwareRoot, softwareFleet, { kind: o.storage, postgresUrl: o.postgresUrl, custody: 'software' }, o.provisionParallelism, () => undefined);
-      saveFleet(softwareProv, softwareFleet);
-      const softwareServer = await startServer(softwareProv.dataDir, { args: ['--processes', String(o.processes)] });
+      log(`bench: the same load on the software keystore`);
+      const software = await openConfiguration({
+        root: softwareRoot, devices: o.devices, macVersion: o.macVersion,
+        storage: { kind: o.storage, postgresUrl: o.postgresUrl, custody: 'software' },
+        provisionParallelism: o.provisionParallelism, processes: o.processes,
+      }, log);
       try {
-        softwareLoad = await runLoad(joinLoad(softwareServer.url, softwareProv.root));
+        softwareLoad = (await software.measure(joinLoad)).load;
       } finally {
-        await softwareServer.stop();
+        await software.close();
       }
     }
     // The HTTP floors: same process layout, same load generator, same connections, same duration.
-    const httpFloors: { name: string; kind: 'empty' | 'durable'; load: LoadResult; cpuS: number }[] = [];
+    const httpFloors: (HttpFloorResult & { name: string })[] = [];
     if (o.httpFloors) {
-      for (const kind of ['empty', 'durable'] as const) {
-        log(`bench: floor — ${kind === 'empty' ? 'empty Fastify POST' : 'Fastify POST + one durable SQLite update (FULL, group commit)'}, ${o.processes} process(es)`);
-        const floorServer: FloorServer = await startFloorServer(kind, o.processes, join(root, `floor-${kind}.db`));
-        try {
-          let cpu0 = 0;
-          const load = await runLoad({ ...loadShape, url: floorServer.url, work: { kind: 'posts' } }, () => { cpu0 = floorServer.cpuSeconds(); });
-          httpFloors.push({ name: kind === 'empty' ? `floor: empty Fastify POST (${o.processes} proc)` : `floor: POST + 1 durable update (${o.processes} proc)`, kind, load, cpuS: floorServer.cpuSeconds() - cpu0 });
-        } finally {
-          await floorServer.stop();
-        }
+      for (const kind of ['empty', 'durable-sqlite'] as const) {
+        log(`bench: ${httpFloorName(kind, o.processes)}`);
+        httpFloors.push({ ...(await measureHttpFloor(kind, o.processes, join(root, `floor-${kind}.db`), loadShape)), name: httpFloorName(kind, o.processes) });
       }
     }
     const loadAfter = loadavg()[0] ?? 0;
@@ -179,16 +135,16 @@ async function main(): Promise<void> {
       `ratio end-to-end / ${tokenFloor ? 'SoftHSM2 in-process ' : ''}crypto floor = ${(e2eRate / floorRate).toFixed(3)}  (floor is ${(floorRate / e2eRate).toFixed(1)}× end-to-end)`,
       ...httpFloors.map((f) => {
         const rate = f.load.joins / f.load.seconds;
-        return `ratio end-to-end / ${f.kind === 'empty' ? 'empty Fastify POST' : 'POST + durable update'} floor = ${(e2eRate / rate).toFixed(3)}  (floor ${rate.toFixed(0)}/s, ${((f.cpuS / loadS / rate) * 1e3).toFixed(3)} ms server CPU per request)`;
+        return `ratio end-to-end / ${f.kind === 'empty' ? 'empty Fastify POST' : 'POST + durable SQLite update'} floor = ${(e2eRate / rate).toFixed(3)}  (floor ${rate.toFixed(0)}/s, ${((f.cpuS / loadS / rate) * 1e3).toFixed(3)} ms server CPU per request)`;
       }),
     ];
     const machine = machineInfo();
     const out = [
       '',
-      `machine  ${machine.nproc} CPUs, ${machine.cpu}; Node ${process.version}; commit ${machine.commit}`,
+      machineLine(machine),
       `host     load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after; fsync (128 B, data dir file system) median ${fsyncMs.toFixed(2)} ms`,
       `cpu      during load (warm-up + measured, ${o.warmupS + o.durationS} s): server (${o.processes} process(es)) ${serverCpuS.toFixed(2)} s, load generator ${clientCpuS.toFixed(2)} s; server CPU per join ≈ ${((serverCpuS / (o.warmupS + o.durationS)) / e2eRate * 1e3).toFixed(2)} ms`,
-      `run      ${fleet.length} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, custody ${o.custody}${o.custody === 'pkcs11' ? ` (${o.tokens} token(s))` : ''}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
+      `run      ${config.deviceCount} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, custody ${o.custody}${o.custody === 'pkcs11' ? ` (${o.tokens} token(s))` : ''}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
       '',
       renderTable(rows),
       '',
@@ -211,7 +167,7 @@ async function main(): Promise<void> {
     if (o.json) writeFileSync(o.json, `${JSON.stringify({ options: o, machine, loadBefore, loadAfter, fsyncMs, serverCpuS, clientCpuS, rows, ratio: e2eRate / floorRate, httpFloors: httpFloors.map((f) => ({ kind: f.kind, perSecond: f.load.joins / f.load.seconds, cpuS: f.cpuS, ratio: e2eRate / (f.load.joins / f.load.seconds) })), errors: load.errors, provisionSeconds: prov.seconds }, null, 2)}\n`);
     if (errorCount > 0) process.exitCode = 1;
   } finally {
-    await server?.stop();
+    await config?.close();
     if (o.keep || o.reuse) log(`bench: kept ${root} (measure again with --reuse ${root})`);
     else rmSync(root, { recursive: true, force: true });
     clearTimeout(watchdog);
@@ -251,18 +207,6 @@ function diffScrape(a: Scraped, b: Scraped): Pkcs11Counters {
     tokenObjectsCreated: a.tokenObjectsCreated - b.tokenObjectsCreated,
     objectsDestroyed: a.objectsDestroyed - b.objectsDestroyed,
   };
-}
-
-function machineInfo(): { nproc: number; cpu: string; commit: string } {
-  let cpu = 'unknown CPU';
-  try {
-    cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu;
-  } catch { /* not Linux */ }
-  let commit = 'unknown';
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: process.env['JOINKEEP_GIT_DIR'] ?? projectRoot, encoding: 'utf8' }).trim();
-  } catch { /* not a checkout */ }
-  return { nproc: availableParallelism(), cpu, commit };
 }
 
 main().catch((e: unknown) => {

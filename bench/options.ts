@@ -100,3 +100,79 @@ export function assertLoopbackUrl(url: string): void {
     throw new RangeError(`refusing non-loopback host ${host}: the benchmark runs on loopback only`);
   }
 }
+
+/** The configurations `npm run bench:table` can measure: keystore × storage. */
+export const TABLE_CONFIGURATIONS = ['software-sqlite', 'software-postgres', 'softhsm-sqlite', 'softhsm-postgres'] as const;
+export type TableConfiguration = (typeof TABLE_CONFIGURATIONS)[number];
+
+export interface TableOptions {
+  readonly configurations: readonly TableConfiguration[];
+  readonly devices: number;
+  readonly durationS: number;
+  readonly warmupS: number;
+  readonly floorDurationS: number;
+  readonly concurrency: number;
+  /** Fixed offered loads, in percent of each configuration's saturation measured just before. */
+  readonly loads: readonly number[];
+  readonly macVersion: MacMix;
+  readonly style: 'tts' | 'chirpstack';
+  readonly verifyEvery: number;
+  readonly processes: number;
+  readonly provisionParallelism: number;
+  readonly maxRate: number;
+  /** A loopback PostgreSQL where databases may be created; undefined = start a throwaway cluster. */
+  readonly postgresUrl: string | undefined;
+  /** true = JSON on stdout (the table goes to stderr); a string = also write JSON to that file. */
+  readonly json: string | boolean;
+}
+
+export function parseTableOptions(argv: readonly string[], cpus: number): TableOptions {
+  const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  const o = new Command('bench-table')
+    .description('One table: joins/s and p50/p95/p99 over real HTTP per keystore × storage, at saturation and fixed offered loads, each against its floor and target')
+    .option('--configurations <list>', `comma-separated, of ${TABLE_CONFIGURATIONS.join(', ')}`, TABLE_CONFIGURATIONS.join(','))
+    .option('--devices <n>', 'devices provisioned per configuration', int(1, 100_000), 500)
+    .option('--duration <s>', 'measured seconds per load', int(1, 300), 8)
+    .option('--warmup <s>', 'unmeasured seconds before each load', int(0, 60), 2)
+    .option('--floor-duration <s>', 'seconds per in-process crypto floor', int(1, 60), 3)
+    .option('--concurrency <n>', 'keep-alive connections = requests in flight at saturation (cap in open loop)', int(1, 1024), 64)
+    .option('--loads <percents>', 'fixed offered loads, % of the saturation just measured (open loop)', '25,50')
+    .addOption(new Option('--mac-version <v>', 'device LoRaWAN versions').choices(['1.0.3', '1.1', 'mix']).default('mix'))
+    .addOption(new Option('--style <style>', 'NS wire style').choices(['tts', 'chirpstack']).default('tts'))
+    .option('--verify-every <n>', 'check every n-th accept as the device (0 = never)', int(0, 1_000_000), 16)
+    .option('--processes <n>', 'serve --processes N, and the HTTP floors with the same layout', int(1, 64), 1)
+    .option('--provision-parallelism <n>', 'devices provisioned concurrently', int(1, 64), Math.max(2, cpus * 2))
+    .option('--max-rate <n>', 'the load generator prepares Join-requests for at most this many joins/s at saturation', int(100, 1_000_000), 5000)
+    .option('--postgres-url <url>', 'loopback PostgreSQL where throwaway databases may be created (default: start a throwaway cluster)')
+    .option('--json [file]', 'JSON results: on stdout (table to stderr), or also into FILE')
+    .parse([...argv], { from: 'user' })
+    .opts<Record<string, unknown>>();
+  const configurations = list(o['configurations'] as string).map((c) => {
+    if (!(TABLE_CONFIGURATIONS as readonly string[]).includes(c)) throw new RangeError(`unknown configuration ${c}: expected ${TABLE_CONFIGURATIONS.join(', ')}`);
+    return c as TableConfiguration;
+  });
+  const loads = list(o['loads'] as string).map((v) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0 || n > 100) throw new RangeError(`--loads: expected percentages in (0, 100], got ${v}`);
+    return n;
+  });
+  const postgresUrl = o['postgresUrl'] as string | undefined;
+  if (postgresUrl !== undefined) assertLoopbackUrl(postgresUrl);
+  return {
+    configurations,
+    devices: o['devices'] as number,
+    durationS: o['duration'] as number,
+    warmupS: o['warmup'] as number,
+    floorDurationS: o['floorDuration'] as number,
+    concurrency: o['concurrency'] as number,
+    loads,
+    macVersion: o['macVersion'] as MacMix,
+    style: o['style'] as 'tts' | 'chirpstack',
+    verifyEvery: o['verifyEvery'] as number,
+    processes: o['processes'] as number,
+    provisionParallelism: o['provisionParallelism'] as number,
+    maxRate: o['maxRate'] as number,
+    postgresUrl,
+    json: (o['json'] as string | boolean | undefined) ?? false,
+  };
+}

@@ -50,6 +50,19 @@ describe('backend / admission control / the queue', () => {
     assert.equal(typeof a.enter(), 'function');
   });
 
+  test('queue ahead longer than maxQueueMs at the measured completion rate / shed on arrival as expected_wait', async () => {
+    const shed: string[] = [];
+    const a = new Admission({ maxInFlight: 1, maxQueue: 10, maxQueueMs: 100 }, (r) => shed.push(r));
+    const slow = a.enter() as Release;
+    await new Promise((r) => setTimeout(r, 300));
+    slow(); // one completion in ≥ 300 ms: the next waiter would wait about 300 ms
+    const held = a.enter() as Release;
+    assert.throws(() => a.enter(), isOverloaded);
+    assert.deepEqual(shed, ['expected_wait']);
+    assert.equal(a.waiting, 0);
+    held();
+  });
+
   test('OVERLOADED becomes Other with a description that says to retry, not an internal failure', () => {
     const r = resultFor(new BackendError('OVERLOADED', 'the Join Server is overloaded (x); retry later'));
     assert.equal(r.resultCode, 'Other');
@@ -99,7 +112,8 @@ describe('backend / admission control / a burst beyond capacity on a real server
     for (const { d } of shed.slice(0, 3)) assert.equal(resultCode(await world.post(d.req, TOKENS.ns)), 'Success');
 
     const metrics = await (await fetch(new URL('/metrics', world.url))).text();
-    assert.match(metrics, new RegExp(`joinkeep_backend_shed_total\\{reason="queue_full"\\} ${shed.length}\\b`));
+    const counted = [...metrics.matchAll(/^joinkeep_backend_shed_total\{reason="(\w+)"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[2]), 0);
+    assert.equal(counted, shed.length, 'joinkeep_backend_shed_total counts every shed request');
     assert.match(metrics, new RegExp(`joinkeep_backend_requests_total\\{message_type="JoinReq",result="Other",mac_version=""\\} ${shed.length}\\b`));
   });
 });

@@ -7,9 +7,7 @@ import { BackendError } from './errors.js';
  * instead of waiting for the network server's own deadline to pass. Why: past saturation an unbounded server answers
  * everything late (latency grows with the backlog) and the network server, which needs the Join-accept within about
  * 1 s of receiving the Join-request, gets nothing it can use; a bounded one answers what it admits in time and tells
- * the rest to retry. A request is also shed on arrival when the queue ahead of it would take longer than `maxQueueMs` at
- * the rate requests have been finishing (measured over the last quarter second or more): waiting would only end in the
- * same answer later, holding a connection of the network server meanwhile. A shed request never reaches the join engine, so it consumes no JoinNonce and writes nothing.
+ * the rest to retry. A shed request never reaches the join engine, so it consumes no JoinNonce and writes nothing.
  */
 
 export interface AdmissionSettings {
@@ -21,11 +19,9 @@ export interface AdmissionSettings {
   readonly maxQueueMs: number;
 }
 
-const RATE_WINDOW_MS = 250;
-
 export const defaultAdmission: AdmissionSettings = { maxInFlight: 64, maxQueue: 1024, maxQueueMs: 250 };
 
-export type ShedReason = 'queue_full' | 'expected_wait' | 'queue_timeout';
+export type ShedReason = 'queue_full' | 'queue_timeout';
 
 /** Gives the slot back; call exactly once. */
 export type Release = () => void;
@@ -44,10 +40,6 @@ export class Admission {
   #queue: Waiter[] = [];
   #head = 0;
   #waiting = 0;
-  // Completion rate (per ms), measured over windows of at least RATE_WINDOW_MS; 0 until the first window closes.
-  #rate = 0;
-  #windowStart = performance.now();
-  #windowDone = 0;
 
   constructor(settings: AdmissionSettings, onShed: (reason: ShedReason) => void = () => undefined) {
     this.#settings = settings;
@@ -69,7 +61,6 @@ export class Admission {
       return this.#release();
     }
     if (this.#waiting >= this.#settings.maxQueue) throw this.#shed('queue_full');
-    if (this.#rate > 0 && (this.#waiting + 1) / this.#rate > this.#settings.maxQueueMs) throw this.#shed('expected_wait');
     return new Promise<Release>((resolve, reject) => {
       const waiter: Waiter = {
         resolve,
@@ -91,13 +82,6 @@ export class Admission {
       if (released) return;
       released = true;
       this.#inFlight--;
-      this.#windowDone++;
-      const now = performance.now();
-      if (now - this.#windowStart >= RATE_WINDOW_MS) {
-        this.#rate = this.#windowDone / (now - this.#windowStart);
-        this.#windowStart = now;
-        this.#windowDone = 0;
-      }
       this.#next();
     };
   }
@@ -120,10 +104,7 @@ export class Admission {
 
   #shed(reason: ShedReason): BackendError {
     this.#onShed(reason);
-    const why =
-      reason === 'queue_full' ? `${this.#settings.maxQueue} requests already waiting`
-      : reason === 'expected_wait' ? `${this.#waiting} requests ahead, more than ${this.#settings.maxQueueMs} ms of work`
-      : `could not start within ${this.#settings.maxQueueMs} ms`;
+    const why = reason === 'queue_full' ? `${this.#settings.maxQueue} requests already waiting` : `could not start within ${this.#settings.maxQueueMs} ms`;
     return new BackendError('OVERLOADED', `the Join Server is overloaded (${why}); retry later`);
   }
 }

@@ -29,7 +29,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     backendShed: new Counter({
       name: 'joinkeep_backend_shed_total',
-      help: 'Activation requests answered at once with an overload Result by admission control: queue_full (no room to wait), expected_wait (the queue ahead would take longer than maxQueueMs), queue_timeout (not started within maxQueueMs)',
+      help: 'Activation requests answered at once with an overload Result by admission control: queue_full (no room to wait), queue_timeout (not started within maxQueueMs)',
       labelNames: ['reason'],
       registers: [registry],
     }),

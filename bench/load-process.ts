@@ -5,7 +5,7 @@ import type { SimulatedDevice } from '../sim/device.js';
 import { NetworkServerClient } from '../sim/network-server.js';
 import type { WireStyle } from '../sim/wire-style.js';
 import { BENCH_NET_ID } from './fleet.js';
-import { loadFleet, saveFleet } from './fleet-file.js';
+import { loadFleet } from './fleet-file.js';
 import { SampleBuffer } from './stats.js';
 
 /*
@@ -32,6 +32,8 @@ export interface LoadSpec {
   /** Open loop: requests started per second. Absent: closed loop at saturation. */
   readonly rate?: number | undefined;
   readonly timeoutMs: number;
+  /** The network server's budget: a Success answered later than this after its (scheduled) start counts as late. */
+  readonly deadlineMs?: number | undefined;
   readonly work: JoinWork | PostWork;
 }
 
@@ -44,6 +46,10 @@ export interface JoinWork {
   readonly verifyEvery: number;
   /** Requests prepared ahead: enough for this many joins per second over warm-up and measurement. */
   readonly maxRate: number;
+  /** Exactly this many Join-requests prepared per device instead (a storm: 1); a device that has sent them all rests. */
+  readonly joinsPerDevice?: number | undefined;
+  /** Seeded fleets (bench/bulk-provision.ts): join with this many devices picked at random over the whole fleet. */
+  readonly sample?: number | undefined;
 }
 
 /** A JoinReq-sized TS002 body POSTed to an HTTP floor server; any 200 answer counts. */
@@ -57,6 +63,10 @@ export interface LoadReport {
   readonly latenciesNs: Float64Array;
   readonly errors: Record<string, number>;
   readonly verified: number;
+  /** Answers in the measured window by TS002 ResultCode (Success included), whatever their timing. */
+  readonly results: Record<string, number>;
+  /** With `deadlineMs`: Success answers that came after the deadline (also counted in `joins` and the latencies). */
+  readonly late: number;
   /** CPU seconds this process spent from the start of the warm-up to the end of the run. */
   readonly cpuS: number;
 }
@@ -68,7 +78,7 @@ export type LoadMessage =
 
 /** One request the load generator can send now: a prepared body, or a live join through the NS simulator. */
 type Request = (pool: Pool) => Promise<Outcome>;
-type Outcome = { ok: true } | { ok: false; what: string };
+type Outcome = { ok: true } | { ok: false; what: string; resultCode?: string };
 interface RequestSource {
   /** The next request, or undefined when every device is busy. */
   next(): { request: Request; done: () => void } | undefined;
@@ -92,7 +102,9 @@ async function drive(spec: LoadSpec, pool: Pool, source: RequestSource): Promise
   const latencies = new SampleBuffer();
   const errors: Record<string, number> = {};
   const fail = (what: string): void => void (errors[what] = (errors[what] ?? 0) + 1);
+  const results: Record<string, number> = {};
   let joins = 0;
+  let late = 0;
   const cpu0 = process.cpuUsage();
   process.send!({ type: 'started' } satisfies LoadMessage);
   const start = performance.now();
@@ -116,8 +128,11 @@ async function drive(spec: LoadSpec, pool: Pool, source: RequestSource): Promise
     }
     const now = performance.now();
     if (inWindow(scheduledAt) && now < end + spec.timeoutMs) {
+      const code = outcome.ok ? 'Success' : outcome.resultCode;
+      if (code !== undefined) results[code] = (results[code] ?? 0) + 1;
       if (outcome.ok) {
         joins++;
+        if (spec.deadlineMs !== undefined && now - scheduledAt > spec.deadlineMs) late++;
         latencies.push((now - scheduledAt) * 1e6);
       } else fail(outcome.what);
     }
@@ -159,12 +174,13 @@ async function drive(spec: LoadSpec, pool: Pool, source: RequestSource): Promise
     await Promise.all(running);
   }
   const cpu = process.cpuUsage(cpu0);
-  return { joins, seconds: spec.durationMs / 1000, latenciesNs: Float64Array.from(latencies.values()), errors, verified: source.verified(), cpuS: (cpu.user + cpu.system) / 1e6 };
+  return { joins, seconds: spec.durationMs / 1000, latenciesNs: Float64Array.from(latencies.values()), errors, verified: source.verified(), results, late, cpuS: (cpu.user + cpu.system) / 1e6 };
 }
 
 /** Join-requests from the saved fleet: prepared bodies for most devices, live NS-simulator joins for the verified subset. */
 function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource {
-  const { provisioned, fleet } = loadFleet(work.fleetRoot);
+  const loaded = loadFleet(work.fleetRoot, { sample: work.sample });
+  const { provisioned, fleet } = loaded;
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${provisioned.nsToken}` };
   const liveAgent = new http.Agent({ keepAlive: true, maxSockets: spec.concurrency });
   const ns = new NetworkServerClient({
@@ -183,7 +199,7 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
     };
   };
   const live = (i: number): boolean => work.verifyEvery > 0 && i % work.verifyEvery === 0;
-  const rounds = Math.ceil((work.maxRate * (spec.warmupMs + spec.durationMs)) / 1000 / fleet.length) + 2;
+  const rounds = work.joinsPerDevice ?? Math.ceil((work.maxRate * (spec.warmupMs + spec.durationMs)) / 1000 / fleet.length) + 2;
   // Each prepared device's bodies, in DevNonce order; a device is sent only when idle, so they arrive in order.
   const prepared = fleet.map((device, i) => (live(i) ? [] : Array.from({ length: rounds }, () => JSON.stringify(ns.joinReqMessage(activation(device)).message))));
   const cursor = new Uint32Array(fleet.length);
@@ -198,13 +214,13 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
     if (res.statusCode !== 200) return { ok: false, what: `HTTP ${res.statusCode}` };
     const answer = JSON.parse(text) as { MessageType?: unknown; Result?: { ResultCode?: unknown; Description?: unknown } };
     const code = answer.Result?.ResultCode;
-    if (code !== 'Success') return { ok: false, what: `Result ${String(code)}${typeof answer.Result?.Description === 'string' ? `: ${answer.Result.Description}` : ''}` };
+    if (code !== 'Success') return { ok: false, resultCode: String(code), what: `Result ${String(code)}${typeof answer.Result?.Description === 'string' ? `: ${answer.Result.Description}` : ''}` };
     if (answer.MessageType !== 'JoinAns') return { ok: false, what: `answered with ${String(answer.MessageType)}` };
     return { ok: true };
   };
   const liveRequest = (device: SimulatedDevice): Request => async () => {
     const ans = await ns.joinReq(activation(device));
-    if (!ans.ok) return { ok: false, what: ans.kind === 'result' ? `Result ${ans.resultCode}${ans.description ? `: ${ans.description}` : ''}` : `${ans.kind}: ${ans.detail}` };
+    if (!ans.ok) return { ok: false, ...(ans.kind === 'result' ? { resultCode: ans.resultCode } : {}), what: ans.kind === 'result' ? `Result ${ans.resultCode}${ans.description ? `: ${ans.description}` : ''}` : `${ans.kind}: ${ans.detail}` };
     const r = device.receiveJoinAccept(ans.phyPayload);
     verified++;
     if (!r.accepted) return { ok: false, what: `device dropped the accept: ${r.reason}` };
@@ -218,15 +234,16 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
       if (idleHead === idle.length) return undefined;
       const i = idle[idleHead++]!;
       if (idleHead > 4096 && idleHead * 2 > idle.length) idle.splice(0, idleHead), (idleHead = 0);
-      const done = (): void => void idle.push(i);
-      if (live(i)) return { request: liveRequest(fleet[i]!), done };
+      // With joinsPerDevice, a device that has sent its prepared requests rests (a storm: each device joins once).
+      const done = (): void => void (work.joinsPerDevice !== undefined && cursor[i]! >= rounds ? undefined : idle.push(i));
+      if (live(i)) return cursor[i]!++, { request: liveRequest(fleet[i]!), done };
       const body = prepared[i]![cursor[i]!++];
       if (body === undefined) throw new RangeError(`prepared requests used up (${rounds} per device): raise --max-rate`);
       return { request: preparedRequest(body), done };
     },
     finish() {
       liveAgent.destroy();
-      saveFleet(provisioned, fleet);
+      loaded.save();
     },
     verified: () => verified,
   };

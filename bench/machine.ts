@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { projectRoot } from '../sim/joinkeep-cli.js';
 
 /** What a benchmark result is worth only together with: the machine and the commit measured. */
@@ -27,4 +27,9 @@ export function machineInfo(): MachineInfo {
 
 export function machineLine(m: MachineInfo): string {
   return `machine  ${m.nproc} CPUs, ${m.cpu}; Node ${m.node}; commit ${m.commit}`;
+}
+
+/** The machine line with the load average right now, for benchmarks that print one line of context. */
+export function machineLineNow(): string {
+  return `${machineLine(machineInfo())}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`;
 }

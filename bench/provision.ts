@@ -36,8 +36,18 @@ export interface StorageChoice {
   readonly tokens?: number;
 }
 
-export async function provision(root: string, fleet: readonly SimulatedDevice[], storage: StorageChoice, parallelism: number, progress: (done: number) => void): Promise<Provisioned> {
-  const started = Date.now();
+/** A data directory set up as an operator does it through the CLI, before any device: what the benchmarks need of it. */
+export interface OperatorSetup {
+  readonly dataDir: string;
+  readonly nsToken: string;
+  readonly nsKek: { readonly label: string; readonly key: Buffer };
+  readonly asKek: { readonly label: string; readonly key: Buffer };
+  readonly importKek: { readonly label: string; readonly key: Buffer };
+  readonly asId: string;
+}
+
+/** `joinkeep init`, `kek add` ×3, `peer add-ns`, `peer add-as` through the CLI, in `root`/data; peers' files in `root`/secrets. */
+export async function setUpDataDir(root: string, storage: StorageChoice): Promise<OperatorSetup> {
   // `root` is this run's temporary directory: data/ is created by `joinkeep init`, secrets/ holds the peers' files.
   const dataDir = join(root, 'data');
   const secrets = join(root, 'secrets');
@@ -69,6 +79,12 @@ export async function provision(root: string, fleet: readonly SimulatedDevice[],
   }
   await runJoinkeep(['peer', 'add-ns', '--data-dir', dataDir, '--net-id', BENCH_NET_ID, '--token-file', file('ns.token', nsToken), '--kek-label', nsKek.label], dataDir);
   await runJoinkeep(['peer', 'add-as', '--data-dir', dataDir, '--as-id', asId, '--token-file', file('as.token', asToken), '--kek-label', asKek.label], dataDir);
+  return { dataDir, nsToken, nsKek, asKek, importKek, asId };
+}
+
+export async function provision(root: string, fleet: readonly SimulatedDevice[], storage: StorageChoice, parallelism: number, progress: (done: number) => void): Promise<Provisioned> {
+  const started = Date.now();
+  const { dataDir, nsToken, nsKek, asKek, importKek, asId } = await setUpDataDir(root, storage);
 
   const jk = await openJoinkeep(dataDir, { logger: pino({ level: 'warn' }), env: storage.kind === 'postgres' ? { ...process.env, JOINKEEP_POSTGRES_URL: storage.postgresUrl } : process.env });
   try {

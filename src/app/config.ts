@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
+import type { AdmissionSettings } from '../backend/admission.js';
 import { type JoinSettings, defaultJoinSettings } from '../join/context.js';
 import { AppError } from './errors.js';
 
@@ -52,6 +53,12 @@ export interface BackendConfig {
   readonly paths: readonly string[];
   readonly bodyLimit: number;
   readonly tls?: { readonly keyFile: string; readonly certFile: string; readonly clientCaFile?: string } | undefined;
+  /**
+   * Admission control of JoinReq/RejoinReq per process (docs/operations.md): any field left out takes its default
+   * (maxInFlight 64, maxQueue 1024, maxQueueMs 250); false turns it off (not recommended: past saturation every
+   * answer comes late).
+   */
+  readonly admission?: Partial<AdmissionSettings> | false | undefined;
 }
 
 export interface JoinkeepConfig {
@@ -143,6 +150,18 @@ export function validateConfig(raw: unknown, where: string): JoinkeepConfig {
   const backend = { listen: DEFAULT_LISTEN, paths: ['/'], bodyLimit: 64 * 1024, ...o.backend };
   parseListen(backend.listen, `${where}: backend.listen`);
   if (!Array.isArray(backend.paths) || backend.paths.some((p) => typeof p !== 'string' || !p.startsWith('/'))) fail('backend.paths must be a list of paths starting with "/"');
+  const admission: unknown = backend.admission;
+  if (admission !== undefined && admission !== false) {
+    if (typeof admission !== 'object' || admission === null || Array.isArray(admission)) fail('backend.admission must be an object {"maxInFlight","maxQueue","maxQueueMs"} or false');
+    const a = admission as Record<string, unknown>;
+    const unknownKey = Object.keys(a).find((k) => !['maxInFlight', 'maxQueue', 'maxQueueMs'].includes(k));
+    if (unknownKey !== undefined) fail(`backend.admission: unknown key "${unknownKey}" (maxInFlight, maxQueue, maxQueueMs)`);
+    const bounds = { maxInFlight: [1, 100_000], maxQueue: [0, 1_000_000], maxQueueMs: [1, 60_000] } as const;
+    for (const [k, [min, max]] of Object.entries(bounds)) {
+      const v = a[k];
+      if (v !== undefined && (!Number.isInteger(v) || (v as number) < min || (v as number) > max)) fail(`backend.admission.${k} must be an integer ${min}..${max}`);
+    }
+  }
   if (o.admin !== undefined) parseListen(o.admin.listen, `${where}: admin.listen`);
   if (o.api !== undefined) {
     parseListen(o.api.listen, `${where}: api.listen`);

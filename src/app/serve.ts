@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
+import { defaultAdmission } from '../backend/admission.js';
 import { type AdminSource, addAdminRoutes, clientCertSha256Of, createBackendServer, localAdminSource } from '../backend/server.js';
 import { registerClaimApiV2 } from '../api/claim-v2.js';
 import { FailureLimiter } from '../commissioning/rate-limit.js';
@@ -73,6 +74,7 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
       adminRoutes: adminListen === undefined,
       custodyHealth,
       admin: options.admin,
+      admission: config.backend.admission === false ? false : { ...defaultAdmission, ...config.backend.admission },
     });
     // The Things Join Server claim API v2 for claim clients (client certificates), beside the Backend Interfaces.
     const claimLimiter = new FailureLimiter();

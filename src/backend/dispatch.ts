@@ -11,6 +11,7 @@ import {
 import type { Storage } from '../storage/storage.js';
 import { activationAnswer, appSKeyAnswer, failureAnswer, homeNsAnswer } from './answers.js';
 import { type Credentials, authenticatePeer } from './authenticate.js';
+import type { Admission } from './admission.js';
 import { BackendError } from './errors.js';
 import { resultFor } from './result-codes.js';
 import { answerTypeFor, requesterId, salvageFields, salvageHeader } from './salvage-header.js';
@@ -39,7 +40,14 @@ interface Progress {
  * One Backend Interfaces request, from raw body to answer: parse → authenticate the sender → parse the
  * message → join engine → answer. Every failure becomes an answer with a Result (HTTP 200, spec-notes §2.1).
  */
-export async function dispatch(deps: { storage: Storage; joins: JoinService }, raw: string, credentials: Credentials): Promise<Outcome> {
+export interface DispatchDeps {
+  readonly storage: Storage;
+  readonly joins: JoinService;
+  /** Bounds activation requests in progress (src/backend/admission.ts); none: unbounded. */
+  readonly admission?: Admission | undefined;
+}
+
+export async function dispatch(deps: DispatchDeps, raw: string, credentials: Credentials): Promise<Outcome> {
   const progress: Progress = { fields: {}, macVersion: '' };
   try {
     return await answer(deps, raw, credentials, progress);
@@ -68,7 +76,7 @@ export async function dispatch(deps: { storage: Storage; joins: JoinService }, r
   }
 }
 
-async function answer(deps: { storage: Storage; joins: JoinService }, raw: string, credentials: Credentials, progress: Progress): Promise<Outcome> {
+async function answer(deps: DispatchDeps, raw: string, credentials: Credentials, progress: Progress): Promise<Outcome> {
   let body: unknown;
   try {
     body = JSON.parse(raw);
@@ -85,14 +93,14 @@ async function answer(deps: { storage: Storage; joins: JoinService }, raw: strin
   switch (header.messageType) {
     case 'JoinReq':
     case 'RejoinReq': {
-      const caller = await authenticatePeer(deps.storage, credentials, header, 'ns');
-      progress.sender = caller.id;
-      const msg = parseJoinReq(o, header);
-      progress.macVersion = msg.macVersion;
-      const join = header.messageType === 'JoinReq';
-      const activation = join ? await deps.joins.join(caller, msg) : await deps.joins.rejoin(caller, msg);
-      const answerType = join ? 'JoinAns' : 'RejoinAns';
-      return { ...base, answer: activationAnswer(header, answerType, caller.netId!, activation), macVersion: msg.macVersion, devEui: msg.devEui, sender: caller.id };
+      // Admission before anything costly (authentication reads storage): a shed request gets its answer at once and
+      // never reaches the join engine, so it consumes no JoinNonce. The header is parsed, so the answer matches it.
+      const release = deps.admission === undefined ? undefined : await deps.admission.enter();
+      try {
+        return await activate(deps, credentials, header, o, progress);
+      } finally {
+        release?.();
+      }
     }
     case 'AppSKeyReq': {
       const caller = await authenticatePeer(deps.storage, credentials, header, 'as');
@@ -111,4 +119,23 @@ async function answer(deps: { storage: Storage; joins: JoinService }, raw: strin
     default:
       throw new BackendError('UNSUPPORTED_MESSAGE_TYPE', `MessageType ${JSON.stringify(header.messageType)} is not served by a Join Server (JoinReq, RejoinReq, AppSKeyReq, HomeNSReq)`);
   }
+}
+
+/** JoinReq / RejoinReq once admitted: authenticate the network server → parse → join engine → answer. */
+async function activate(deps: DispatchDeps, credentials: Credentials, header: RequestHeader, o: Record<string, unknown>, progress: Progress): Promise<Outcome> {
+  const caller = await authenticatePeer(deps.storage, credentials, header, 'ns');
+  progress.sender = caller.id;
+  const msg = parseJoinReq(o, header);
+  progress.macVersion = msg.macVersion;
+  const join = header.messageType === 'JoinReq';
+  const activation = join ? await deps.joins.join(caller, msg) : await deps.joins.rejoin(caller, msg);
+  const answerType = join ? 'JoinAns' : 'RejoinAns';
+  return {
+    messageType: header.messageType,
+    resultCode: 'Success',
+    answer: activationAnswer(header, answerType, caller.netId!, activation),
+    macVersion: msg.macVersion,
+    devEui: msg.devEui,
+    sender: caller.id,
+  };
 }

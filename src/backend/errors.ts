@@ -1,4 +1,5 @@
-export const backendErrorCodes = ['UNKNOWN_SENDER', 'UNSUPPORTED_MESSAGE_TYPE', 'MALFORMED_JSON'] as const;
+/** OVERLOADED: shed by admission control (src/backend/admission.ts) before any processing. */
+export const backendErrorCodes = ['UNKNOWN_SENDER', 'UNSUPPORTED_MESSAGE_TYPE', 'MALFORMED_JSON', 'OVERLOADED'] as const;
 export type BackendErrorCode = (typeof backendErrorCodes)[number];
 
 export class BackendError extends Error {

@@ -45,6 +45,11 @@ export const backendErrorResults: Readonly<Record<BackendErrorCode, ResultCode>>
   UNKNOWN_SENDER: 'UnknownSender',
   UNSUPPORTED_MESSAGE_TYPE: 'MalformedRequest',
   MALFORMED_JSON: 'MalformedRequest',
+  // Shed by admission control. TS002-1.0 Table 24 has no busy code (spec-notes §2.6): `JoinReqFailed` would say the
+  // JS processed this Join-request and refused it (network servers log it as the device's failure), `Deferred` is
+  // passive roaming's "not for a period of time"; `Other` ("error cases not standardized yet") with a plain
+  // description is the honest answer, and the same one the HSM queue's overload gives.
+  OVERLOADED: 'Other',
 };
 
 export interface ResultFor {

@@ -5,6 +5,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Storage } from '../storage/storage.js';
 import { type Credentials } from './authenticate.js';
+import { Admission, type AdmissionSettings, defaultAdmission } from './admission.js';
 import { type Outcome, dispatch } from './dispatch.js';
 import { answerTypeOf } from '../protocol/index.js';
 
@@ -24,6 +25,8 @@ export interface BackendServerOptions {
   readonly custodyHealth?: CustodyHealth | undefined;
   /** Where /metrics reads from when it is not this process's registry alone (serve --processes: every worker's). */
   readonly admin?: AdminSource | undefined;
+  /** Admission control of activation requests (src/backend/admission.ts); false: none. Default: defaultAdmission. */
+  readonly admission?: AdmissionSettings | false | undefined;
 }
 
 /** The Backend Interfaces HTTP server (TS002 §20: HTTP/1.1 POST with a JSON body, answered synchronously). */
@@ -46,9 +49,13 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
   // ~55 µs per line measured here). Error lines, which carry causes, keep the redacting logger.
   const requestLog = o.logger.child({}, { redact: [] });
 
+  const admissionSettings = o.admission ?? defaultAdmission;
+  const admission = admissionSettings === false ? undefined : new Admission(admissionSettings, (reason) => o.metrics.backendShed.inc({ reason }));
+  const deps = { storage: o.storage, joins: o.joins, admission };
+
   const handle = async (raw: unknown, credentials: Credentials): Promise<Outcome> => {
     const started = process.hrtime.bigint();
-    const outcome = await dispatch(o, typeof raw === 'string' ? raw : '', credentials);
+    const outcome = await dispatch(deps, typeof raw === 'string' ? raw : '', credentials);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const messageType = knownMessageType(outcome.messageType);
     o.metrics.backendRequests.inc({ message_type: messageType, result: outcome.resultCode, mac_version: outcome.macVersion });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { type InitOptions, initDataDir } from '../../src/app/init.js';
+import { CONFIG_FILE, type JoinkeepConfig } from '../../src/app/config.js';
 import { type Running, serve } from '../../src/app/serve.js';
 import { addApplicationServer, addNetworkServer } from '../../src/commissioning/peers.js';
 import { aesKeyWrap } from '../../src/custody/primitives.js';
@@ -73,7 +74,8 @@ export interface ProvisionInput extends Omit<AddDeviceInput, 'appKey' | 'nwkKey'
   readonly nwkKey?: Buffer | undefined;
 }
 
-export async function startWorld(backend: 'sqlite' | 'postgres', custody: 'software' | 'pkcs11' = 'software'): Promise<World> {
+/** `configure` edits joinkeep.json before the server starts (e.g. backend.admission). */
+export async function startWorld(backend: 'sqlite' | 'postgres', custody: 'software' | 'pkcs11' = 'software', configure?: (config: JoinkeepConfig) => JoinkeepConfig): Promise<World> {
   const dataDir = await mkdtemp(join(tmpdir(), `joinkeep-world-${backend}-`));
   const database = backend === 'postgres' ? await createTestDatabase() : undefined;
   let pkcs11: InitOptions['pkcs11'];
@@ -83,7 +85,8 @@ export async function startWorld(backend: 'sqlite' | 'postgres', custody: 'softw
     await writeFile(pinFile, `${token.pin}\n`, { mode: 0o600 });
     pkcs11 = { kind: 'pkcs11', module: softhsmModulePath(), tokens: [{ label: token.label, pinFile }] };
   }
-  await initDataDir(join(dataDir, 'jk'), { storage: database ? { kind: 'postgres', url: database.url } : undefined, pkcs11 });
+  const config = await initDataDir(join(dataDir, 'jk'), { storage: database ? { kind: 'postgres', url: database.url } : undefined, pkcs11 });
+  if (configure !== undefined) await writeFile(join(dataDir, 'jk', CONFIG_FILE), `${JSON.stringify(configure(config), null, 2)}\n`);
   const running = await serve(join(dataDir, 'jk'), { listen: '127.0.0.1:0', logger: pino({ level: 'silent' }) });
   const jk = running.joinkeep;
   const deps = { storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'test' };

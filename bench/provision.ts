@@ -2,13 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SimulatedDevice } from '../sim/device.js';
-import { wrapEnvelope } from '../sim/key-envelope.js';
+import { addFleet } from '../sim/add-fleet.js';
 import { BENCH_NET_ID } from './fleet.js';
 import { runJoinkeep } from '../sim/joinkeep-cli.js';
 import { createToken, softhsmModule, useSoftHsmIn } from './softhsm.js';
 import pino from 'pino';
 import { openJoinkeep } from '../src/app/joinkeep.js';
-import { addDevice } from '../src/provisioning/devices.js';
 
 /**
  * A data directory provisioned as an operator would: `joinkeep init`, `kek add` and `peer add-*` through the CLI,
@@ -88,25 +87,7 @@ export async function provision(root: string, fleet: readonly SimulatedDevice[],
 
   const jk = await openJoinkeep(dataDir, { logger: pino({ level: 'warn' }), env: storage.kind === 'postgres' ? { ...process.env, JOINKEEP_POSTGRES_URL: storage.postgresUrl } : process.env });
   try {
-    const deps = { storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'bench' };
-    let next = 0;
-    let done = 0;
-    const worker = async (): Promise<void> => {
-      while (next < fleet.length) {
-        const { devEui, joinEui, macVersion, roots } = fleet[next++]!.identity;
-        await addDevice(deps, {
-          devEui,
-          joinEui,
-          macVersion,
-          homeNetId: BENCH_NET_ID,
-          asId,
-          appKey: JSON.stringify(wrapEnvelope(importKek, roots.appKey)),
-          nwkKey: roots.nwkKey ? JSON.stringify(wrapEnvelope(importKek, roots.nwkKey)) : undefined,
-        });
-        progress(++done);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, parallelism) }, worker));
+    await addFleet(jk, fleet, { importKek, homeNetId: BENCH_NET_ID, asId, actor: 'bench', parallelism, progress });
   } finally {
     await jk.close();
   }

@@ -8,14 +8,13 @@ import pg from 'pg';
 import pino from 'pino';
 import { openJoinkeep } from '../../src/app/joinkeep.js';
 import { type MacVersion, devAddrFromLeBytes, eui64FromBeHex, isLoRaWAN11, netIdFromBeHex } from '../../src/protocol/index.js';
-import { addDevice } from '../../src/provisioning/devices.js';
 import type { SentHeader } from '../../sim/answer-checks.js';
 import { ApplicationServerClient } from '../../sim/application-server.js';
 import { processJoinAccept } from '../../sim/device-accept.js';
 import type { SessionKeys } from '../../sim/device-keys.js';
 import { SimulatedDevice } from '../../sim/device.js';
 import { type RunningServer, startServer } from '../../sim/joinkeep-server.js';
-import { wrapEnvelope } from '../../sim/key-envelope.js';
+import { addFleet } from '../../sim/add-fleet.js';
 import { type ActivationAnswer, type Failure, NetworkServerClient, type NsSessionKeys } from '../../sim/network-server.js';
 import { postTs002 } from '../../sim/ts002-transport.js';
 import { cliEnv, cliOk, tempRoot, writeSecretFile } from '../helpers/cli-run.js';
@@ -127,23 +126,7 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
     }
     const jk = await openJoinkeep(machine(0), { logger: pino({ level: 'silent' }), env: cliEnv(env) });
     try {
-      const deps = { storage: jk.storage, custody: jk.custody, audit: jk.audit, actor: 'test' };
-      let next = 0;
-      const worker = async (): Promise<void> => {
-        while (next < fleet.length) {
-          const { devEui, joinEui, macVersion, roots } = fleet[next++]!.identity;
-          await addDevice(deps, {
-            devEui,
-            joinEui,
-            macVersion,
-            homeNetId: NET_ID,
-            asId: AS_ID,
-            appKey: JSON.stringify(wrapEnvelope(importKek, roots.appKey)),
-            nwkKey: roots.nwkKey ? JSON.stringify(wrapEnvelope(importKek, roots.nwkKey)) : undefined,
-          });
-        }
-      };
-      await Promise.all(Array.from({ length: 4 }, worker));
+      await addFleet(jk, fleet, { importKek, homeNetId: NET_ID, asId: AS_ID, actor: 'test', parallelism: 4 });
     } finally {
       await jk.close();
     }

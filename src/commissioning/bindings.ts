@@ -1,6 +1,6 @@
 import type { KeyCustody } from '../custody/custody.js';
 import { type Eui64, type NetId, eui64FromBeHex, netIdFromBeHex } from '../protocol/index.js';
-import { generateClaimCode, groupClaimCode, storedClaimCodeHash } from '../provisioning/sealed-batch/claim-codes.js';
+import { claimCodeHash, generateClaimCode, groupClaimCode } from '../provisioning/sealed-batch/claim-codes.js';
 import { StorageError } from '../storage/errors.js';
 import type { AuditEvent, DeviceRecord, FoundDevice, OwnedBinding } from '../storage/storage.js';
 import { type Caller, ownerScopeOf } from './caller.js';
@@ -122,7 +122,7 @@ export async function updateClaimSettings(deps: OwnerDeps, caller: Caller, devEu
   const id = found!.device.devEui;
   const when = at(deps);
   await asOwner([id], () =>
-    deps.storage.updateClaim(ownerScopeOf(caller), id as Eui64, { claimCodeHash: newCode === undefined ? c.claimCodeHash : storedClaimCodeHash(id, newCode), locked, expiresAt }, [
+    deps.storage.updateClaim(ownerScopeOf(caller), id as Eui64, { claimCodeHash: newCode === undefined ? c.claimCodeHash : claimCodeHash(id, newCode), locked, expiresAt }, [
       event(caller, found!, 'device.claim-settings', when, { locked, regenerated: newCode !== undefined, expiresAt: expiresAt?.toISOString() ?? null }),
     ]),
   );

@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { ProtocolError, parseDeviceQr } from '../protocol/index.js';
-import { claimCodeHash, generateClaimCode, groupClaimCode, normalizeClaimCode, storedClaimCodeHash } from '../provisioning/sealed-batch/claim-codes.js';
+import { type Eui64, ProtocolError, parseDeviceQr } from '../protocol/index.js';
+import { claimCodeHash, generateClaimCode, groupClaimCode, normalizeClaimCode } from '../provisioning/sealed-batch/claim-codes.js';
 import { ProvisioningError } from '../provisioning/errors.js';
 import type { AuditEvent, FoundDevice } from '../storage/storage.js';
 import { type Caller, requireScope } from './caller.js';
@@ -44,7 +44,7 @@ const CLAIM_FAILED = 'claim failed with the given claim code';
 const STAND_IN = randomBytes(32).toString('hex');
 
 /** What a claim names: the DevEUI and the normalised claim code, from either form. Malformed input is INVALID_INPUT. */
-export function claimTarget(input: ClaimInput): { devEui: string; code: string } {
+export function claimTarget(input: ClaimInput): { devEui: Eui64; code: string } {
   if (input.qrCode !== undefined) {
     if (input.devEui !== undefined || input.claimCode !== undefined) throw new CommissioningError('INVALID_INPUT', 'give either a QR code, or a DevEUI and a claim code');
     let qr;
@@ -88,16 +88,27 @@ function claimable(found: FoundDevice | undefined, devEui: string, code: string,
 }
 
 export async function claimDevice(deps: ClaimDeps, caller: Caller, input: ClaimInput): Promise<ClaimOutcome> {
+  const claimer = await claimingOrganisation(deps, caller);
+  return claimAs(deps, caller, claimer, claimTarget(input), input);
+}
+
+/** The caller's organisation, if it may claim devices at all (scope and role); checked once per request. */
+async function claimingOrganisation(deps: ClaimDeps, caller: Caller): Promise<string> {
   requireScope(caller, 'devices:claim');
   const claimer = caller.organisation;
   if (claimer === null) throw new CommissioningError('FORBIDDEN', 'devices are claimed by an organisation: use an organisation\'s API key');
   const org = await deps.storage.getOrganisation(claimer);
   if (org === undefined || !org.roles.includes('device-owner')) throw new CommissioningError('FORBIDDEN', `organisation ${claimer} does not have the device-owner role`);
+  return claimer;
+}
+
+/** One device's claim for an organisation already checked by claimingOrganisation. */
+async function claimAs(deps: ClaimDeps, caller: Caller, claimer: string, target: { devEui: Eui64; code: string }, input: Pick<ClaimInput, 'lock' | 'regenerate'>): Promise<ClaimOutcome> {
   const retryAfterS = deps.limiter.retryAfterS(caller.rateKey);
   if (retryAfterS > 0) throw new CommissioningError('RATE_LIMITED', `too many failed claims; try again in ${retryAfterS} s`, retryAfterS);
-  const { devEui, code } = claimTarget(input);
+  const { devEui, code } = target;
   const at = (deps.now ?? (() => new Date()))();
-  const found = await deps.storage.findDevice(parseDevEui(devEui));
+  const found = await deps.storage.findDevice(devEui);
   if (!claimable(found, devEui, code, claimer, at)) {
     deps.limiter.fail(caller.rateKey);
     throw new CommissioningError('CLAIM_FAILED', CLAIM_FAILED);
@@ -116,8 +127,8 @@ export async function claimDevice(deps: ClaimDeps, caller: Caller, input: ClaimI
     audit.push({ at, actor: caller.actor, action: 'device.claimed-away', subject: `device/${devEui}`, outcome: 'success', organisation: previous, details: { wasBound: found!.bound } });
   }
   const changed = await deps.storage.claimDevice(
-    parseDevEui(devEui),
-    { owner: claimer, expectOwner: previous, claimCodeHash: newCode === undefined ? c.claimCodeHash : storedClaimCodeHash(devEui, newCode), locked: lock, expiresAt: newCode === undefined ? c.claimExpiresAt : null, at },
+    devEui,
+    { owner: claimer, expectOwner: previous, claimCodeHash: newCode === undefined ? c.claimCodeHash : claimCodeHash(devEui, newCode), locked: lock, expiresAt: newCode === undefined ? c.claimExpiresAt : null, at },
     audit,
   );
   // Someone else's claim won the race: to this caller it is a failed claim like any other.
@@ -133,19 +144,19 @@ export interface BulkClaimResult {
 
 /** Claims each item on its own; a failure says only "failed" for that item, like a single claim would. */
 export async function claimDevices(deps: ClaimDeps, caller: Caller, items: readonly ClaimInput[], options: { lock?: boolean; regenerate?: boolean } = {}): Promise<BulkClaimResult> {
-  requireScope(caller, 'devices:claim');
+  const claimer = await claimingOrganisation(deps, caller);
   if (items.length === 0) throw new CommissioningError('INVALID_INPUT', 'the manifest names no device');
   if (items.length > 10_000) throw new CommissioningError('INVALID_INPUT', 'at most 10,000 devices per bulk claim');
   const results: Array<BulkClaimResult['items'][number]> = [];
   for (const item of items) {
     let devEui: string | null = null;
     try {
-      devEui = claimTarget(item).devEui;
-      const outcome = await claimDevice(deps, caller, { ...item, lock: item.lock ?? options.lock, regenerate: item.regenerate ?? options.regenerate });
+      const target = claimTarget(item);
+      devEui = target.devEui;
+      const outcome = await claimAs(deps, caller, claimer, target, { lock: item.lock ?? options.lock, regenerate: item.regenerate ?? options.regenerate });
       results.push({ devEui, outcome: 'claimed', ...(outcome.claimCode === undefined ? {} : { claimCode: outcome.claimCode }) });
     } catch (error) {
       if (!(error instanceof CommissioningError)) throw error;
-      if (error.code === 'FORBIDDEN') throw error;
       results.push({ devEui, outcome: error.code === 'CLAIM_FAILED' ? 'failed' : error.code === 'RATE_LIMITED' ? 'rate-limited' : 'invalid' });
     }
   }

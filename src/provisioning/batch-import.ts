@@ -168,7 +168,7 @@ function inventoryEntry(d: SealedBatchPayload['devices'][number], maker: string,
     batchId,
     profile: d.profile ?? null,
     serialNumber: d.serialNumber ?? null,
-    claimCodeHash: d.claimCodeHash === undefined ? null : d.claimCodeHash.toUpperCase(),
+    claimCodeHash: d.claimCodeHash ?? null,
     // A transfer from another Join Server carries the device's join state: JoinNonces must keep increasing.
     lastJoinNonce: 'joinState' in d && d.joinState !== undefined ? d.joinState.lastJoinNonce : 0,
     lastDevNonce: 'joinState' in d && d.joinState !== undefined ? (d.joinState.lastDevNonce ?? null) : null,

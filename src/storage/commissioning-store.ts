@@ -3,7 +3,7 @@ import type { Eui64, NetId } from '../protocol/index.js';
 import { decodeOrganisationCursor, decodeOwnedCursor, decodeOwnershipTransferCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError } from './errors.js';
 import { chunks, inventoryFromRow } from './personalization-store.js';
-import { auditToRow, deviceFromRow, deviceToRow } from './records.js';
+import { auditToRow, claimHashColumn, deviceFromRow, deviceToRow } from './records.js';
 import type { ApiKeysTable, Database, DeviceInventoryTable, DevicesTable, OrganisationsTable, OwnershipTransfersTable } from './schema.js';
 import type {
   ApiKeyRecord,
@@ -385,7 +385,7 @@ export async function claimDevice(tx: Tx, devEui: Eui64, c: ClaimChange, audit: 
   if (current === undefined || current.owner !== c.expectOwner) return false;
   const claim = {
     owner: c.owner,
-    claim_code_hash: c.claimCodeHash,
+    claim_code_hash: claimHashColumn(c.claimCodeHash),
     claim_locked: c.locked ? 1 : 0,
     claim_expires_at: ms(c.expiresAt),
     claimed_at: c.at.getTime(),
@@ -494,7 +494,7 @@ export async function updateClaim(
   const { bound, unbound } = await lockDevices(tx, [devEui]);
   const row = bound.get(devEui) ?? unbound.get(devEui);
   if (row === undefined || !owns(owner, row)) throw notOwned(devEui, owner);
-  const set = { claim_code_hash: claim.claimCodeHash, claim_locked: claim.locked ? 1 : 0, claim_expires_at: ms(claim.expiresAt) };
+  const set = { claim_code_hash: claimHashColumn(claim.claimCodeHash), claim_locked: claim.locked ? 1 : 0, claim_expires_at: ms(claim.expiresAt) };
   if (bound.has(devEui)) await tx.trx.updateTable('devices').set(set).where('dev_eui', '=', devEui).execute();
   else await tx.trx.updateTable('device_inventory').set(set).where('dev_eui', '=', devEui).execute();
   await writeAudit(tx.trx, audit);

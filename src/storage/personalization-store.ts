@@ -2,7 +2,7 @@ import type { Insertable, Kysely, Selectable } from 'kysely';
 import type { Eui64, MacVersion } from '../protocol/index.js';
 import { decodeBatchCursor, decodeInventoryCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError } from './errors.js';
-import { auditToRow } from './records.js';
+import { auditToRow, claimHashColumn } from './records.js';
 import type { BatchesTable, Database, DerivationKeysTable, DeviceInventoryTable, MakersTable } from './schema.js';
 import type { AuditEvent, TransferRecord, BatchImport, BatchRecord, DerivationKeyRecord, InventoryDevice, ListOptions, MakerRecord } from './storage.js';
 
@@ -61,7 +61,7 @@ const inventoryToRow = (d: InventoryDevice): Insertable<DeviceInventoryTable> =>
   batch_id: d.batchId,
   profile: d.profile,
   serial_number: d.serialNumber,
-  claim_code_hash: d.claimCodeHash,
+  claim_code_hash: claimHashColumn(d.claimCodeHash),
   last_join_nonce: d.lastJoinNonce,
   last_dev_nonce: d.lastDevNonce,
   created_at: d.createdAt.getTime(),

@@ -175,3 +175,8 @@ export function auditFromRow(r: Selectable<AuditEventsTable>): AuditEvent {
     ...(r.organisation === null ? {} : { organisation: r.organisation }),
   };
 }
+
+/** Claim-code hashes are stored as upper-case hex (the column is CHECKed); callers may pass either case. */
+export function claimHashColumn(hash: string | null): string | null {
+  return hash === null ? null : hash.toUpperCase();
+}

@@ -64,8 +64,3 @@ export function claimCodeHash(devEui: Eui64 | string, code: string): string {
   }
   return createHash('sha256').update(`${eui}:${normalizeClaimCode(code)}`, 'utf8').digest('hex');
 }
-
-/** claimCodeHash as storage keeps it (upper-case hex, like an imported batch's hash after import). */
-export function storedClaimCodeHash(devEui: Eui64 | string, code: string): string {
-  return claimCodeHash(devEui, code).toUpperCase();
-}

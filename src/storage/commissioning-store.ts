@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Selectable } from 'kysely';
+import { type Expression, type Insertable, type Kysely, type Selectable, type SqlBool, sql } from 'kysely';
 import type { Eui64, NetId } from '../protocol/index.js';
 import { decodeOrganisationCursor, decodeOwnedCursor, decodeOwnershipTransferCursor, encodeCursor, pageSize } from './cursor.js';
 import { StorageError } from './errors.js';
@@ -189,6 +189,17 @@ export async function findDevice(db: Db, devEui: Eui64): Promise<FoundDevice | u
  * Both tables, each read in DevEUI order from the cursor on with the filters and the visibility rule, merged: at most
  * `limit + 1` rows from each suffice for one page of the union.
  */
+/** The filters devices and device_inventory share (same column names), as one condition for either table. */
+function deviceFilters(o: OwnedDeviceFilter, after: string | undefined): Expression<SqlBool> {
+  const conditions = [
+    ...(after === undefined ? [] : [sql<SqlBool>`dev_eui > ${after}`]),
+    ...(o.joinEui === undefined ? [] : [sql<SqlBool>`join_eui = ${o.joinEui}`]),
+    ...(o.macVersion === undefined ? [] : [sql<SqlBool>`mac_version = ${o.macVersion}`]),
+    ...(o.batchId === undefined ? [] : [sql<SqlBool>`batch_id = ${o.batchId}`]),
+  ];
+  return conditions.length === 0 ? sql<SqlBool>`1 = 1` : sql<SqlBool>`${sql.join(conditions, sql` and `)}`;
+}
+
 export async function listOwnedDevices(db: Db, organisation: string | null, o: OwnedDeviceFilter): Promise<{ items: FoundDevice[]; next?: string }> {
   const limit = pageSize(o.limit);
   const after = o.after === undefined ? undefined : decodeOwnedCursor(o.after);
@@ -199,10 +210,7 @@ export async function listOwnedDevices(db: Db, organisation: string | null, o: O
           .selectFrom('devices')
           .selectAll()
           .$if(organisation !== null, (q) => q.where('owner', '=', organisation))
-          .$if(after !== undefined, (q) => q.where('dev_eui', '>', after!))
-          .$if(o.joinEui !== undefined, (q) => q.where('join_eui', '=', o.joinEui!))
-          .$if(o.macVersion !== undefined, (q) => q.where('mac_version', '=', o.macVersion!))
-          .$if(o.batchId !== undefined, (q) => q.where('batch_id', '=', o.batchId!))
+          .where(() => deviceFilters(o, after))
           .orderBy('dev_eui')
           .limit(limit + 1)
           .execute();
@@ -221,10 +229,7 @@ export async function listOwnedDevices(db: Db, organisation: string | null, o: O
               ]),
             ),
           )
-          .$if(after !== undefined, (q) => q.where('dev_eui', '>', after!))
-          .$if(o.joinEui !== undefined, (q) => q.where('join_eui', '=', o.joinEui!))
-          .$if(o.macVersion !== undefined, (q) => q.where('mac_version', '=', o.macVersion!))
-          .$if(o.batchId !== undefined, (q) => q.where('batch_id', '=', o.batchId!))
+          .where(() => deviceFilters(o, after))
           .orderBy('dev_eui')
           .limit(limit + 1)
           .execute();

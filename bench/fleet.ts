@@ -42,23 +42,3 @@ export function freshRandomNonces(used: Iterable<number> = []): NonceSource {
   };
   return Object.assign(next, { used: set });
 }
-
-/** Devices not currently in a join: at most one request in flight per device, as on air. */
-export class IdlePool<T> {
-  readonly #idle: T[];
-  constructor(items: readonly T[]) {
-    this.#idle = [...items];
-  }
-  take(): T | undefined {
-    if (this.#idle.length === 0) return undefined;
-    const i = randomInt(0, this.#idle.length);
-    const last = this.#idle.pop()!;
-    if (i === this.#idle.length) return last;
-    const picked = this.#idle[i]!;
-    this.#idle[i] = last;
-    return picked;
-  }
-  give(item: T): void {
-    this.#idle.push(item);
-  }
-}

@@ -4,7 +4,7 @@ import { claimCodeHash, generateClaimCode, groupClaimCode } from '../provisionin
 import { StorageError } from '../storage/errors.js';
 import type { AuditEvent, DeviceRecord, FoundDevice, OwnedBinding } from '../storage/storage.js';
 import { type Caller, ownerScopeOf } from './caller.js';
-import { type CommissioningStorage, notFound, ownedDevices, visibleDevice } from './device-access.js';
+import { type CommissioningStorage, notFound, ownedDevices } from './device-access.js';
 import { CommissioningError } from './errors.js';
 import { parseInput } from './parse-input.js';
 
@@ -136,4 +136,3 @@ export async function resetDevNonces(deps: OwnerDeps, caller: Caller, devEui: st
   if (!ok) throw notFound(devEui);
 }
 
-export { visibleDevice };

@@ -1,0 +1,98 @@
+import type { Eui64 } from '../protocol/index.js';
+import { StorageError } from './errors.js';
+import { checkDecision } from './kysely-storage.js';
+import { auditToRow, initialJoinState, joinStateToRow, sessionToRow } from './records.js';
+import type { GroupItem, JoinRow } from './sqlite-writer-protocol.js';
+import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
+
+/*
+ * Deciding a group of reservations (group commit, docs/storage.md): shared by the storages that commit several
+ * reservations in one transaction. Each reservation decides on its device's row as the earlier reservations of the
+ * group leave it, so the DevNonce and JoinNonce rules hold inside a group exactly as they do across groups.
+ */
+
+/** One reservation, or one audit event, waiting for its group. */
+export type Pending = PendingReservation | PendingAudit;
+
+export interface PendingReservation {
+  readonly kind: 'reserve';
+  readonly devEui: Eui64;
+  readonly joinEui: Eui64;
+  readonly decide: (current: JoinState) => JoinDecision<unknown>;
+  readonly sessionLimit: number;
+  /** performance.now() when queued: bounds how long it may wait for another process's write lock. */
+  readonly since: number;
+  readonly resolve: (result: ReserveJoinResult<unknown>) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+export interface PendingAudit {
+  readonly kind: 'audit';
+  readonly row: ReturnType<typeof auditToRow>;
+  readonly since: number;
+  readonly resolve: (result: undefined) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+export type Outcome =
+  | { readonly ok: ReserveJoinResult<unknown> | undefined }
+  | { readonly error: unknown };
+
+/** What the main thread decided for one queued request before the group is written. */
+export type Plan =
+  | { readonly done: Outcome }
+  | { readonly item: number; readonly committed?: ReserveJoinResult<unknown> };
+
+/**
+ * Decides every request of the group in arrival order on the rows read for it, and appends the writes to `items`.
+ * A reservation decides on its device's row as the earlier reservations of the group leave it.
+ */
+export function planGroup(group: readonly Pending[], rows: readonly (JoinRow | undefined)[], items: GroupItem[]): Plan[] {
+  const joinNonces = new Map<string, number>();
+  const states = new Map<string, Omit<JoinRow, 'last_join_nonce'>>();
+  let next = 0;
+  return group.map((p): Plan => {
+    if (p.kind === 'audit') return { item: items.push({ kind: 'audit', row: p.row }) - 1 };
+    const read = rows[next++];
+    if (read === undefined) return { done: { error: new StorageError('DEVICE_NOT_FOUND', `device ${p.devEui} not found`) } };
+    const key = `${p.devEui}/${p.joinEui}`;
+    const { last_join_nonce: _, ...readState } = read;
+    const base: JoinRow = { last_join_nonce: joinNonces.get(p.devEui) ?? read.last_join_nonce, ...(states.get(key) ?? readState) };
+    const current = joinStateOf(base);
+    let decision: JoinDecision<unknown>;
+    try {
+      decision = p.decide(current);
+    } catch (error) {
+      return { done: { error } };
+    }
+    if ('refuse' in decision) return { done: { ok: { refused: decision.refuse } } };
+    const broken = checkDecision(p.devEui, p.joinEui, current, decision.commit, decision.session);
+    if (broken !== undefined) return { done: { error: broken } };
+    // The decision's own instant (the engine's injected clock), not a clock read here.
+    const state = joinStateToRow(p.devEui, p.joinEui, decision.commit, decision.session.createdAt.getTime());
+    const item = items.push({
+      kind: 'reserve',
+      devEui: p.devEui,
+      joinEui: p.joinEui,
+      expect: base,
+      joinNonce: decision.commit.lastJoinNonce,
+      state,
+      session: sessionToRow(decision.session),
+      audit: decision.audit === undefined ? undefined : auditToRow(decision.audit),
+      sessionLimit: p.sessionLimit,
+    }) - 1;
+    joinNonces.set(p.devEui, decision.commit.lastJoinNonce);
+    states.set(key, { state_dev_eui: p.devEui, last_dev_nonce: state.last_dev_nonce ?? null, used_dev_nonces: state.used_dev_nonces ?? '[]', last_rj_count1: state.last_rj_count1 ?? null });
+    return { item, committed: { committed: decision.commit, session: decision.session } };
+  });
+}
+
+const joinStateOf = (row: JoinRow): JoinState =>
+  row.state_dev_eui === null
+    ? initialJoinState(row.last_join_nonce)
+    : {
+        lastJoinNonce: row.last_join_nonce,
+        lastDevNonce: row.last_dev_nonce,
+        usedDevNonces: JSON.parse(row.used_dev_nonces ?? '[]') as number[],
+        lastRjCount1: row.last_rj_count1,
+      };

@@ -1,4 +1,4 @@
-import { type KeyObject, createCipheriv, createDecipheriv, timingSafeEqual } from 'node:crypto';
+import { type Cipher, type Decipher, type KeyObject, createCipheriv, createDecipheriv, timingSafeEqual } from 'node:crypto';
 
 /** A raw AES key, or a KeyObject so a keystore can keep keys out of the JS heap. */
 export type AesKey = Uint8Array | KeyObject;
@@ -12,14 +12,53 @@ export type AesKey = Uint8Array | KeyObject;
 const ZERO_BLOCK = Buffer.alloc(16);
 const RFC3394_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex');
 
+/*
+ * A keystore's keys are long-lived KeyObjects used for a handful of blocks per join, and creating an OpenSSL cipher
+ * context costs about five times the block itself (3.4 µs against 0.7 µs here). So each KeyObject keeps one
+ * AES-128-ECB encryption and one decryption context, reused for every block: ECB has no chaining state and,
+ * without padding, update() of whole blocks returns them at once, so a context never holds data between calls.
+ * The contexts live and die with their KeyObject (WeakMap) and hold nothing the KeyObject does not.
+ * Raw Uint8Array keys (the simulators) get a fresh context per call.
+ */
+interface EcbContexts {
+  readonly encrypt: Cipher;
+  decrypt?: Decipher;
+  /** RFC 4493 subkeys, computed on first CMAC. */
+  cmac?: { readonly k1: Buffer; readonly k2: Buffer };
+}
+const contexts = new WeakMap<KeyObject, EcbContexts>();
+
+function contextsOf(key: KeyObject): EcbContexts {
+  let c = contexts.get(key);
+  if (c === undefined) {
+    c = { encrypt: createCipheriv('aes-128-ecb', key, null).setAutoPadding(false) };
+    contexts.set(key, c);
+  }
+  return c;
+}
+
+function assertWholeBlocks(data: Uint8Array): void {
+  if (data.length % 16 !== 0) throw new RangeError(`AES-128-ECB without padding takes whole 16-byte blocks, got ${data.length} bytes`);
+}
+
 export function aes128EcbEncrypt(key: AesKey, data: Uint8Array): Buffer {
-  const c = createCipheriv('aes-128-ecb', key, null).setAutoPadding(false);
-  return Buffer.concat([c.update(data), c.final()]);
+  assertWholeBlocks(data);
+  if (key instanceof Uint8Array) {
+    const c = createCipheriv('aes-128-ecb', key, null).setAutoPadding(false);
+    return Buffer.concat([c.update(data), c.final()]);
+  }
+  return contextsOf(key).encrypt.update(data);
 }
 
 export function aes128EcbDecrypt(key: AesKey, data: Uint8Array): Buffer {
-  const d = createDecipheriv('aes-128-ecb', key, null).setAutoPadding(false);
-  return Buffer.concat([d.update(data), d.final()]);
+  assertWholeBlocks(data);
+  if (key instanceof Uint8Array) {
+    const d = createDecipheriv('aes-128-ecb', key, null).setAutoPadding(false);
+    return Buffer.concat([d.update(data), d.final()]);
+  }
+  const c = contextsOf(key);
+  c.decrypt ??= createDecipheriv('aes-128-ecb', key, null).setAutoPadding(false);
+  return c.decrypt.update(data);
 }
 
 /** RFC 4493 §2.3: K1, K2 from L = AES(K, 0^128), doubled in GF(2^128). */
@@ -35,21 +74,45 @@ function cmacSubkey(block: Buffer): Buffer {
   return out;
 }
 
-/** AES-CMAC (RFC 4493) with a 128-bit key; returns the full 16-byte tag. */
+function cmacSubkeys(key: AesKey): { readonly k1: Buffer; readonly k2: Buffer } {
+  if (key instanceof Uint8Array) {
+    const k1 = cmacSubkey(aes128EcbEncrypt(key, ZERO_BLOCK));
+    return { k1, k2: cmacSubkey(k1) };
+  }
+  const c = contextsOf(key);
+  if (c.cmac === undefined) {
+    const k1 = cmacSubkey(c.encrypt.update(ZERO_BLOCK));
+    c.cmac = { k1, k2: cmacSubkey(k1) };
+  }
+  return c.cmac;
+}
+
+/**
+ * AES-CMAC (RFC 4493) with a 128-bit key; returns the full 16-byte tag. The CBC-MAC runs block by block on the
+ * key's ECB context (X := AES(K, X xor M_i)), which is CBC with a zero IV without a new cipher context per MAC.
+ */
 export function aesCmac(key: AesKey, message: Uint8Array): Buffer {
-  const k1 = cmacSubkey(aes128EcbEncrypt(key, ZERO_BLOCK));
+  const { k1, k2 } = cmacSubkeys(key);
   const complete = message.length > 0 && message.length % 16 === 0;
   const n = Math.max(1, Math.ceil(message.length / 16));
-  const last = Buffer.alloc(16);
-  const tail = message.subarray((n - 1) * 16);
-  last.set(tail);
-  const sub = complete ? k1 : cmacSubkey(k1);
-  if (!complete) last[tail.length] = 0x80;
-  for (let i = 0; i < 16; i++) last[i] = (last[i] ?? 0) ^ (sub[i] ?? 0);
-  const cbc = createCipheriv('aes-128-cbc', key, ZERO_BLOCK).setAutoPadding(false);
-  if (n > 1) cbc.update(message.subarray(0, (n - 1) * 16));
-  // CBC-MAC: the tag is the last ciphertext block.
-  return cbc.update(last).subarray(-16);
+  const encrypt = key instanceof Uint8Array ? createCipheriv('aes-128-ecb', key, null).setAutoPadding(false) : contextsOf(key).encrypt;
+  let x: Buffer = ZERO_BLOCK;
+  const block = Buffer.alloc(16);
+  for (let b = 0; b < n; b++) {
+    const start = b * 16;
+    const last = b === n - 1;
+    const chunk = message.subarray(start, start + 16);
+    block.fill(0);
+    block.set(chunk);
+    if (last) {
+      if (!complete) block[chunk.length] = 0x80;
+      const sub = complete ? k1 : k2;
+      for (let i = 0; i < 16; i++) block[i]! ^= sub[i]!;
+    }
+    for (let i = 0; i < 16; i++) block[i]! ^= x[i]!;
+    x = encrypt.update(block);
+  }
+  return x;
 }
 
 export function micEquals(computed: Uint8Array, received: Uint8Array): boolean {

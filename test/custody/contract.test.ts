@@ -484,6 +484,18 @@ for (const factory of custodyFactories) {
         await rejectsWith(c.custody.computeMic({ handle: appKeyA }, micInput), 'KEY_NOT_FOUND');
       });
 
+      it('deleting a root key also ends the lifetime keys derived from it (JSIntKey), even after they were used', async () => {
+        await importRoot(c, appKeyA, randomBytes(16));
+        const derive = Buffer.concat([Buffer.from([0x06]), randomBytes(8), Buffer.alloc(7)]);
+        const message = randomBytes(40);
+        const first = await c.custody.computeMic({ handle: appKeyA, derive }, message);
+        assert.deepEqual(await c.custody.computeMic({ handle: appKeyA, derive }, message), first, 'same derived key on reuse');
+        await c.custody.deleteKey(appKeyA);
+        await rejectsWith(c.custody.computeMic({ handle: appKeyA, derive }, message), 'KEY_NOT_FOUND');
+        await importRoot(c, appKeyA, randomBytes(16));
+        assert.notDeepEqual(await c.custody.computeMic({ handle: appKeyA, derive }, message), first, 'a new root key derives a new lifetime key');
+      });
+
       it('after deletion the handle can be imported again with a new key', async () => {
         await importRoot(c, appKeyA, randomBytes(16));
         await c.custody.deleteKey(appKeyA);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createSecretKey, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { aes128EcbDecrypt, aes128EcbEncrypt, aesCmac, aesKeyUnwrap, aesKeyWrap, micEquals } from '../../src/custody/primitives.js';
@@ -129,3 +129,46 @@ describe('custody primitives / AES-128-ECB and MIC comparison', () => {
     assert.equal(micEquals(full, hex('E6E10C5500')), false, 'a 5-byte MIC is not a MIC');
   });
 });
+
+// A KeyObject keeps its ECB contexts and CMAC subkeys across calls (primitives.ts): the answers must not depend on
+// what the key did before, nor on whether the key is a KeyObject or raw bytes.
+describe('custody primitives / KeyObject keys reuse their cipher contexts', () => {
+  it('AES-CMAC / RFC 4493 vectors with a KeyObject, each computed twice', () => {
+    for (const v of cmac.vectors) {
+      const key = createSecretKey(hex(v.key));
+      assert.equal(toHexUpper(aesCmac(key, hex(v.message))), v.tag, v.name);
+      assert.equal(toHexUpper(aesCmac(key, hex(v.message))), v.tag, `${v.name}, again`);
+    }
+  });
+  it('AES-128-ECB / FIPS-197 C.1 with a KeyObject, encrypt and decrypt interleaved', () => {
+    const key = createSecretKey(hex('000102030405060708090a0b0c0d0e0f'));
+    for (let i = 0; i < 3; i++) {
+      assert.equal(toHexUpper(aes128EcbEncrypt(key, hex('00112233445566778899aabbccddeeff'))), '69C4E0D86A7B0430D8CDB78070B4C55A');
+      assert.equal(toHexUpper(aes128EcbDecrypt(key, hex('69C4E0D86A7B0430D8CDB78070B4C55A'))), '00112233445566778899AABBCCDDEEFF');
+    }
+  });
+  it('AES-128-ECB / a partial block is refused with a KeyObject too, and the key still works afterwards', () => {
+    const key = createSecretKey(hex('000102030405060708090a0b0c0d0e0f'));
+    assert.throws(() => aes128EcbEncrypt(key, Buffer.alloc(15)), RangeError);
+    assert.throws(() => aes128EcbDecrypt(key, Buffer.alloc(17)), RangeError);
+    assert.equal(toHexUpper(aes128EcbEncrypt(key, hex('00112233445566778899aabbccddeeff'))), '69C4E0D86A7B0430D8CDB78070B4C55A');
+  });
+  it('any sequence of ECB encrypt, ECB decrypt and CMAC on one KeyObject equals the same calls with raw key bytes', () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('encrypt' as const), data: fc.integer({ min: 1, max: 3 }).chain((n) => fc.uint8Array({ minLength: 16 * n, maxLength: 16 * n })) }),
+      fc.record({ kind: fc.constant('decrypt' as const), data: fc.integer({ min: 1, max: 3 }).chain((n) => fc.uint8Array({ minLength: 16 * n, maxLength: 16 * n })) }),
+      fc.record({ kind: fc.constant('cmac' as const), data: fc.uint8Array({ maxLength: 70 }) }),
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.array(op, { minLength: 1, maxLength: 12 }), (raw, ops) => {
+        const keyObject = createSecretKey(raw);
+        for (const o of ops) {
+          const f = o.kind === 'encrypt' ? aes128EcbEncrypt : o.kind === 'decrypt' ? aes128EcbDecrypt : aesCmac;
+          assert.equal(toHexUpper(f(keyObject, o.data)), toHexUpper(f(raw, o.data)), o.kind);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+

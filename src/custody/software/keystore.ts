@@ -51,6 +51,16 @@ export interface SealedKeyStore {
   deleteKeyRecords(handles: readonly string[]): Promise<number>;
 }
 
+/** An opened key, and the lifetime keys derived from it so far (root keys only). */
+interface CachedKey {
+  readonly key: KeyObject;
+  readonly usage: KeyUsage;
+  derived?: Map<string, KeyObject>;
+}
+
+/** A root key derives two lifetime keys (JSIntKey, JSEncKey); more derivation blocks than this are not kept. */
+const MAX_DERIVED_PER_ROOT = 4;
+
 /**
  * The embedded default custody: keys sealed at rest under the master key, opened into KeyObjects
  * (OpenSSL memory, not the JS heap) on first use and cached by handle. Handles never change meaning
@@ -60,7 +70,7 @@ export class SoftwareKeyCustody implements KeyCustody {
   readonly kind = 'software';
   readonly #store: SealedKeyStore;
   readonly #masterKey: Buffer;
-  readonly #cache = new Map<KeyHandle, { readonly key: KeyObject; readonly usage: KeyUsage }>();
+  readonly #cache = new Map<KeyHandle, CachedKey>();
   readonly #cacheLimit: number;
   readonly #now: () => Date;
 
@@ -325,16 +335,26 @@ export class SoftwareKeyCustody implements KeyCustody {
     }
   }
 
-  async #withKey<T>(ref: KeyRef, use: (key: KeyObject | Buffer) => T): Promise<T> {
-    const root = await this.#key(ref.handle, 'root');
-    if (ref.derive === undefined) return use(root);
+  async #withKey<T>(ref: KeyRef, use: (key: KeyObject) => T): Promise<T> {
+    const entry = await this.#entry(ref.handle, 'root');
+    if (ref.derive === undefined) return use(entry.key);
     assertBlock(ref.derive);
-    const derived = aes128EcbEncrypt(root, ref.derive);
-    try {
-      return use(derived);
-    } finally {
-      derived.fill(0);
+    // Lifetime keys (LoRaWAN 1.1 JSIntKey, JSEncKey) depend only on the root key and the DevEUI, so every join of a
+    // device derives the same ones: they are kept as KeyObjects beside their root key and leave the cache with it.
+    const id = Buffer.from(ref.derive).toString('hex');
+    let derived = entry.derived?.get(id);
+    if (derived === undefined) {
+      const raw = aes128EcbEncrypt(entry.key, ref.derive);
+      try {
+        derived = createSecretKey(raw);
+      } finally {
+        raw.fill(0);
+      }
+      const kept = (entry.derived ??= new Map());
+      if (kept.size >= MAX_DERIVED_PER_ROOT) kept.delete(kept.keys().next().value as string);
+      kept.set(id, derived);
     }
+    return use(derived);
   }
 
   #kek(label: string): Promise<KeyObject> {
@@ -345,13 +365,17 @@ export class SoftwareKeyCustody implements KeyCustody {
   }
 
   async #key(handle: KeyHandle, usage: KeyUsage): Promise<KeyObject> {
+    return (await this.#entry(handle, usage)).key;
+  }
+
+  async #entry(handle: KeyHandle, usage: KeyUsage): Promise<CachedKey> {
     const cached = this.#cache.get(handle) ?? (await this.#open(handle));
     // Usage is checked on every use, cached or not: a KEK never MACs, encrypts or derives as a root key.
     if (cached.usage !== usage) throw new CustodyError('KEY_NOT_FOUND', `${handle} is a ${cached.usage} key, not a ${usage} key`);
-    return cached.key;
+    return cached;
   }
 
-  async #open(handle: KeyHandle): Promise<{ key: KeyObject; usage: KeyUsage }> {
+  async #open(handle: KeyHandle): Promise<CachedKey> {
     const record = await this.#store.getKeyRecord(handle);
     if (!record) throw new CustodyError('KEY_NOT_FOUND', `no key named ${handle}`);
     const usage = record.usage;
@@ -364,7 +388,7 @@ export class SoftwareKeyCustody implements KeyCustody {
       raw.fill(0);
     }
     if (this.#cache.size >= this.#cacheLimit) this.#cache.delete(this.#cache.keys().next().value as KeyHandle);
-    const entry = { key, usage };
+    const entry: CachedKey = { key, usage };
     this.#cache.set(handle, entry);
     return entry;
   }

@@ -4,3 +4,4 @@ export { openSqliteStorage, SqliteStorage, type SqliteSettings } from './sqlite.
 export { openPostgresStorage, PostgresStorage, type PostgresSettings, type PostgresStorageOptions } from './postgres.js';
 
 export { openStorage, type StorageConfig } from './open.js';
+export { PEER_LOOKUP_TTL_MS } from './kysely-storage.js';

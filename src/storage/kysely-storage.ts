@@ -20,6 +20,7 @@ import {
 import * as commissioning from './commissioning-store.js';
 import * as personalization from './personalization-store.js';
 import { makerFromRow, makerToRow } from './personalization-store.js';
+import { PeerLookups } from './peer-lookups.js';
 import type { Database } from './schema.js';
 import type {
   ApiKeyRecord,
@@ -76,6 +77,9 @@ export interface DialectSupport {
   readonly maxAttempts: number;
 }
 
+/** How long a peer look-up is kept; another process's peer write is seen within it (peer-lookups.ts). */
+export const PEER_LOOKUP_TTL_MS = 1000;
+
 /** JoinNonce is 3 bytes (LoRaWAN 1.0.4 §6.2.3, 1.1 §6.2.3). */
 const MAX_JOIN_NONCE = 0xffffff;
 
@@ -98,6 +102,8 @@ export class KyselyStorage implements Storage {
   #closed = false;
   /** SQL text of the hot read statements, compiled once by name (see #query). */
   readonly #compiled = new Map<string, string>();
+  /** Peer look-ups of the request path, kept for a second (peer-lookups.ts). */
+  readonly #peers = new PeerLookups(PEER_LOOKUP_TTL_MS);
 
   constructor(
     protected readonly db: Kysely<Database>,
@@ -282,13 +288,29 @@ export class KyselyStorage implements Storage {
 
   async insertPeer(peer: PeerRecord): Promise<void> {
     // The id, the token hash and the certificate fingerprint are each unique: one credential, one peer.
-    await this.#run('insertPeer', () => this.db.insertInto('peers').values(peerToRow(peer)).execute(), [
-      'PEER_EXISTS',
-      `peer ${peer.id}, or a peer with the same token or client certificate, already exists`,
-    ]);
+    await this.#changingPeers(() =>
+      this.#run('insertPeer', () => this.db.insertInto('peers').values(peerToRow(peer)).execute(), [
+        'PEER_EXISTS',
+        `peer ${peer.id}, or a peer with the same token or client certificate, already exists`,
+      ]),
+    );
   }
 
-  async findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
+  /** Look-ups kept from before the write, or read while it ran, are dropped: this process sees its write at once. */
+  async #changingPeers<T>(write: () => Promise<T>): Promise<T> {
+    this.#peers.clear();
+    try {
+      return await write();
+    } finally {
+      this.#peers.clear();
+    }
+  }
+
+  findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
+    return this.#peers.find(`token ${tokenSha256}`, () => this.#findPeerByTokenSha256(tokenSha256));
+  }
+
+  async #findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
     const [row] = await this.#query(
       'findPeerByTokenSha256',
       () => this.db.selectFrom('peers').selectAll().where('token_sha256', '=', tokenSha256),
@@ -297,7 +319,11 @@ export class KyselyStorage implements Storage {
     return row === undefined ? undefined : peerFromRow(row);
   }
 
-  async findPeerByClientCertSha256(fingerprint: string): Promise<PeerRecord | undefined> {
+  findPeerByClientCertSha256(fingerprint: string): Promise<PeerRecord | undefined> {
+    return this.#peers.find(`cert ${fingerprint}`, () => this.#findPeerByClientCertSha256(fingerprint));
+  }
+
+  async #findPeerByClientCertSha256(fingerprint: string): Promise<PeerRecord | undefined> {
     const [row] = await this.#query(
       'findPeerByClientCertSha256',
       () => this.db.selectFrom('peers').selectAll().where('client_cert_sha256', '=', fingerprint),
@@ -313,7 +339,11 @@ export class KyselyStorage implements Storage {
     return rows.map(peerFromRow);
   }
 
-  async findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
+  findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
+    return this.#peers.find(`as ${asId}`, () => this.#findApplicationServer(asId));
+  }
+
+  async #findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
     // The first by id if several share an AS-ID. Chosen here rather than with ORDER BY … LIMIT 1, which made SQLite
     // sort through a temporary B-tree on every join (35 µs, more than the look-up itself).
     const rows = await this.#query(
@@ -562,7 +592,9 @@ export class KyselyStorage implements Storage {
   }
 
   async setPeerOrganisation(peerId: string, organisation: string | null): Promise<boolean> {
-    const result = await this.#run('setPeerOrganisation', () => this.db.updateTable('peers').set({ organisation }).where('id', '=', peerId).executeTakeFirst());
+    const result = await this.#changingPeers(() =>
+      this.#run('setPeerOrganisation', () => this.db.updateTable('peers').set({ organisation }).where('id', '=', peerId).executeTakeFirst()),
+    );
     return result.numUpdatedRows > 0n;
   }
 

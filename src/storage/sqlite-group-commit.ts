@@ -53,7 +53,15 @@ export interface GroupCommitOptions {
   readonly onBusy?: (() => void) | undefined;
 }
 
-type GroupRun = { readonly busy: true } | { readonly busy: false; readonly again: readonly Pending[] };
+/** A group read and decided, its commit posted to the writer thread and not yet answered. */
+interface InFlight {
+  readonly group: readonly Pending[];
+  readonly plans: readonly Plan[];
+  readonly written: Promise<{ readonly results: readonly ItemResult[] } | { readonly failed: unknown }>;
+}
+
+/** How a group's commit ended: `requeue` goes back to the head of the queue, in order, to be decided again. */
+type Finished = { readonly requeue: readonly Pending[]; readonly busy: boolean; readonly retry: boolean };
 
 export class SqliteGroupCommit {
   readonly #options: GroupCommitOptions;
@@ -90,69 +98,110 @@ export class SqliteGroupCommit {
     }
   }
 
+  /*
+   * Pipelined: the next group's read is posted while the previous group's commit is in the writer thread. The writer
+   * handles requests in order, so that read runs after the commit and its rows include it; the writer goes from one
+   * group's COMMIT straight to the next group's read instead of waiting for the event loop between them.
+   * When a commit ends in anything but a clean write (the lock was taken, a retryable error, a conflict), the group
+   * read after it is not committed: both go back to the head of the queue in arrival order and are decided again,
+   * so one process never reorders the reservations of a device.
+   */
   async #drain(): Promise<void> {
     try {
       let busyRounds = 0;
-      while (this.#queue.length > 0) {
-        const group = this.#queue.splice(0, this.#maxGroupSize);
-        const run = await this.#commitGroup(group);
-        if (run.busy) {
-          // Back to the head of the queue, in order; whatever arrives meanwhile joins it on the next try.
-          this.#queue.unshift(...group);
-          this.#options.onBusy?.();
-          busyRounds++;
-          await new Promise<void>((resolve) => (busyRounds === 1 ? setImmediate(resolve) : setTimeout(resolve, 1)));
-        } else {
-          busyRounds = 0;
-          // Reservations whose row another connection changed: decided again, on the new row, in the next group.
-          this.#queue.unshift(...run.again);
+      let retryRounds = 0;
+      let inFlight: InFlight | undefined;
+      while (this.#queue.length > 0 || inFlight !== undefined) {
+        const next = this.#queue.length > 0 ? this.#queue.splice(0, this.#maxGroupSize) : undefined;
+        const prepared = next === undefined ? undefined : await this.#prepare(next);
+        if (inFlight !== undefined) {
+          const finished = this.#finish(inFlight, await inFlight.written, retryRounds);
+          inFlight = undefined;
+          if (finished.requeue.length > 0 || finished.busy || finished.retry) {
+            this.#queue.unshift(...finished.requeue, ...(next ?? []));
+            busyRounds = finished.busy ? busyRounds + 1 : 0;
+            retryRounds = finished.retry ? retryRounds + 1 : 0;
+            await this.#pause(busyRounds, retryRounds);
+            continue;
+          }
         }
+        if (next === undefined || prepared === undefined) continue;
+        if ('failed' in prepared) {
+          const finished = this.#failed(next, prepared.failed, retryRounds);
+          this.#queue.unshift(...finished.requeue);
+          busyRounds = finished.busy ? busyRounds + 1 : 0;
+          retryRounds = finished.retry ? retryRounds + 1 : 0;
+          await this.#pause(busyRounds, retryRounds);
+          continue;
+        }
+        busyRounds = 0;
+        retryRounds = 0;
+        const written = prepared.items.length === 0
+          ? Promise.resolve({ results: [] as const })
+          : this.#writer.commit(prepared.items).then((results) => ({ results }), (failed: unknown) => ({ failed }));
+        inFlight = { group: next, plans: prepared.plans, written };
       }
     } finally {
       this.#draining = false;
     }
   }
 
-  async #commitGroup(group: readonly Pending[]): Promise<GroupRun> {
-    for (let attempt = 1; ; attempt++) {
-      let plans: Plan[];
-      let results: readonly ItemResult[];
-      try {
-        const reservations = group.filter((p): p is PendingReservation => p.kind === 'reserve');
-        const rows = reservations.length === 0 ? [] : await this.#writer.read(reservations.map((p) => [p.joinEui, p.devEui] as const));
-        const items: GroupItem[] = [];
-        plans = planGroup(group, rows, items);
-        results = items.length === 0 ? [] : await this.#writer.commit(items);
-      } catch (error) {
-        if (isBusy(error) && performance.now() - group[0]!.since < this.#options.busyTimeoutMs) return { busy: true };
-        if (!isBusy(error) && this.#options.classify(error) === 'retry' && attempt < this.#options.maxAttempts) {
-          await backoff(attempt);
-          continue;
-        }
-        const failure = storageFailure('sqlite', error, 'reserveJoin (group commit)');
-        for (const p of group) p.reject(failure);
-        return { busy: false, again: [] };
-      }
-      const again: Pending[] = [];
-      const outcomes = group.map((p, i): Outcome | undefined => {
-        const plan = plans[i]!;
-        if ('done' in plan) return plan.done;
-        const result = results[plan.item]!;
-        if (result === 'conflict') {
-          again.push(p);
-          return undefined;
-        }
-        if (result !== 'written') return { error: storageFailure('sqlite', Object.assign(new Error(result.error.message), { code: result.error.code }), p.kind === 'reserve' ? 'reserveJoin' : 'appendAudit') };
-        return { ok: plan.committed };
-      });
-      this.#options.onGroupCommitted?.(group.length - again.length);
-      group.forEach((p, i) => {
-        const outcome = outcomes[i];
-        if (outcome === undefined) return;
-        if ('ok' in outcome) (p.resolve as (v: unknown) => void)(outcome.ok);
-        else p.reject(outcome.error);
-      });
-      return { busy: false, again };
+  /** Reads the group's rows (after every commit posted before) and decides each request on them. */
+  async #prepare(group: readonly Pending[]): Promise<{ readonly plans: Plan[]; readonly items: GroupItem[] } | { readonly failed: unknown }> {
+    try {
+      const reservations = group.filter((p): p is PendingReservation => p.kind === 'reserve');
+      const rows = reservations.length === 0 ? [] : await this.#writer.read(reservations.map((p) => [p.joinEui, p.devEui] as const));
+      const items: GroupItem[] = [];
+      return { plans: planGroup(group, rows, items), items };
+    } catch (failed) {
+      return { failed };
     }
+  }
+
+  /** Delivers every outcome of a committed group; a group whose read or commit failed is retried or failed. */
+  #finish(inFlight: InFlight, written: Awaited<InFlight['written']>, retryRounds: number): Finished {
+    if ('failed' in written) return this.#failed(inFlight.group, written.failed, retryRounds);
+    const { group, plans } = inFlight;
+    const again: Pending[] = [];
+    const outcomes = group.map((p, i): Outcome | undefined => {
+      const plan = plans[i]!;
+      if ('done' in plan) return plan.done;
+      const result = written.results[plan.item]!;
+      if (result === 'conflict') {
+        again.push(p);
+        return undefined;
+      }
+      if (result !== 'written') return { error: storageFailure('sqlite', Object.assign(new Error(result.error.message), { code: result.error.code }), p.kind === 'reserve' ? 'reserveJoin' : 'appendAudit') };
+      return { ok: plan.committed };
+    });
+    this.#options.onGroupCommitted?.(group.length - again.length);
+    group.forEach((p, i) => {
+      const outcome = outcomes[i];
+      if (outcome === undefined) return;
+      if ('ok' in outcome) (p.resolve as (v: unknown) => void)(outcome.ok);
+      else p.reject(outcome.error);
+    });
+    // Reservations whose row another connection changed: decided again, on the new row.
+    return { requeue: again, busy: false, retry: false };
+  }
+
+  /** Nothing of the group was written: back to the queue while the lock is taken or the error is retryable, else fail. */
+  #failed(group: readonly Pending[], error: unknown, retryRounds: number): Finished {
+    if (isBusy(error) && performance.now() - group[0]!.since < this.#options.busyTimeoutMs) {
+      this.#options.onBusy?.();
+      return { requeue: group, busy: true, retry: false };
+    }
+    if (!isBusy(error) && this.#options.classify(error) === 'retry' && retryRounds + 1 < this.#options.maxAttempts) {
+      return { requeue: group, busy: false, retry: true };
+    }
+    const failure = storageFailure('sqlite', error, 'reserveJoin (group commit)');
+    for (const p of group) p.reject(failure);
+    return { requeue: [], busy: false, retry: false };
+  }
+
+  /** Before trying again: at once after the event loop ran, then every millisecond (lock taken); backoff (retryable). */
+  async #pause(busyRounds: number, retryRounds: number): Promise<void> {
+    if (retryRounds > 0) await backoff(retryRounds);
+    else if (busyRounds > 0) await new Promise<void>((resolve) => (busyRounds === 1 ? setImmediate(resolve) : setTimeout(resolve, 1)));
   }
 }

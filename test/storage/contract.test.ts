@@ -4,7 +4,10 @@ import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { eui64FromBeHex, netIdFromBeHex, type Eui64 } from '../../src/protocol/index.js';
 import {
+  PEER_LOOKUP_TTL_MS,
   StorageError,
+  openPostgresStorage,
+  openSqliteStorage,
   openStorage,
   type AuditEvent,
   type JoinDecision,
@@ -438,6 +441,42 @@ for (const backend of storageBackends) {
         assert.equal(await storage.findPeerByClientCertSha256(sha('9')), undefined);
         assert.deepEqual(await storage.findNetworkServers(netIdFromBeHex('FFFFFF')), []);
         assert.equal(await storage.findApplicationServer('nobody'), undefined);
+      });
+
+      it('find after insert / a look-up that found nothing is not kept past a write of this storage', async () => {
+        await withFresh(backend, async ({ storage }) => {
+          const ns = peer({ id: 'ns/0000AA', netId: netIdFromBeHex('0000AA'), tokenSha256: sha('1'), clientCertSha256: sha('2') });
+          const as = peer({ id: 'as/as-late', kind: 'as', netId: null, asId: 'as-late' });
+          assert.equal(await storage.findPeerByTokenSha256(sha('1')), undefined);
+          assert.equal(await storage.findPeerByClientCertSha256(sha('2')), undefined);
+          assert.equal(await storage.findApplicationServer('as-late'), undefined);
+          await storage.insertPeer(ns);
+          await storage.insertPeer(as);
+          assert.deepEqual(await storage.findPeerByTokenSha256(sha('1')), ns);
+          assert.deepEqual(await storage.findPeerByClientCertSha256(sha('2')), ns);
+          assert.deepEqual(await storage.findApplicationServer('as-late'), as);
+        });
+      });
+
+      it('find / a peer registered by another instance on the same database is found within PEER_LOOKUP_TTL_MS', async () => {
+        await withFresh(backend, async (first) => {
+          const second = first.path !== undefined ? await openSqliteStorage(first.path) : await openPostgresStorage(first.url!, { maxConnections: 2 });
+          try {
+            assert.equal(await second.findPeerByTokenSha256(sha('3')), undefined, 'nothing yet, and that answer is now kept');
+            const ns = peer({ id: 'ns/0000AB', netId: netIdFromBeHex('0000AB'), tokenSha256: sha('3') });
+            await first.storage.insertPeer(ns);
+            const registered = performance.now();
+            let found = await second.findPeerByTokenSha256(sha('3'));
+            while (found === undefined && performance.now() - registered < PEER_LOOKUP_TTL_MS + 5_000) {
+              await new Promise((resolve) => setTimeout(resolve, 50));
+              found = await second.findPeerByTokenSha256(sha('3'));
+            }
+            // Within the TTL, plus a margin for a loaded machine: never kept for good.
+            assert.deepEqual(found, ns);
+          } finally {
+            await second.close();
+          }
+        });
       });
 
       it('insert / duplicate id / PEER_EXISTS', async () => {

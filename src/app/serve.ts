@@ -126,6 +126,6 @@ function testOnlyKillBeforeAnswerOf(env: NodeJS.ProcessEnv, logger: Logger): num
   if (text === undefined || text === '') return undefined;
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1) throw new AppError('CONFIG_INVALID', `${TEST_KILL_BEFORE_ANSWER_ENV} (test only) must be a positive integer, got ${JSON.stringify(text)}`);
-  logger.warn({ n }, `TEST ONLY: ${TEST_KILL_BEFORE_ANSWER_ENV} is set: this process SIGKILLs itself right before its answer to the ${n}-th successful JoinReq/RejoinReq. Never set it in production.`);
+  logger.warn({ n }, `TEST ONLY: ${TEST_KILL_BEFORE_ANSWER_ENV} is set: this process SIGKILLs itself right before it answers successful JoinReq/RejoinReq number ${n}. Never set it in production.`);
   return n;
 }

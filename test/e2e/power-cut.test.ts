@@ -14,7 +14,7 @@ import { addKek } from '../../src/provisioning/keks.js';
 import { type MacVersion, devAddrFromLeBytes, eui64FromBeHex, isLoRaWAN11, netIdFromBeHex } from '../../src/protocol/index.js';
 import type { SessionRecord } from '../../src/storage/storage.js';
 import { addFleet } from '../../sim/add-fleet.js';
-import { SimulatedDevice } from '../../sim/device.js';
+import { SimulatedDevice, uniqueRandomDevNonces } from '../../sim/device.js';
 import { type RunningServer, startServer } from '../../sim/joinkeep-server.js';
 import { NetworkServerClient } from '../../sim/network-server.js';
 import { TransportError, postTs002 } from '../../sim/ts002-transport.js';
@@ -89,17 +89,6 @@ interface Site {
   cleanup(): Promise<void>;
 }
 
-/** A DevNonce source for ≤1.0.3 devices that never repeats: any replay refusal must come from the power cut. */
-function freshNonces(): () => number {
-  const used = new Set<number>();
-  return () => {
-    let n: number;
-    do n = randomInt(0, 0x10000); while (used.has(n));
-    used.add(n);
-    return n;
-  };
-}
-
 /**
  * A data directory (SQLite, or a fresh PostgreSQL database) with the software keystore, an NS and an AS with KEKs,
  * and the fleet, provisioned the way the other end-to-end tests do. Sessions are never pruned here (every accept
@@ -129,7 +118,7 @@ async function prepareSite(backend: 'sqlite' | 'postgres'): Promise<Site> {
       const macVersion: MacVersion = i % 2 === 0 ? '1.0.3' : '1.1';
       const roots = { appKey: randomBytes(16), ...(macVersion === '1.1' ? { nwkKey: randomBytes(16) } : {}) };
       const devEui = eui64FromBeHex(`C0FFEE${i.toString(16).padStart(10, '0')}`);
-      fleet.push(new Tracked(new SimulatedDevice({ devEui, joinEui: JOIN_EUI, macVersion, roots }, undefined, { randomDevNonce: freshNonces() })));
+      fleet.push(new Tracked(new SimulatedDevice({ devEui, joinEui: JOIN_EUI, macVersion, roots }, undefined, { randomDevNonce: uniqueRandomDevNonces() })));
     }
     const jk = await openJoinkeep(root.dataDir, { logger: pino({ level: 'silent' }) });
     try {
@@ -276,9 +265,9 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       assert.ok(site.fleet.every((d) => d.unanswered !== undefined), 'every device was left with an unanswered Join-request');
 
       const server = await startOn(site);
-      const before = await storedSessions(site);
-      assertEveryAcceptStored(site, before);
-      const committed = (d: Tracked): boolean => before.get(d.devEui)!.some((s) => s.devNonce === d.unanswered!.devNonce);
+      const storedAtCut = await storedSessions(site);
+      assertEveryAcceptStored(site, storedAtCut);
+      const committed = (d: Tracked): boolean => storedAtCut.get(d.devEui)!.some((s) => s.devNonce === d.unanswered!.devNonce);
       const cutAfterCommit = site.fleet.filter(committed);
       // The KILL_AT-th Success itself was committed and never answered: the cut really fell between commit and answer.
       assert.ok(cutAfterCommit.length >= 1, 'at least one Join-request was committed and never answered');
@@ -289,7 +278,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
 
       await Promise.all(
         site.fleet.map(async (d) => {
-          const highestBefore = maxJoinNonce(before.get(d.devEui)!);
+          const highestBefore = maxJoinNonce(storedAtCut.get(d.devEui)!);
           const wasCommitted = committed(d);
           const again = await send(site, server, d, d.unanswered!.phy);
           if (wasCommitted) {

@@ -34,6 +34,20 @@ export interface DeviceOptions {
 
 export type { JoinAcceptOutcome, PendingRequest };
 
+/**
+ * A random DevNonce source for a ≤1.0.3 device that never repeats itself, for tests whose refusals must come from
+ * what they test and not from a chance repeat (a real device may repeat; the Join Server then refuses a replay).
+ */
+export function uniqueRandomDevNonces(): () => number {
+  const used = new Set<number>();
+  return () => {
+    let n: number;
+    do n = randomInt(0, 0x10000); while (used.has(n));
+    used.add(n);
+    return n;
+  };
+}
+
 export class SimulatedDevice {
   #state: DeviceState;
   #pending: PendingRequest | null = null;

@@ -20,6 +20,8 @@ export interface RunningServer {
   readonly pid: number;
   /** Last lines of the server's stderr, for error reports. */
   stderrTail(): string;
+  /** Settles when the process has exited: its exit code, or the signal that ended it. */
+  readonly exited: Promise<{ readonly code: number | null; readonly signal: NodeJS.Signals | null }>;
   stop(): Promise<void>;
 }
 
@@ -78,7 +80,8 @@ export async function startServer(
   child.stderr?.on('data', (c: Buffer) => {
     tail = (tail + c.toString('utf8')).slice(-4000);
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => { children.delete(child); resolve(); }));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => { children.delete(child); resolve({ code, signal }); }));
   const url = `${opts.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}/`;
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 20_000);
   // Both listeners: the REST API may open after the Backend Interfaces listener answers.
@@ -96,6 +99,7 @@ export async function startServer(
     port,
     pid: child.pid ?? -1,
     stderrTail: () => tail,
+    exited,
     cpuSeconds: () => processTreeCpuSeconds(child.pid),
     async stop() {
       if (child.exitCode !== null) return;

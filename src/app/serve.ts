@@ -10,7 +10,11 @@ import { registerCustodyMetrics } from '../observability/custody-metrics.js';
 import { createMetrics } from '../observability/metrics.js';
 import { createApiServer } from '../api/server.js';
 import { DEFAULT_API_BODY_LIMIT, parseListen, resolveIn } from './config.js';
+import { AppError } from './errors.js';
 import { type Joinkeep, openJoinkeep } from './joinkeep.js';
+
+/** TEST ONLY (docs/operations.md, "Test-only fault injection"): n > 0 makes `serve` SIGKILL itself before its n-th activation answer. */
+export const TEST_KILL_BEFORE_ANSWER_ENV = 'JOINKEEP_TEST_KILL_BEFORE_ANSWER';
 
 export interface Running {
   readonly joinkeep: Joinkeep;
@@ -41,6 +45,7 @@ export interface ServeOptions {
 /** Opens a data directory and serves the Backend Interfaces (and /metrics, /healthz) until stopped. */
 export async function serve(dataDir: string, options: ServeOptions = {}): Promise<Running> {
   const logger = options.logger ?? createLogger();
+  const testOnlyKillBeforeAnswer = testOnlyKillBeforeAnswerOf(process.env, logger);
   const joinkeep = await openJoinkeep(dataDir, { logger });
   const servers: FastifyInstance[] = [];
   try {
@@ -75,6 +80,7 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
       custodyHealth,
       admin: options.admin,
       admission: config.backend.admission === false ? false : { ...defaultAdmission, ...config.backend.admission },
+      testOnlyKillBeforeAnswer,
     });
     // The Things Join Server claim API v2 for claim clients (client certificates), beside the Backend Interfaces.
     const claimLimiter = new FailureLimiter();
@@ -112,4 +118,14 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
     await joinkeep.close();
     throw error;
   }
+}
+
+/** Read once at start; unset or empty: disarmed, and the answer path does not even count. */
+function testOnlyKillBeforeAnswerOf(env: NodeJS.ProcessEnv, logger: Logger): number | undefined {
+  const text = env[TEST_KILL_BEFORE_ANSWER_ENV];
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw new AppError('CONFIG_INVALID', `${TEST_KILL_BEFORE_ANSWER_ENV} (test only) must be a positive integer, got ${JSON.stringify(text)}`);
+  logger.warn({ n }, `TEST ONLY: ${TEST_KILL_BEFORE_ANSWER_ENV} is set: this process SIGKILLs itself right before it answers successful JoinReq/RejoinReq number ${n}. Never set it in production.`);
+  return n;
 }

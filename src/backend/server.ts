@@ -27,6 +27,11 @@ export interface BackendServerOptions {
   readonly admin?: AdminSource | undefined;
   /** Admission control of activation requests (src/backend/admission.ts); false: none. Default: defaultAdmission. */
   readonly admission?: AdmissionSettings | false | undefined;
+  /**
+   * TEST ONLY, never a feature (docs/operations.md, "Test-only fault injection"): SIGKILL this process right before
+   * it writes its n-th successful JoinAns/RejoinAns, after the JoinNonce was committed. Undefined: no check at all.
+   */
+  readonly testOnlyKillBeforeAnswer?: number | undefined;
 }
 
 /** The Backend Interfaces HTTP server (TS002 §20: HTTP/1.1 POST with a JSON body, answered synchronously). */
@@ -52,6 +57,7 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
   const admissionSettings = o.admission ?? defaultAdmission;
   const admission = admissionSettings === false ? undefined : new Admission(admissionSettings, (reason) => o.metrics.backendShed.inc({ reason }));
   const deps = { storage: o.storage, joins: o.joins, admission };
+  const testOnlyKillPoint = o.testOnlyKillBeforeAnswer === undefined ? undefined : testOnlyPowerCut(o.testOnlyKillBeforeAnswer);
 
   const handle = async (raw: unknown, credentials: Credentials): Promise<Outcome> => {
     const started = process.hrtime.bigint();
@@ -67,6 +73,7 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
   for (const path of o.paths ?? ['/']) {
     app.post(path, async (req, reply) => {
       const outcome = await handle(req.body, credentialsOf(req.headers.authorization, req.raw.socket));
+      testOnlyKillPoint?.(outcome);
       // Always 200 with a Result: TTS and ChirpStack treat any other status as a transport error (spec-notes §2.1).
       return reply.code(200).header('content-type', 'application/json').send(outcome.answer);
     });
@@ -76,6 +83,19 @@ export function createBackendServer(o: BackendServerOptions): FastifyInstance {
     addAdminRoutes(app, { ...localAdminSource(o.metrics), ...o.admin, custody: o.admin?.custody ?? o.custodyHealth });
   }
   return app;
+}
+
+/**
+ * TEST ONLY: a power cut between COMMIT and answer (test/e2e/power-cut.test.ts). The join engine has committed the
+ * nonce state of this Success; the process dies before a byte of the answer is written, so the test can check that
+ * what was committed stays committed and that nothing committed is ever issued again.
+ */
+function testOnlyPowerCut(n: number): (outcome: Outcome) => void {
+  let successes = 0;
+  return (outcome) => {
+    if (outcome.resultCode !== 'Success' || (outcome.messageType !== 'JoinReq' && outcome.messageType !== 'RejoinReq')) return;
+    if (++successes >= n) process.kill(process.pid, 'SIGKILL');
+  };
 }
 
 /** What /healthz reports of custody: each HSM pool member's state (none for the software keystore). */

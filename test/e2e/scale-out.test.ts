@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import type { SentHeader } from '../../sim/answer-checks.js';
 import { ApplicationServerClient } from '../../sim/application-server.js';
 import { processJoinAccept } from '../../sim/device-accept.js';
 import type { SessionKeys } from '../../sim/device-keys.js';
-import { SimulatedDevice } from '../../sim/device.js';
+import { SimulatedDevice, uniqueRandomDevNonces } from '../../sim/device.js';
 import { type RunningServer, startServer } from '../../sim/joinkeep-server.js';
 import { addFleet } from '../../sim/add-fleet.js';
 import { type ActivationAnswer, type Failure, NetworkServerClient, type NsSessionKeys } from '../../sim/network-server.js';
@@ -66,17 +66,6 @@ interface Figures {
   appSKeyReqs: number;
 }
 
-/** A DevNonce source for ≤1.0.3 devices that never repeats: the test's refusals must come from the race alone. */
-function freshNonces(): () => number {
-  const used = new Set<number>();
-  return () => {
-    let n: number;
-    do n = randomInt(0, 0x10000); while (used.has(n));
-    used.add(n);
-    return n;
-  };
-}
-
 describe('scale-out / three joinkeep serve processes on one PostgreSQL, one master key', { timeout: 120_000 }, () => {
   let root: Awaited<ReturnType<typeof tempRoot>>;
   let database: Awaited<ReturnType<typeof createTestDatabase>>;
@@ -121,7 +110,7 @@ describe('scale-out / three joinkeep serve processes on one PostgreSQL, one mast
       const macVersion: MacVersion = i % 2 === 1 ? '1.1' : i % 4 === 0 ? '1.0.3' : '1.0.4';
       const roots = { appKey: randomBytes(16), ...(macVersion === '1.1' ? { nwkKey: randomBytes(16) } : {}) };
       const devEui = eui64FromBeHex(`5CA1E0${i.toString(16).padStart(10, '0')}`);
-      fleet.push(new SimulatedDevice({ devEui, joinEui: JOIN_EUI, macVersion, roots }, undefined, { randomDevNonce: freshNonces() }));
+      fleet.push(new SimulatedDevice({ devEui, joinEui: JOIN_EUI, macVersion, roots }, undefined, { randomDevNonce: uniqueRandomDevNonces() }));
       joinNonces.set(devEui, []);
     }
     const jk = await openJoinkeep(machine(0), { logger: pino({ level: 'silent' }), env: cliEnv(env) });

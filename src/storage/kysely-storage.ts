@@ -194,8 +194,8 @@ export class KyselyStorage implements Storage {
   }
 
   /*
-   * PostgreSQL's reserveJoin: one transaction per reservation (SQLite overrides this with group commit,
-   * sqlite-group-commit.ts). The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
+   * reserveJoin in one transaction per reservation: on PostgreSQL the fallback of a group that failed (both storages
+   * override reserveJoin with group commit, postgres-group-commit.ts and sqlite-group-commit.ts). The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
    * transaction: lock the device, read its state, let `decide` choose, write everything, COMMIT, and only then
    * resolve. A refusal or a throw rolls back, so a refused request never burns a nonce. `decide` may run more
    * than once when the database asks for a retry (PostgreSQL deadlock/serialization failure, SQLite busy), so it

@@ -2,9 +2,11 @@ import pg from 'pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import type { Eui64 } from '../protocol/index.js';
 import { StorageError } from './errors.js';
-import { KyselyStorage, type DialectSupport, type ErrorClass } from './kysely-storage.js';
+import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
 import { postgresMigrations } from './migrations/postgres/index.js';
+import { PostgresGroupCommit } from './postgres-group-commit.js';
 import type { Database } from './schema.js';
+import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
 export interface PostgresStorageOptions {
   /** Pool size; default 10. */
@@ -13,6 +15,12 @@ export interface PostgresStorageOptions {
   readonly connectTimeoutMs?: number;
   /** Told about errors of idle pooled connections (the next query on the pool fails and is reported anyway). */
   readonly onIdleConnectionError?: (error: Error) => void;
+  /** Most reservations committed in one transaction (group commit); default 128. */
+  readonly maxGroupSize?: number | undefined;
+  /** Groups committing at once, each on its own pooled connection; default 2. */
+  readonly maxGroupsInFlight?: number | undefined;
+  /** Told the size of each committed group (tests observe grouping with it). */
+  readonly onGroupCommitted?: ((size: number) => void) | undefined;
 }
 
 export interface PostgresSettings {
@@ -21,6 +29,41 @@ export interface PostgresSettings {
 }
 
 export class PostgresStorage extends KyselyStorage {
+  readonly #groupCommit: PostgresGroupCommit;
+
+  constructor(db: Kysely<Database>, pool: pg.Pool, options: PostgresStorageOptions = {}) {
+    super(db, postgresDialect);
+    this.#groupCommit = new PostgresGroupCommit(pool, {
+      maxGroupSize: options.maxGroupSize,
+      maxGroupsInFlight: options.maxGroupsInFlight,
+      classify: postgresDialect.classify,
+      maxAttempts: postgresDialect.maxAttempts,
+      // The fallback when a group fails: one transaction per reservation (kysely-storage.ts).
+      alone: (p) => super.reserveJoin(p.devEui, p.joinEui, p.decide, { sessionLimit: p.sessionLimit }),
+      onGroupCommitted: options.onGroupCommitted,
+    });
+  }
+
+  /**
+   * Same contract as on every storage; the reservations that arrive together share one transaction (group commit,
+   * see postgres-group-commit.ts). Each still resolves only after its COMMIT.
+   */
+  override async reserveJoin<R>(
+    devEui: Eui64,
+    joinEui: Eui64,
+    decide: (current: JoinState) => JoinDecision<R>,
+    options: { readonly sessionLimit: number },
+  ): Promise<ReserveJoinResult<R>> {
+    checkSessionLimit(options.sessionLimit);
+    return this.#groupCommit.reserve(devEui, joinEui, decide, options.sessionLimit);
+  }
+
+  /** Lets the queued and committing groups finish before the pool ends. */
+  override async close(): Promise<void> {
+    await this.#groupCommit.whenIdle();
+    await super.close();
+  }
+
   async settings(): Promise<PostgresSettings> {
     const show = async (name: string): Promise<string> => {
       const { rows } = await sql<Record<string, string>>`show ${sql.raw(name)}`.execute(this.db);
@@ -68,7 +111,7 @@ export async function openPostgresStorage(url: string, options: PostgresStorageO
     await pool.end().catch(() => undefined);
     throw new StorageError('UNAVAILABLE', `cannot connect to PostgreSQL: ${(error as Error).message}`, { cause: error });
   }
-  return new PostgresStorage(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), postgresDialect);
+  return new PostgresStorage(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), pool, options);
 }
 
 function createPool(url: string, options: PostgresStorageOptions, forceSynchronousCommit: boolean): pg.Pool {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import type { Eui64 } from '../../src/protocol/index.js';
@@ -81,7 +82,9 @@ function acceptUnused(devEui: Eui64, devNonce: number, sessionLimit = 1000) {
     const joinNonce = current.lastJoinNonce + 1;
     return {
       commit: { ...current, lastJoinNonce: joinNonce, usedDevNonces: [...current.usedDevNonces, devNonce].slice(-sessionLimit) },
-      session: makeSession(devEui, JOIN_EUI, joinNonce, devNonce),
+      // A SessionKeyID of its own, as real ones are: unique (dev_eui, session_key_id) must not be what stops a JoinNonce
+      // from being issued twice.
+      session: makeSession(devEui, JOIN_EUI, joinNonce, devNonce, randomBytes(4).toString('hex').toUpperCase()),
     };
   };
 }

@@ -6,7 +6,7 @@ import type { GroupItem, JoinRow, ReservationWrite } from './sqlite-writer-proto
 import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
 /*
- * Group commit for reserveJoin on PostgreSQL (docs/storage.md, "Group commit").
+ * Group commit for reserveJoin on PostgreSQL (docs/storage.md, "Group commit (PostgreSQL)").
  *
  * One transaction per reservation cost five round trips (BEGIN, lock, read, write, COMMIT) and a WAL flush each.
  * Here the reservations that arrive in one turn of the event loop, and those that queue while a group is in flight,

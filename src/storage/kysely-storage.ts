@@ -200,8 +200,8 @@ export class KyselyStorage implements Storage {
   }
 
   /*
-   * PostgreSQL's reserveJoin: one transaction per reservation (SQLite overrides this with group commit,
-   * sqlite-group-commit.ts). The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
+   * reserveJoin in one transaction per reservation: on PostgreSQL the fallback of a group that failed (both storages
+   * override reserveJoin with group commit, postgres-group-commit.ts and sqlite-group-commit.ts). The nonce guarantee (DESIGN: "JoinNonce … is committed before the answer leaves"; STYLE rule 5). One
    * transaction: lock the device, read its state, let `decide` choose, write everything, COMMIT, and only then
    * resolve. A refusal or a throw rolls back, so a refused request never burns a nonce. `decide` may run more
    * than once when the database asks for a retry (PostgreSQL deadlock/serialization failure, SQLite busy), so it
@@ -307,10 +307,11 @@ export class KyselyStorage implements Storage {
   }
 
   findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
-    return this.#peers.find(`token ${tokenSha256}`, () => this.#findPeerByTokenSha256(tokenSha256));
+    return this.#peers.find(`token ${tokenSha256}`, () => this.readPeerByTokenSha256(tokenSha256));
   }
 
-  async #findPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
+  /** The look-up behind findPeerByTokenSha256's kept answers. */
+  protected async readPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
     const [row] = await this.#query(
       'findPeerByTokenSha256',
       () => this.db.selectFrom('peers').selectAll().where('token_sha256', '=', tokenSha256),
@@ -340,10 +341,11 @@ export class KyselyStorage implements Storage {
   }
 
   findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
-    return this.#peers.find(`as ${asId}`, () => this.#findApplicationServer(asId));
+    return this.#peers.find(`as ${asId}`, () => this.readApplicationServer(asId));
   }
 
-  async #findApplicationServer(asId: string): Promise<PeerRecord | undefined> {
+  /** The look-up behind findApplicationServer's kept answers. */
+  protected async readApplicationServer(asId: string): Promise<PeerRecord | undefined> {
     // The first by id if several share an AS-ID. Chosen here rather than with ORDER BY … LIMIT 1, which made SQLite
     // sort through a temporary B-tree on every join (35 µs, more than the look-up itself).
     const rows = await this.#query(

@@ -1,10 +1,14 @@
 import pg from 'pg';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, type Selectable, sql } from 'kysely';
 import type { Eui64 } from '../protocol/index.js';
 import { StorageError } from './errors.js';
-import { KyselyStorage, type DialectSupport, type ErrorClass } from './kysely-storage.js';
+import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
 import { postgresMigrations } from './migrations/postgres/index.js';
-import type { Database } from './schema.js';
+import { PostgresGroupCommit } from './postgres-group-commit.js';
+import { BatchedLookup } from './postgres-lookups.js';
+import { deviceFromRow, peerFromRow } from './records.js';
+import type { Database, PeersTable } from './schema.js';
+import type { DeviceRecord, JoinDecision, JoinState, PeerRecord, ReserveJoinResult } from './storage.js';
 
 export interface PostgresStorageOptions {
   /** Pool size; default 10. */
@@ -13,6 +17,14 @@ export interface PostgresStorageOptions {
   readonly connectTimeoutMs?: number;
   /** Told about errors of idle pooled connections (the next query on the pool fails and is reported anyway). */
   readonly onIdleConnectionError?: (error: Error) => void;
+  /** Most reservations committed in one transaction (group commit); default 128. */
+  readonly maxGroupSize?: number | undefined;
+  /** Groups committing at once, each on its own pooled connection; default 2. */
+  readonly maxGroupsInFlight?: number | undefined;
+  /** Told the size of each committed group (tests observe grouping with it). */
+  readonly onGroupCommitted?: ((size: number) => void) | undefined;
+  /** Told each batch of look-ups (getDevice, and the peer look-ups findPeerByTokenSha256 and findApplicationServer do not find kept) and its keys (tests). */
+  readonly onLookupBatch?: ((operation: string, keys: number) => void) | undefined;
 }
 
 export interface PostgresSettings {
@@ -21,6 +33,68 @@ export interface PostgresSettings {
 }
 
 export class PostgresStorage extends KyselyStorage {
+  readonly #groupCommit: PostgresGroupCommit;
+  readonly #devices: BatchedLookup<DeviceRow>;
+  readonly #peersByToken: BatchedLookup<PeerRow>;
+  readonly #applicationServers: BatchedLookup<PeerRow>;
+
+  constructor(db: Kysely<Database>, pool: pg.Pool, options: PostgresStorageOptions = {}) {
+    super(db, postgresDialect);
+    // The join path's look-ups, batched per turn of the event loop (postgres-lookups.ts).
+    // Named columns, not `*`: a prepared statement whose result columns change (another instance's migration adding
+    // one) would fail with "cached plan must not change result type" on every connection that prepared it.
+    const lookup = <Row,>(operation: string, text: string, keyOf: (row: Row) => string) => new BatchedLookup(pool, operation, text, keyOf, options.onLookupBatch);
+    this.#devices = lookup<DeviceRow>('getDevice', `select ${DEVICE_COLUMNS} from devices where dev_eui = any($1::text[])`, (r) => r.dev_eui);
+    this.#peersByToken = lookup<PeerRow>('findPeerByTokenSha256', `select ${PEER_COLUMNS} from peers where token_sha256 = any($1::text[])`, (r) => r.token_sha256!);
+    this.#applicationServers = lookup<PeerRow>('findApplicationServer', `select ${PEER_COLUMNS} from peers where kind = 'as' and as_id = any($1::text[])`, (r) => r.as_id!);
+    this.#groupCommit = new PostgresGroupCommit(pool, {
+      maxGroupSize: options.maxGroupSize,
+      maxGroupsInFlight: options.maxGroupsInFlight,
+      classify: postgresDialect.classify,
+      maxAttempts: postgresDialect.maxAttempts,
+      // The fallback when a group fails: one transaction per reservation (kysely-storage.ts).
+      alone: (p) => super.reserveJoin(p.devEui, p.joinEui, p.decide, { sessionLimit: p.sessionLimit }),
+      onGroupCommitted: options.onGroupCommitted,
+    });
+  }
+
+  /**
+   * Same contract as on every storage; the reservations that arrive together share one transaction (group commit,
+   * see postgres-group-commit.ts). Each still resolves only after its COMMIT.
+   */
+  override async reserveJoin<R>(
+    devEui: Eui64,
+    joinEui: Eui64,
+    decide: (current: JoinState) => JoinDecision<R>,
+    options: { readonly sessionLimit: number },
+  ): Promise<ReserveJoinResult<R>> {
+    checkSessionLimit(options.sessionLimit);
+    return this.#groupCommit.reserve(devEui, joinEui, decide, options.sessionLimit);
+  }
+
+  override async getDevice(devEui: Eui64): Promise<DeviceRecord | undefined> {
+    const [row] = await this.#devices.get(devEui);
+    return row === undefined ? undefined : deviceFromRow(row);
+  }
+
+  protected override async readPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
+    const [row] = await this.#peersByToken.get(tokenSha256);
+    return row === undefined ? undefined : peerFromRow(row);
+  }
+
+  /** The first by id if several share an AS-ID, as on every storage. */
+  protected override async readApplicationServer(asId: string): Promise<PeerRecord | undefined> {
+    const rows = await this.#applicationServers.get(asId);
+    const row = rows.reduce<(typeof rows)[number] | undefined>((first, r) => (first === undefined || r.id < first.id ? r : first), undefined);
+    return row === undefined ? undefined : peerFromRow(row);
+  }
+
+  /** Lets the queued and committing groups finish before the pool ends. */
+  override async close(): Promise<void> {
+    await this.#groupCommit.whenIdle();
+    await super.close();
+  }
+
   async settings(): Promise<PostgresSettings> {
     const show = async (name: string): Promise<string> => {
       const { rows } = await sql<Record<string, string>>`show ${sql.raw(name)}`.execute(this.db);
@@ -29,6 +103,12 @@ export class PostgresStorage extends KyselyStorage {
     return { synchronousCommit: await show('synchronous_commit'), fsync: await show('fsync') };
   }
 }
+
+/** The columns the batched look-ups read: what deviceFromRow and peerFromRow take. */
+const DEVICE_COLUMNS = 'dev_eui, join_eui, mac_version, app_key_handle, nwk_key_handle, home_net_id, home_ns_id, as_id, roaming_net_ids, ns_kek_label, as_kek_label, created_at';
+const PEER_COLUMNS = 'id, kind, net_id, ns_id, as_id, token_sha256, client_cert_sha256, kek_label, allow_clear_keys, created_at, organisation';
+type DeviceRow = Parameters<typeof deviceFromRow>[0];
+type PeerRow = Selectable<PeersTable>;
 
 const INT8_OID = 20;
 
@@ -68,7 +148,7 @@ export async function openPostgresStorage(url: string, options: PostgresStorageO
     await pool.end().catch(() => undefined);
     throw new StorageError('UNAVAILABLE', `cannot connect to PostgreSQL: ${(error as Error).message}`, { cause: error });
   }
-  return new PostgresStorage(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), postgresDialect);
+  return new PostgresStorage(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), pool, options);
 }
 
 function createPool(url: string, options: PostgresStorageOptions, forceSynchronousCommit: boolean): pg.Pool {

@@ -4,6 +4,7 @@ import { decodeAuditCursor, decodeDeviceCursor, decodeInventoryCursor, encodeCur
 import { StorageError, type StorageErrorCode } from './errors.js';
 import { applyMigrations } from './migrate.js';
 import {
+  DEVICE_ROW_COLUMNS,
   auditFromRow,
   auditToRow,
   deviceFromRow,
@@ -130,7 +131,7 @@ export class KyselyStorage implements Storage {
   }
 
   async getDevice(devEui: Eui64): Promise<DeviceRecord | undefined> {
-    const [row] = await this.#query('getDevice', () => this.db.selectFrom('devices').selectAll().where('dev_eui', '=', devEui), [devEui]);
+    const [row] = await this.#query('getDevice', () => this.db.selectFrom('devices').select(DEVICE_ROW_COLUMNS).where('dev_eui', '=', devEui), [devEui]);
     return row === undefined ? undefined : deviceFromRow(row);
   }
 

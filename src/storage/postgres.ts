@@ -6,7 +6,7 @@ import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass 
 import { postgresMigrations } from './migrations/postgres/index.js';
 import { PostgresGroupCommit } from './postgres-group-commit.js';
 import { BatchedLookup } from './postgres-lookups.js';
-import { deviceFromRow, peerFromRow } from './records.js';
+import { DEVICE_ROW_COLUMNS, deviceFromRow, peerFromRow } from './records.js';
 import type { Database, PeersTable } from './schema.js';
 import type { DeviceRecord, JoinDecision, JoinState, PeerRecord, ReserveJoinResult } from './storage.js';
 
@@ -105,7 +105,7 @@ export class PostgresStorage extends KyselyStorage {
 }
 
 /** The columns the batched look-ups read: what deviceFromRow and peerFromRow take. */
-const DEVICE_COLUMNS = 'dev_eui, join_eui, mac_version, app_key_handle, nwk_key_handle, home_net_id, home_ns_id, as_id, roaming_net_ids, ns_kek_label, as_kek_label, created_at';
+const DEVICE_COLUMNS = DEVICE_ROW_COLUMNS.join(', ');
 const PEER_COLUMNS = 'id, kind, net_id, ns_id, as_id, token_sha256, client_cert_sha256, kek_label, allow_clear_keys, created_at, organisation';
 type DeviceRow = Parameters<typeof deviceFromRow>[0];
 type PeerRow = Selectable<PeersTable>;

@@ -49,11 +49,11 @@ export function deviceFromRow(r: Pick<Selectable<DevicesTable>, keyof DeviceRow>
   };
 }
 
-/** The columns deviceFromRow reads. */
-type DeviceRow = Pick<
-  DevicesTable,
-  'dev_eui' | 'join_eui' | 'mac_version' | 'app_key_handle' | 'nwk_key_handle' | 'home_net_id' | 'home_ns_id' | 'as_id' | 'roaming_net_ids' | 'ns_kek_label' | 'as_kek_label' | 'created_at'
->;
+/** The columns deviceFromRow reads: what a look-up selects (a join reads only these, not the commissioning columns). */
+export const DEVICE_ROW_COLUMNS = [
+  'dev_eui', 'join_eui', 'mac_version', 'app_key_handle', 'nwk_key_handle', 'home_net_id', 'home_ns_id', 'as_id', 'roaming_net_ids', 'ns_kek_label', 'as_kek_label', 'created_at',
+] as const satisfies readonly (keyof DevicesTable)[];
+type DeviceRow = Pick<DevicesTable, (typeof DEVICE_ROW_COLUMNS)[number]>;
 
 export const initialJoinState = (lastJoinNonce: number): JoinState => ({
   lastJoinNonce,

@@ -43,6 +43,8 @@ const isBusy = (error: unknown): boolean => String((error as { code?: unknown } 
 export interface GroupCommitOptions {
   /** Most reservations in one transaction; more wait for the next group. */
   readonly maxGroupSize?: number;
+  /** The group size the commit starts from and returns to when no backlog builds up (see #takeGroup). */
+  readonly minGroupSize?: number;
   readonly classify: (error: unknown) => ErrorClass;
   readonly maxAttempts: number;
   /** Observes each committed group's size (tests, metrics). */
@@ -66,6 +68,8 @@ type Finished = { readonly requeue: readonly Pending[]; readonly busy: boolean; 
 export class SqliteGroupCommit {
   readonly #options: GroupCommitOptions;
   readonly #maxGroupSize: number;
+  readonly #minGroupSize: number;
+  #groupSize: number;
   readonly #writer: SqliteWriter;
   #queue: Pending[] = [];
   #draining = false;
@@ -73,6 +77,8 @@ export class SqliteGroupCommit {
   constructor(writer: SqliteWriter, options: GroupCommitOptions) {
     this.#options = options;
     this.#maxGroupSize = options.maxGroupSize ?? 256;
+    this.#minGroupSize = Math.min(options.minGroupSize ?? 16, this.#maxGroupSize);
+    this.#groupSize = this.#minGroupSize;
     this.#writer = writer;
   }
 
@@ -112,7 +118,7 @@ export class SqliteGroupCommit {
       let retryRounds = 0;
       let inFlight: InFlight | undefined;
       while (this.#queue.length > 0 || inFlight !== undefined) {
-        const next = this.#queue.length > 0 ? this.#queue.splice(0, this.#maxGroupSize) : undefined;
+        const next = this.#queue.length > 0 ? this.#takeGroup() : undefined;
         const prepared = next === undefined ? undefined : await this.#prepare(next);
         if (inFlight !== undefined) {
           const finished = this.#finish(inFlight, await inFlight.written, retryRounds);
@@ -144,6 +150,19 @@ export class SqliteGroupCommit {
     } finally {
       this.#draining = false;
     }
+  }
+
+  /*
+   * Small groups keep the event loop and the writer thread busy at the same time: the writer returns a few answers
+   * while the event loop still has requests to parse, instead of all of them at once after a long commit (measured on
+   * the 2-CPU VM, 64 connections: 16 per group answered about 10 % more joins per second than 256). A slow disk makes
+   * each commit expensive, though, so when requests are left waiting after a group was taken, the next group may be
+   * twice as large (up to maxGroupSize); once the queue empties it shrinks back by halves.
+   */
+  #takeGroup(): Pending[] {
+    const group = this.#queue.splice(0, this.#groupSize);
+    this.#groupSize = this.#queue.length > 0 ? Math.min(this.#groupSize * 2, this.#maxGroupSize) : Math.max(this.#groupSize >> 1, this.#minGroupSize);
+    return group;
   }
 
   /** Reads the group's rows (after every commit posted before) and decides each request on them. */

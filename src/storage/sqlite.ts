@@ -46,6 +46,7 @@ export class SqliteStorage extends KyselyStorage {
     this.#writer = new SqliteWriter(path);
     this.#groupCommit = new SqliteGroupCommit(this.#writer, {
       maxGroupSize: options.maxGroupSize,
+      minGroupSize: options.minGroupSize,
       classify: sqliteDialect.classify,
       maxAttempts: sqliteDialect.maxAttempts,
       onGroupCommitted: options.onGroupCommitted,
@@ -119,6 +120,8 @@ export class SqliteStorage extends KyselyStorage {
 export interface SqliteStorageOptions {
   /** Most reservations committed in one transaction (group commit); default 256. */
   readonly maxGroupSize?: number | undefined;
+  /** The size groups start from and return to without a backlog (sqlite-group-commit.ts); default 16. */
+  readonly minGroupSize?: number | undefined;
   /** Told the size of each committed group (tests observe grouping with it). */
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
   /** Told each time a group found the write lock held by another connection and was put back (tests). */

@@ -26,7 +26,8 @@ async function openFixture(): Promise<Fixture> {
   const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
   const path = join(dir, 'joinkeep.db');
   const groups: number[] = [];
-  const storage = await openSqliteStorage(path, { onGroupCommitted: (n) => groups.push(n) });
+  // Groups start at 64 here, so the tests below see one turn's requests in one group (sizes: their own test).
+  const storage = await openSqliteStorage(path, { minGroupSize: 64, onGroupCommitted: (n) => groups.push(n) });
   await storage.migrate();
   const observer = new BetterSqlite3(path);
   observer.pragma('foreign_keys = ON');
@@ -159,6 +160,30 @@ describe('sqlite / group commit', () => {
     );
     assert.deepEqual(f.groups, [4]);
     for (const r of retried) assert.ok('committed' in r && r.committed.lastJoinNonce === 1, 'the same DevNonce is accepted: the failed group burnt nothing');
+  });
+
+  it('group size / starts at minGroupSize, doubles while requests are left waiting, halves back once the queue empties', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
+    const groups: number[] = [];
+    const storage = await openSqliteStorage(join(dir, 'joinkeep.db'), { onGroupCommitted: (n) => groups.push(n) });
+    try {
+      await storage.migrate();
+      const devices = Array.from({ length: 70 }, () => makeDevice());
+      for (const d of devices) await storage.insertDevice(d);
+      const reserveAll = (devNonce: number) =>
+        Promise.all(devices.map((d) => storage.reserveJoin(d.devEui, JOIN_EUI, acceptDevNonce(d.devEui, JOIN_EUI, devNonce), { sessionLimit: 3 })));
+      const first = await reserveAll(1);
+      // 16 taken, 54 left: 32 next, 22 left: 64 allowed, the 22 taken, queue empty.
+      assert.deepEqual(groups, [16, 32, 22]);
+      const second = await reserveAll(2);
+      // After the empty queue 64 → 32: 32 taken, 38 left: 64 allowed, the 38 taken.
+      assert.deepEqual(groups.slice(3), [32, 38]);
+      assert.ok([...first, ...second].every((r) => 'committed' in r), 'every reservation committed once');
+      assert.deepEqual(second.map((r) => ('committed' in r ? r.committed.lastJoinNonce : r.refused)), devices.map(() => 2));
+    } finally {
+      await storage.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('more reservations than the group limit / split into groups, all committed once', async () => {

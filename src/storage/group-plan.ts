@@ -1,8 +1,9 @@
+import type { Insertable } from 'kysely';
 import type { Eui64 } from '../protocol/index.js';
 import { StorageError } from './errors.js';
 import { checkDecision } from './kysely-storage.js';
 import { auditToRow, initialJoinState, joinStateToRow, sessionToRow } from './records.js';
-import type { GroupItem, JoinRow } from './sqlite-writer-protocol.js';
+import type { AuditEventsTable, DeviceJoinStateTable, SessionsTable } from './schema.js';
 import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
 /*
@@ -10,6 +11,37 @@ import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
  * reservations in one transaction. Each reservation decides on its device's row as the earlier reservations of the
  * group leave it, so the DevNonce and JoinNonce rules hold inside a group exactly as they do across groups.
  */
+
+/** A device's join state as one row: its JoinNonce counter and the DevNonce state of one JoinEUI (null if none yet). */
+export interface JoinRow {
+  readonly last_join_nonce: number;
+  readonly state_dev_eui: string | null;
+  readonly last_dev_nonce: number | null;
+  readonly used_dev_nonces: string | null;
+  readonly last_rj_count1: number | null;
+}
+
+export type AuditRow = Insertable<AuditEventsTable>;
+
+/** One reservation's writes (the rows of a group commit, on every storage), valid only if the device's row still equals `expect` under the write lock. */
+export interface ReservationWrite {
+  readonly kind: 'reserve';
+  readonly devEui: string;
+  readonly joinEui: string;
+  readonly expect: JoinRow;
+  readonly joinNonce: number;
+  readonly state: Insertable<DeviceJoinStateTable>;
+  readonly session: Insertable<SessionsTable>;
+  readonly audit: AuditRow | undefined;
+  readonly sessionLimit: number;
+}
+
+export interface AuditWrite {
+  readonly kind: 'audit';
+  readonly row: AuditRow;
+}
+
+export type GroupItem = ReservationWrite | AuditWrite;
 
 /** One reservation, or one audit event, waiting for its group. */
 export type Pending = PendingReservation | PendingAudit;

@@ -1,8 +1,7 @@
 import pg from 'pg';
 import type { Eui64 } from '../protocol/index.js';
-import { type Plan, type PendingReservation, planGroup } from './group-plan.js';
+import { type GroupItem, type JoinRow, type Plan, type PendingReservation, type ReservationWrite, planGroup } from './group-plan.js';
 import { backoff, storageFailure, type ErrorClass } from './kysely-storage.js';
-import type { GroupItem, JoinRow, ReservationWrite } from './sqlite-writer-protocol.js';
 import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
 /*

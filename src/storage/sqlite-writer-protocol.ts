@@ -1,41 +1,12 @@
-import type { Insertable } from 'kysely';
-import type { AuditEventsTable, DeviceJoinStateTable, SessionsTable } from './schema.js';
-
 /*
  * Messages between the main thread (sqlite-writer.ts) and the SQLite writer thread (sqlite-writer-thread.ts).
  * Plain data only: they cross the thread boundary by structured clone.
  */
 
-/** A device's join state as one row: its JoinNonce counter and the DevNonce state of one JoinEUI (null if none yet). */
-export interface JoinRow {
-  readonly last_join_nonce: number;
-  readonly state_dev_eui: string | null;
-  readonly last_dev_nonce: number | null;
-  readonly used_dev_nonces: string | null;
-  readonly last_rj_count1: number | null;
-}
+import type { GroupItem, JoinRow } from './group-plan.js';
 
-export type AuditRow = Insertable<AuditEventsTable>;
-
-/** One reservation's writes, valid only if the device's row still equals `expect` under the write lock. */
-export interface ReservationWrite {
-  readonly kind: 'reserve';
-  readonly devEui: string;
-  readonly joinEui: string;
-  readonly expect: JoinRow;
-  readonly joinNonce: number;
-  readonly state: Insertable<DeviceJoinStateTable>;
-  readonly session: Insertable<SessionsTable>;
-  readonly audit: AuditRow | undefined;
-  readonly sessionLimit: number;
-}
-
-export interface AuditWrite {
-  readonly kind: 'audit';
-  readonly row: AuditRow;
-}
-
-export type GroupItem = ReservationWrite | AuditWrite;
+// The rows of a group live with the group planning, shared by every storage; the writer thread takes them as they are.
+export type { AuditRow, AuditWrite, GroupItem, JoinRow, ReservationWrite } from './group-plan.js';
 
 /**
  * What became of one item of a committed group: written; not written because the row changed since it was read

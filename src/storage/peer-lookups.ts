@@ -12,6 +12,8 @@ export class PeerLookups {
   readonly #answers = new Map<string, { readonly peer: PeerRecord | undefined; readonly until: number }>();
   readonly #ttlMs: number;
   readonly #limit: number;
+  /** Bumped by clear(): a look-up that started before it does not keep its answer. */
+  #generation = 0;
 
   constructor(ttlMs: number, limit = 1024) {
     this.#ttlMs = ttlMs;
@@ -19,7 +21,6 @@ export class PeerLookups {
   }
 
   async find(key: string, lookUp: () => Promise<PeerRecord | undefined>): Promise<PeerRecord | undefined> {
-    if (this.#ttlMs <= 0) return lookUp();
     const now = performance.now();
     const kept = this.#answers.get(key);
     if (kept !== undefined && kept.until > now) return kept.peer;
@@ -33,8 +34,6 @@ export class PeerLookups {
     }
     return peer;
   }
-
-  #generation = 0;
 
   /** After a write to the peers table through this process. */
   clear(): void {

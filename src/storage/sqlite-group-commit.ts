@@ -15,24 +15,24 @@ import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
  * connection, so neither the statements nor the COMMIT's fsync run on the event loop:
  *
  * 1. read: the writer thread reads each reservation's row (JoinNonce counter and DevNonce state). It handles requests
- *    in order and the previous group has committed, so the rows include every earlier write of this process.
+ *    in order and the read is posted after the previous group's commit, so the rows include every earlier write of
+ *    this process.
  * 2. decide, here on the main thread, in arrival order: `decide`, then checkDecision. A later reservation of the same
  *    device in the group decides on the row as the earlier one leaves it, so the DevNonce and JoinNonce rules hold
  *    inside a group exactly as they do across groups.
- * 3. commit: one BEGIN IMMEDIATE … COMMIT in the writer thread; each reservation in its own SAVEPOINT, written only if
- *    its row still equals the row it was decided on. Another process on the same file (serve --processes N) may have
- *    written the device between 1 and 3: that reservation is not written ("conflict") and goes back to the queue to be
- *    decided again on the new row, as if it had arrived later. A failed write rolls back to its savepoint: that
- *    reservation changes nothing and fails, the others are unaffected.
+ * 3. commit: one BEGIN IMMEDIATE … COMMIT in the writer thread; each reservation written only if its row still equals
+ *    the row it was decided on. Another process on the same file (serve --processes N) may have written the device
+ *    between 1 and 3: that reservation is not written ("conflict") and goes back to the queue to be decided again on
+ *    the new row, as if it had arrived later. If a write fails, the writer rolls the group back and writes it again
+ *    with each reservation in its own SAVEPOINT: that reservation changes nothing and fails, the others are unaffected.
  * - every outcome — success, refusal or error — is delivered only after COMMIT returned, i.e. after the fsync.
  *   A refusal may depend on an earlier reservation of the same group, so it waits for the commit too.
  * - if BEGIN or COMMIT fails, nothing of the group was written and every reservation in it fails with the
  *   StorageError.
- * - another process holding the write lock must not stall this one: the writer's connection has busy_timeout 0, so a
- *   BEGIN IMMEDIATE that finds the lock taken fails at once with SQLITE_BUSY, the group goes back to the head of the
- *   queue (requests arriving meanwhile join it), and it is tried again after the event loop has run (setImmediate,
- *   then every millisecond) until `busyTimeoutMs` after its oldest request; then the group fails, as a blocking
- *   busy_timeout would have. Nothing of the group was written, and `decide` is pure, so deciding again is safe.
+ * - another process holding the write lock must not stall this one: the writer thread waits for it at most 2 ms
+ *   (off the event loop), then reports SQLITE_BUSY; the group goes back to the head of the queue (requests arriving
+ *   meanwhile join it), and it is tried again after the event loop has run (setImmediate, then every millisecond)
+ *   until `busyTimeoutMs` after its oldest request; then the group fails, as a blocking busy_timeout would have. Nothing of the group was written, and `decide` is pure, so deciding again is safe.
  * - audit events appended outside a join (refusals) ride in the next group: no transaction and no fsync of their
  *   own, and no blocking wait for the write lock either.
  */

@@ -91,11 +91,7 @@ export class SoftwareKeyCustody implements KeyCustody {
   }
 
   async encryptJoinAccept(ref: KeyRef, plaintext: Uint8Array): Promise<Buffer> {
-    if (plaintext.length !== 16 && plaintext.length !== 32) {
-      throw new CustodyError('INVALID_KEY', 'a Join-accept to encrypt is 16 or 32 bytes');
-    }
-    // LoRaWAN 1.1 §6.2.3: the network "encrypts" with AES decrypt so the device only needs AES encrypt.
-    return this.#withKey(ref, (key) => aes128EcbDecrypt(key, plaintext));
+    return this.#withKey(ref, (key) => encryptAccept(key, plaintext));
   }
 
   async deriveAndExport(root: KeyHandle, requests: readonly { block: Uint8Array; to: KeyDestination }[]): Promise<ExportedKey[]> {
@@ -107,32 +103,28 @@ export class SoftwareKeyCustody implements KeyCustody {
         throw new CustodyError('CLEAR_EXPORT_REFUSED', `clear export to ${r.to.clear.peer} is not authorised`);
       }
     }
-    return requests.map((r) => {
-      assertBlock(r.block);
-      const derived = aes128EcbEncrypt(rootKey, r.block);
-      if ('clear' in r.to) return { kekLabel: null, key: derived };
-      try {
-        return { kekLabel: r.to.kekLabel, key: aesKeyWrap(keks.get(r.to.kekLabel)!, derived) };
-      } finally {
-        derived.fill(0);
-      }
-    });
+    return requests.map((r) => exportDerived(rootKey, r.block, r.to, 'kekLabel' in r.to ? keks.get(r.to.kekLabel) : undefined));
   }
 
+  /*
+   * One call per join (the join engine's hot path): every key is looked up first, awaiting only a key that is not
+   * cached yet, then the accept and the session keys are computed without a further await.
+   */
   async completeJoin(accept: JoinAcceptSeal, keys: readonly SessionKeyRequest[]): Promise<CompletedJoin> {
     // Every refusal first, in the order of the separate calls: accept keys, then each root, KEK and clear export.
-    await this.#key(accept.micKey.handle, 'root');
-    await this.#key(accept.encryptionKey.handle, 'root');
+    const micRoot = this.#cached(accept.micKey.handle, 'root') ?? (await this.#entry(accept.micKey.handle, 'root'));
+    const encryptionRoot = this.#cached(accept.encryptionKey.handle, 'root') ?? (await this.#entry(accept.encryptionKey.handle, 'root'));
+    const resolved: { readonly root: KeyObject; readonly kek: KeyObject | undefined; readonly request: SessionKeyRequest }[] = [];
     for (const k of keys) {
-      await this.#key(k.root, 'root');
-      if ('kekLabel' in k.to) await this.#kek(k.to.kekLabel);
+      const root = (this.#cached(k.root, 'root') ?? (await this.#entry(k.root, 'root'))).key;
+      let kek: KeyObject | undefined;
+      if ('kekLabel' in k.to) kek = this.#cachedKek(k.to.kekLabel) ?? (await this.#kek(k.to.kekLabel));
       else if (k.to.clear.allowedBy !== 'operator-peer-setting') throw new CustodyError('CLEAR_EXPORT_REFUSED', `clear export to ${k.to.clear.peer} is not authorised`);
+      resolved.push({ root, kek, request: k });
     }
-    const mic = await this.computeMic(accept.micKey, accept.micInput);
-    const encrypted = await this.encryptJoinAccept(accept.encryptionKey, joinAcceptCipherInput(accept.body, mic));
-    const exported: ExportedKey[] = [];
-    for (const k of keys) exported.push(...(await this.deriveAndExport(k.root, [{ block: k.block, to: k.to }])));
-    return { encrypted, keys: exported };
+    const mic = aesCmac(this.#derivedKey(micRoot, accept.micKey.derive), accept.micInput).subarray(0, 4);
+    const encrypted = encryptAccept(this.#derivedKey(encryptionRoot, accept.encryptionKey.derive), joinAcceptCipherInput(accept.body, mic));
+    return { encrypted, keys: resolved.map((r) => exportDerived(r.root, r.request.block, r.request.to, r.kek)) };
   }
 
   async importWrapped(handle: KeyHandle, usage: KeyUsage, wrapped: Uint8Array, unwrapWithKekLabel: string): Promise<void> {
@@ -336,15 +328,21 @@ export class SoftwareKeyCustody implements KeyCustody {
   }
 
   async #withKey<T>(ref: KeyRef, use: (key: KeyObject) => T): Promise<T> {
-    const entry = await this.#entry(ref.handle, 'root');
-    if (ref.derive === undefined) return use(entry.key);
-    assertBlock(ref.derive);
-    // Lifetime keys (LoRaWAN 1.1 JSIntKey, JSEncKey) depend only on the root key and the DevEUI, so every join of a
-    // device derives the same ones: they are kept as KeyObjects beside their root key and leave the cache with it.
-    const id = Buffer.from(ref.derive).toString('hex');
+    return use(this.#derivedKey(this.#cached(ref.handle, 'root') ?? (await this.#entry(ref.handle, 'root')), ref.derive));
+  }
+
+  /**
+   * The root key itself, or the key derived from it with `derive`. Lifetime keys (LoRaWAN 1.1 JSIntKey, JSEncKey)
+   * depend only on the root key and the DevEUI, so every join of a device derives the same ones: they are kept as
+   * KeyObjects beside their root key and leave the cache with it.
+   */
+  #derivedKey(entry: CachedKey, derive: Uint8Array | undefined): KeyObject {
+    if (derive === undefined) return entry.key;
+    assertBlock(derive);
+    const id = Buffer.from(derive).toString('hex');
     let derived = entry.derived?.get(id);
     if (derived === undefined) {
-      const raw = aes128EcbEncrypt(entry.key, ref.derive);
+      const raw = aes128EcbEncrypt(entry.key, derive);
       try {
         derived = createSecretKey(raw);
       } finally {
@@ -354,12 +352,22 @@ export class SoftwareKeyCustody implements KeyCustody {
       if (kept.size >= MAX_DERIVED_PER_ROOT) kept.delete(kept.keys().next().value as string);
       kept.set(id, derived);
     }
-    return use(derived);
+    return derived;
+  }
+
+  /** A cached KEK, with #kek's refusal for a handle that holds another kind of key; undefined when not cached. */
+  #cachedKek(label: string): KeyObject | undefined {
+    try {
+      return this.#cached(kekHandle(label), 'kek')?.key;
+    } catch (e) {
+      if (e instanceof CustodyError && e.code === 'KEY_NOT_FOUND') throw kekNotFound(label);
+      throw e;
+    }
   }
 
   #kek(label: string): Promise<KeyObject> {
     return this.#key(kekHandle(label), 'kek').catch((e: unknown) => {
-      if (e instanceof CustodyError && e.code === 'KEY_NOT_FOUND') throw new CustodyError('KEK_NOT_FOUND', `no KEK labelled "${label}"; add it with \`joinkeep kek add\``);
+      if (e instanceof CustodyError && e.code === 'KEY_NOT_FOUND') throw kekNotFound(label);
       throw e;
     });
   }
@@ -369,10 +377,13 @@ export class SoftwareKeyCustody implements KeyCustody {
   }
 
   async #entry(handle: KeyHandle, usage: KeyUsage): Promise<CachedKey> {
-    const cached = this.#cache.get(handle) ?? (await this.#open(handle));
-    // Usage is checked on every use, cached or not: a KEK never MACs, encrypts or derives as a root key.
-    if (cached.usage !== usage) throw new CustodyError('KEY_NOT_FOUND', `${handle} is a ${cached.usage} key, not a ${usage} key`);
-    return cached;
+    return this.#cached(handle, usage) ?? checkUsage(handle, usage, await this.#open(handle));
+  }
+
+  /** The cached key, checked for its usage; undefined when not cached. No await: the join path's keys are cached. */
+  #cached(handle: KeyHandle, usage: KeyUsage): CachedKey | undefined {
+    const cached = this.#cache.get(handle);
+    return cached === undefined ? undefined : checkUsage(handle, usage, cached);
   }
 
   async #open(handle: KeyHandle): Promise<CachedKey> {
@@ -413,6 +424,36 @@ function openBatchKey(receiving: KeyObject, oaepHash: 'sha1' | 'sha256', encrypt
 
 function receivingImportRefusal(handle: KeyHandle): CustodyError {
   return new CustodyError('INVALID_KEY', `${handle}: a receiving key is created in custody (createReceivingKey), never imported`);
+}
+
+function kekNotFound(label: string): CustodyError {
+  return new CustodyError('KEK_NOT_FOUND', `no KEK labelled "${label}"; add it with \`joinkeep kek add\``);
+}
+
+/** Usage is checked on every use, cached or not: a KEK never MACs, encrypts or derives as a root key. */
+function checkUsage(handle: KeyHandle, usage: KeyUsage, entry: CachedKey): CachedKey {
+  if (entry.usage !== usage) throw new CustodyError('KEY_NOT_FOUND', `${handle} is a ${entry.usage} key, not a ${usage} key`);
+  return entry;
+}
+
+/** LoRaWAN 1.1 §6.2.3: the network "encrypts" a Join-accept with AES decrypt, so the device only needs AES encrypt. */
+function encryptAccept(key: KeyObject, plaintext: Uint8Array): Buffer {
+  if (plaintext.length !== 16 && plaintext.length !== 32) {
+    throw new CustodyError('INVALID_KEY', 'a Join-accept to encrypt is 16 or 32 bytes');
+  }
+  return aes128EcbDecrypt(key, plaintext);
+}
+
+/** A session key derived from `root` with `block`, wrapped under `kek`, or in clear for an authorised clear export. */
+function exportDerived(root: KeyObject, block: Uint8Array, to: KeyDestination, kek: KeyObject | undefined): ExportedKey {
+  assertBlock(block);
+  const derived = aes128EcbEncrypt(root, block);
+  if ('clear' in to) return { kekLabel: null, key: derived };
+  try {
+    return { kekLabel: to.kekLabel, key: aesKeyWrap(kek!, derived) };
+  } finally {
+    derived.fill(0);
+  }
 }
 
 function assertBlock(block: Uint8Array): void {

@@ -5,6 +5,7 @@ import { StorageError, type StorageErrorCode } from './errors.js';
 import { applyMigrations } from './migrate.js';
 import {
   DEVICE_ROW_COLUMNS,
+  firstApplicationServer,
   auditFromRow,
   auditToRow,
   deviceFromRow,
@@ -347,15 +348,12 @@ export class KyselyStorage implements Storage {
 
   /** The look-up behind findApplicationServer's kept answers. */
   protected async readApplicationServer(asId: string): Promise<PeerRecord | undefined> {
-    // The first by id if several share an AS-ID. Chosen here rather than with ORDER BY … LIMIT 1, which made SQLite
-    // sort through a temporary B-tree on every join (35 µs, more than the look-up itself).
     const rows = await this.#query(
       'findApplicationServer',
       () => this.db.selectFrom('peers').selectAll().where('kind', '=', 'as').where('as_id', '=', asId),
       ['as', asId],
     );
-    const row = rows.reduce<(typeof rows)[number] | undefined>((first, r) => (first === undefined || r.id < first.id ? r : first), undefined);
-    return row === undefined ? undefined : peerFromRow(row);
+    return firstApplicationServer(rows);
   }
 
   async listPeers(filter: { readonly organisation?: string } = {}): Promise<PeerRecord[]> {

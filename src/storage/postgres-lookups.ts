@@ -5,8 +5,8 @@ import { storageFailure } from './kysely-storage.js';
  * Batched look-ups on PostgreSQL (docs/storage.md, "Look-ups on the join path"). Each look-up is a round trip, and on
  * loopback a round trip's socket write alone cost more event-loop time than the rest of a join's storage work. The
  * look-ups of one kind issued in one turn of the event loop therefore share one statement over an array of keys
- * (`= any($1)`), run after that turn. Nothing is cached: every look-up still reads what is committed when its batch
- * runs, so a peer or device removed by another instance stops working at once, as before.
+ * (`= any($1)`), run after that turn. A batch caches nothing: every look-up reads what is committed when its batch
+ * runs (the peer look-ups' one-second answers are kept above it, in kysely-storage.ts).
  */
 
 interface Waiter<Row> {

@@ -6,7 +6,7 @@ import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass 
 import { postgresMigrations } from './migrations/postgres/index.js';
 import { PostgresGroupCommit } from './postgres-group-commit.js';
 import { BatchedLookup } from './postgres-lookups.js';
-import { DEVICE_ROW_COLUMNS, deviceFromRow, peerFromRow } from './records.js';
+import { DEVICE_ROW_COLUMNS, deviceFromRow, firstApplicationServer, peerFromRow } from './records.js';
 import type { Database, PeersTable } from './schema.js';
 import type { DeviceRecord, JoinDecision, JoinState, PeerRecord, ReserveJoinResult } from './storage.js';
 
@@ -82,11 +82,8 @@ export class PostgresStorage extends KyselyStorage {
     return row === undefined ? undefined : peerFromRow(row);
   }
 
-  /** The first by id if several share an AS-ID, as on every storage. */
   protected override async readApplicationServer(asId: string): Promise<PeerRecord | undefined> {
-    const rows = await this.#applicationServers.get(asId);
-    const row = rows.reduce<(typeof rows)[number] | undefined>((first, r) => (first === undefined || r.id < first.id ? r : first), undefined);
-    return row === undefined ? undefined : peerFromRow(row);
+    return firstApplicationServer(await this.#applicationServers.get(asId));
   }
 
   /** Lets the queued and committing groups finish before the pool ends. */

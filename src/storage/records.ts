@@ -127,6 +127,15 @@ export function peerToRow(p: PeerRecord): Insertable<PeersTable> {
   };
 }
 
+/**
+ * The application server of an AS-ID: the first by id if several share it. Chosen in code rather than with
+ * ORDER BY … LIMIT 1, which made SQLite sort through a temporary B-tree on every join (35 µs, more than the look-up).
+ */
+export function firstApplicationServer(rows: readonly Selectable<PeersTable>[]): PeerRecord | undefined {
+  const row = rows.reduce<Selectable<PeersTable> | undefined>((first, r) => (first === undefined || r.id < first.id ? r : first), undefined);
+  return row === undefined ? undefined : peerFromRow(row);
+}
+
 export function peerFromRow(r: Selectable<PeersTable>): PeerRecord {
   return {
     kind: r.kind,

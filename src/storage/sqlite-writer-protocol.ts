@@ -24,6 +24,10 @@ export interface WriterSettings {
   readonly journalMode: string;
   readonly synchronous: number;
   readonly foreignKeys: boolean;
+  /** The writer connection's wal_autocheckpoint: 0 while the checkpointer thread runs (sqlite-checkpoint-thread.ts). */
+  readonly walAutocheckpoint: number;
+  /** The checkpointer's last error, if its last attempt failed. */
+  readonly checkpointError: string | undefined;
 }
 
 export type WriterRequest =
@@ -39,7 +43,25 @@ export type WriterReply =
 
 export interface WriterInit {
   readonly path: string;
+  readonly checkpoints: CheckpointSettings;
 }
+
+/** When the checkpointer thread copies the WAL back into the database file (docs/storage.md, "Checkpoints"). */
+export interface CheckpointSettings {
+  /** How often it looks for commits to checkpoint, ms. */
+  readonly intervalMs: number;
+  /** A WAL this long (frames, one per page written) is restarted even if the writer has to pause for it. */
+  readonly restartFrames: number;
+}
+
+/** Given by the writer thread to the checkpointer thread. */
+export interface CheckpointerInit extends CheckpointSettings {
+  readonly path: string;
+  /** Int32Array[1]: how many groups the writer committed; the checkpointer skips its tick when nothing changed. */
+  readonly commits: SharedArrayBuffer;
+}
+
+export type CheckpointerReport = { readonly type: 'failed'; readonly message: string };
 
 export const toWireError = (error: unknown): WireError => ({
   message: error instanceof Error ? error.message : String(error),

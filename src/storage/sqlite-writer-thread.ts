@@ -1,8 +1,10 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { parentPort, workerData } from 'node:worker_threads';
+import { Worker, parentPort, workerData } from 'node:worker_threads';
 import { openSqliteConnection } from './sqlite-connection.js';
 import {
   type AuditRow,
+  type CheckpointerInit,
+  type CheckpointerReport,
   type GroupItem,
   type ItemResult,
   type JoinRow,
@@ -10,6 +12,7 @@ import {
   type WriterInit,
   type WriterReply,
   type WriterRequest,
+  type WriterSettings,
   toWireError,
 } from './sqlite-writer-protocol.js';
 
@@ -28,6 +31,7 @@ if (port === null) throw new Error('sqlite-writer-thread runs as a worker thread
 const init = workerData as WriterInit;
 const connection = openSqliteConnection(init.path, 0);
 let statements: Statements | undefined;
+const checkpoints = startCheckpointer();
 
 port.on('message', (request: WriterRequest) => {
   let reply: WriterReply;
@@ -36,12 +40,42 @@ port.on('message', (request: WriterRequest) => {
     const s = (statements ??= prepareStatements(connection));
     if (request.op === 'read') reply = { id: request.id, rows: request.keys.map(([joinEui, devEui]) => s.read.get(joinEui, devEui) as JoinRow | undefined) };
     else if (request.op === 'commit') reply = { id: request.id, results: commitGroup(s, request.items) };
-    else reply = { id: request.id, settings: { journalMode: String(connection.pragma('journal_mode', { simple: true })), synchronous: Number(connection.pragma('synchronous', { simple: true })), foreignKeys: Number(connection.pragma('foreign_keys', { simple: true })) === 1 } };
+    else reply = { id: request.id, settings: settings() };
   } catch (error) {
     reply = { id: request.id, error: toWireError(error) };
   }
   port.postMessage(reply);
 });
+
+function settings(): WriterSettings {
+  const pragma = (name: string): unknown => connection.pragma(name, { simple: true });
+  return {
+    journalMode: String(pragma('journal_mode')),
+    synchronous: Number(pragma('synchronous')),
+    foreignKeys: Number(pragma('foreign_keys')) === 1,
+    walAutocheckpoint: Number(pragma('wal_autocheckpoint')),
+    checkpointError: checkpoints.lastError,
+  };
+}
+
+/**
+ * The checkpointer thread (sqlite-checkpoint-thread.ts) takes over the checkpoints this connection would run inside
+ * its COMMITs. Should it ever end, this connection checkpoints again as SQLite does by default, so the WAL never
+ * grows unchecked.
+ */
+function startCheckpointer(): { readonly commits: Int32Array; lastError: string | undefined } {
+  const state = { commits: new Int32Array(new SharedArrayBuffer(4)), lastError: undefined as string | undefined };
+  const checkpointerInit: CheckpointerInit = { path: init.path, ...init.checkpoints, commits: state.commits.buffer as SharedArrayBuffer };
+  const checkpointer = new Worker(new URL('./sqlite-checkpoint-thread.js', import.meta.url), { workerData: checkpointerInit });
+  checkpointer.unref();
+  checkpointer.on('message', (report: CheckpointerReport) => (state.lastError = report.message));
+  checkpointer.on('error', (error) => (state.lastError = error instanceof Error ? error.message : String(error)));
+  checkpointer.once('exit', () => connection.pragma(`wal_autocheckpoint = ${SQLITE_DEFAULT_AUTOCHECKPOINT}`));
+  connection.pragma('wal_autocheckpoint = 0');
+  return state;
+}
+
+const SQLITE_DEFAULT_AUTOCHECKPOINT = 1000;
 
 /**
  * One transaction for the group. Written first without savepoints (a savepoint per reservation cost about as much as
@@ -63,6 +97,7 @@ function commitGroup(s: Statements, items: readonly GroupItem[]): ItemResult[] {
     }
     // synchronous=FULL: COMMIT returns after the WAL is fsynced; only then does the main thread answer.
     s.commit.run();
+    Atomics.add(checkpoints.commits, 0, 1);
     return results;
   } catch (error) {
     if (connection.inTransaction) s.rollback.run();

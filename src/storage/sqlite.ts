@@ -18,7 +18,7 @@ import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass 
 import { SQLITE_BUSY_TIMEOUT_MS, openSqliteConnection } from './sqlite-connection.js';
 import { SqliteGroupCommit } from './sqlite-group-commit.js';
 import { SqliteWriter } from './sqlite-writer.js';
-import type { WriterSettings } from './sqlite-writer-protocol.js';
+import type { CheckpointSettings, WriterSettings } from './sqlite-writer-protocol.js';
 import { auditToRow } from './records.js';
 import type { AuditEvent, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 import { sqliteMigrations } from './migrations/sqlite/index.js';
@@ -43,7 +43,7 @@ export class SqliteStorage extends KyselyStorage {
 
   constructor(db: Kysely<Database>, path: string, options: SqliteStorageOptions = {}) {
     super(db, sqliteDialect);
-    this.#writer = new SqliteWriter(path);
+    this.#writer = new SqliteWriter(path, options.checkpoints);
     this.#groupCommit = new SqliteGroupCommit(this.#writer, {
       maxGroupSize: options.maxGroupSize,
       minGroupSize: options.minGroupSize,
@@ -126,6 +126,8 @@ export interface SqliteStorageOptions {
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
   /** Told each time a group found the write lock held by another connection and was put back (tests). */
   readonly onBusy?: (() => void) | undefined;
+  /** When the checkpointer thread copies the WAL into the database file; default DEFAULT_CHECKPOINTS (sqlite-writer.ts). */
+  readonly checkpoints?: CheckpointSettings | undefined;
 }
 
 export async function openSqliteStorage(path: string, options: SqliteStorageOptions = {}): Promise<SqliteStorage> {

@@ -25,7 +25,8 @@ describe('sqlite / durability', () => {
         foreignKeys: true,
         busyTimeoutMs: 5000,
         // The connection that commits the join path's state: FULL is what makes an answer wait for the fsync.
-        writer: { journalMode: 'wal', synchronous: 2, foreignKeys: true },
+        // Its COMMITs never checkpoint: the checkpointer thread does (sqlite-checkpoint-thread.ts).
+        writer: { journalMode: 'wal', synchronous: 2, foreignKeys: true, walAutocheckpoint: 0, checkpointError: undefined },
       });
     } finally {
       await opened.cleanup();

@@ -23,10 +23,10 @@ export interface Joinkeep {
 export async function openJoinkeep(dataDir: string, options: { logger?: Logger; env?: NodeJS.ProcessEnv } = {}): Promise<Joinkeep> {
   const env = options.env ?? process.env;
   const config = await loadConfig(dataDir);
-  const storage = await openConfiguredStorage(dataDir, config, env);
+  const logger = options.logger ?? createLogger();
+  const storage = await openConfiguredStorage(dataDir, config, env, logger);
   try {
     await storage.migrate();
-    const logger = options.logger ?? createLogger();
     const custody = await openCustody(dataDir, config, storage, env, logger);
     const joins = createJoinService({ storage, custody, settings: config.join });
     return {
@@ -48,11 +48,13 @@ export async function openJoinkeep(dataDir: string, options: { logger?: Logger; 
   }
 }
 
-export async function openConfiguredStorage(dataDir: string, config: JoinkeepConfig, env: NodeJS.ProcessEnv): Promise<Storage> {
+export async function openConfiguredStorage(dataDir: string, config: JoinkeepConfig, env: NodeJS.ProcessEnv, logger?: Logger): Promise<Storage> {
   if (config.storage.kind === 'sqlite') return openStorage({ kind: 'sqlite', path: resolveIn(dataDir, config.storage.path) });
   const url = env[POSTGRES_URL_ENV] ?? config.storage.url;
   if (!url) throw new AppError('CONFIG_INVALID', `PostgreSQL storage needs a URL: set ${POSTGRES_URL_ENV} or storage.url in joinkeep.json`);
-  return openStorage({ kind: 'postgres', url });
+  // A lost connection is not fatal: the pool opens a new one, and the query that used it fails with a storage error.
+  const onIdleConnectionError = logger && ((error: Error): void => logger.warn({ err: error }, 'PostgreSQL connection lost; the pool opens a new one'));
+  return openStorage({ kind: 'postgres', url, options: { onIdleConnectionError } });
 }
 
 async function openCustody(dataDir: string, config: JoinkeepConfig, storage: Storage, env: NodeJS.ProcessEnv, logger: Logger): Promise<KeyCustody> {

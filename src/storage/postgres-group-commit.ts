@@ -149,7 +149,6 @@ export class PostgresGroupCommit {
     } catch (error) {
       return { failed: error };
     }
-    listenForErrors(client);
     try {
       await client.query('begin');
       const rows = await lockAndRead(client, group);
@@ -186,19 +185,6 @@ export class PostgresGroupCommit {
       }),
     );
   }
-}
-
-const listening = new WeakSet<pg.PoolClient>();
-
-/**
- * pg-pool listens for errors of idle clients only. A connection that ends while checked out (the backend terminated,
- * the server restarted) fails its query, which is how the group learns of it, and then also emits 'error' on the
- * client: without a listener that would end the process.
- */
-function listenForErrors(client: pg.PoolClient): void {
-  if (listening.has(client)) return;
-  listening.add(client);
-  client.on('error', () => undefined);
 }
 
 /**

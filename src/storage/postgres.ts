@@ -15,7 +15,7 @@ export interface PostgresStorageOptions {
   readonly maxConnections?: number;
   /** How long to wait for a connection; default 10 000 ms. */
   readonly connectTimeoutMs?: number;
-  /** Told about errors of idle pooled connections (the next query on the pool fails and is reported anyway). */
+  /** Told about errors of pooled connections, idle or checked out (the query or transaction using one fails anyway). */
   readonly onIdleConnectionError?: (error: Error) => void;
   /** Most reservations committed in one transaction (group commit); default 128. */
   readonly maxGroupSize?: number | undefined;
@@ -159,6 +159,11 @@ function createPool(url: string, options: PostgresStorageOptions, forceSynchrono
   });
   // Without a listener an idle connection's error (e.g. server restart) would crash the process.
   pool.on('error', (error) => options.onIdleConnectionError?.(error));
+  // pg-pool listens for errors of idle clients only. A connection that ends while checked out (the backend was
+  // terminated or the server restarted between two statements of a transaction) emits 'error' on its client; without
+  // a listener that would end the process. The transaction learns of it anyway (its next query fails, and the pool
+  // discards the client on release), so the listener only reports it.
+  pool.on('connect', (client) => client.on('error', (error) => options.onIdleConnectionError?.(error)));
   return pool;
 }
 

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { type Kysely, sql } from 'kysely';
+import pg from 'pg';
+import { openPostgresStorage } from '../../src/storage/index.js';
+import type { Database } from '../../src/storage/schema.js';
+import { createTestDatabase } from '../helpers/postgres.js';
+import { makeDevice } from '../helpers/storage-fixtures.js';
+
+/*
+ * A PostgreSQL connection lost while a transaction holds it (the backend terminated, the server restarted) between two
+ * statements: pg emits 'error' on that checked-out client, where pg-pool listens on idle clients only. Without a
+ * listener the process would end; here the transaction fails with the error, the storage reports it once and keeps
+ * working on a new connection.
+ */
+
+describe('postgres / a connection lost while checked out', () => {
+  it('between two statements of a transaction / the transaction fails, the process lives on, the storage keeps working', async () => {
+    const database = await createTestDatabase();
+    const reported: Error[] = [];
+    const storage = await openPostgresStorage(database.url, { onIdleConnectionError: (error) => reported.push(error) });
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    try {
+      await storage.migrate();
+      const db = (storage as unknown as { db: Kysely<Database> }).db;
+      const transaction = db.transaction().execute(async (trx) => {
+        const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx);
+        await admin.query('select pg_terminate_backend($1)', [rows[0]!.pid]);
+        // The client is checked out and idle in the transaction when its connection ends.
+        const deadline = Date.now() + 5_000;
+        while (reported.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        await sql`select 1`.execute(trx);
+      });
+      await assert.rejects(transaction);
+      assert.ok(reported.length >= 1, 'the lost connection is reported');
+
+      const device = makeDevice();
+      await storage.insertDevice(device);
+      assert.equal((await storage.getDevice(device.devEui))?.devEui, device.devEui);
+    } finally {
+      await admin.end();
+      await storage.close();
+      await database.drop();
+    }
+  });
+});

@@ -13,7 +13,37 @@ import { AppError } from './errors.js';
 export const CONFIG_FILE = 'joinkeep.json';
 export const POSTGRES_URL_ENV = 'JOINKEEP_POSTGRES_URL';
 
-export type StorageConfig = { readonly kind: 'sqlite'; readonly path: string } | { readonly kind: 'postgres'; readonly url?: string };
+export type StorageConfig = { readonly kind: 'sqlite'; readonly path: string } | PostgresStorageConfig;
+
+/** PostgreSQL storage; the tuning keys are optional and documented in docs/operations.md ("joinkeep.json"). */
+export interface PostgresStorageConfig {
+  readonly kind: 'postgres';
+  readonly url?: string;
+  /** Connections in each process's pool (default 10). */
+  readonly maxConnections?: number;
+  /** How long a request waits for a pooled connection, ms (default 10000). */
+  readonly connectTimeoutMs?: number;
+  /** Most reservations committed in one transaction (default 128). */
+  readonly maxGroupSize?: number;
+  /** Group transactions committing at once, each on its own connection (default 2; fewer than maxConnections). */
+  readonly maxGroupsInFlight?: number;
+}
+
+const POSTGRES_TUNING = { maxConnections: [2, 1000], connectTimeoutMs: [100, 600_000], maxGroupSize: [1, 1024], maxGroupsInFlight: [1, 999] } as const;
+
+function validatePostgresStorage(storage: Record<string, unknown>, fail: (what: string) => never): void {
+  const unknownKey = Object.keys(storage).find((k) => k !== 'kind' && k !== 'url' && !(k in POSTGRES_TUNING));
+  if (unknownKey !== undefined) fail(`storage: unknown key "${unknownKey}" (url, ${Object.keys(POSTGRES_TUNING).join(', ')})`);
+  if (storage['url'] !== undefined && (typeof storage['url'] !== 'string' || storage['url'] === '')) fail('storage.url must be a PostgreSQL URL');
+  for (const [k, [min, max]] of Object.entries(POSTGRES_TUNING)) {
+    const v = storage[k];
+    if (v !== undefined && (!Number.isInteger(v) || (v as number) < min || (v as number) > max)) fail(`storage.${k} must be an integer ${min}..${max}`);
+  }
+  const connections = (storage['maxConnections'] as number | undefined) ?? 10;
+  const groups = (storage['maxGroupsInFlight'] as number | undefined) ?? 2;
+  // Every group holds a connection until it commits; the join path's look-ups and the API need one too.
+  if (groups >= connections) fail(`storage.maxGroupsInFlight (${groups}) must be smaller than storage.maxConnections (${connections})`);
+}
 /** Where a PIN comes from: a file (first line) or an environment variable; never the command line or this file. */
 export type PinSource = { readonly pinFile: string } | { readonly pinEnv: string };
 /** Where the Security Officer's PIN comes from (trusted-KEK mode only); same rules as the user PIN. */
@@ -113,6 +143,7 @@ export function validateConfig(raw: unknown, where: string): JoinkeepConfig {
   const storage = o.storage;
   if (!storage || (storage.kind !== 'sqlite' && storage.kind !== 'postgres')) fail('storage.kind must be "sqlite" or "postgres"');
   if (storage!.kind === 'sqlite' && typeof storage!.path !== 'string') fail('storage.path must be a file name');
+  if (storage!.kind === 'postgres') validatePostgresStorage(storage as unknown as Record<string, unknown>, fail);
   const custody = o.custody;
   if (custody?.kind === 'pkcs11') {
     if (typeof custody.module !== 'string' || custody.module === '') fail('custody.module must be the path of a PKCS#11 library');

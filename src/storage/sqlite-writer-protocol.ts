@@ -57,7 +57,7 @@ export interface CheckpointSettings {
 /** Given by the writer thread to the checkpointer thread. */
 export interface CheckpointerInit extends CheckpointSettings {
   readonly path: string;
-  /** Int32Array[1]: how many groups the writer committed; the checkpointer skips its tick when nothing changed. */
+  /** One Int32: how many groups the writer committed; the checkpointer skips its tick when that has not changed. */
   readonly commits: SharedArrayBuffer;
 }
 

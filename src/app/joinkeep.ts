@@ -53,9 +53,9 @@ export async function openConfiguredStorage(dataDir: string, config: JoinkeepCon
   const url = env[POSTGRES_URL_ENV] ?? config.storage.url;
   if (!url) throw new AppError('CONFIG_INVALID', `PostgreSQL storage needs a URL: set ${POSTGRES_URL_ENV} or storage.url in joinkeep.json`);
   // A lost connection is not fatal: the pool opens a new one, and the query that used it fails with a storage error.
-  const onIdleConnectionError = logger && ((error: Error): void => logger.warn({ err: error }, 'PostgreSQL connection lost; the pool opens a new one'));
+  const onConnectionError = logger && ((error: Error): void => logger.warn({ err: error }, 'PostgreSQL connection lost; the pool opens a new one'));
   const { maxConnections, connectTimeoutMs, maxGroupSize, maxGroupsInFlight } = config.storage;
-  return openStorage({ kind: 'postgres', url, options: { onIdleConnectionError, maxConnections, connectTimeoutMs, maxGroupSize, maxGroupsInFlight } });
+  return openStorage({ kind: 'postgres', url, options: { onConnectionError, maxConnections, connectTimeoutMs, maxGroupSize, maxGroupsInFlight } });
 }
 
 async function openCustody(dataDir: string, config: JoinkeepConfig, storage: Storage, env: NodeJS.ProcessEnv, logger: Logger): Promise<KeyCustody> {

@@ -16,7 +16,7 @@ export interface PostgresStorageOptions {
   /** How long to wait for a connection; default 10 000 ms. */
   readonly connectTimeoutMs?: number;
   /** Told about errors of pooled connections, idle or checked out (the query or transaction using one fails anyway). */
-  readonly onIdleConnectionError?: (error: Error) => void;
+  readonly onConnectionError?: (error: Error) => void;
   /** Most reservations committed in one transaction (group commit); default 128. */
   readonly maxGroupSize?: number | undefined;
   /** Groups committing at once, each on its own pooled connection; default 2. */
@@ -157,13 +157,13 @@ function createPool(url: string, options: PostgresStorageOptions, forceSynchrono
     ...(forceSynchronousCommit ? { options: '-c synchronous_commit=on' } : {}),
     types,
   });
-  // Without a listener an idle connection's error (e.g. server restart) would crash the process.
-  pool.on('error', (error) => options.onIdleConnectionError?.(error));
-  // pg-pool listens for errors of idle clients only. A connection that ends while checked out (the backend was
-  // terminated or the server restarted between two statements of a transaction) emits 'error' on its client; without
-  // a listener that would end the process. The transaction learns of it anyway (its next query fails, and the pool
-  // discards the client on release), so the listener only reports it.
-  pool.on('connect', (client) => client.on('error', (error) => options.onIdleConnectionError?.(error)));
+  // A connection that ends (the server restarted, the backend was terminated) emits 'error' on its client, and pg-pool
+  // passes an idle client's on to the pool: without listeners either would end the process. pg-pool listens on idle
+  // clients only, so every client gets a listener of its own when it connects, which also covers a client checked out
+  // between two statements of a transaction; that transaction learns of it anyway (its next query fails, and the pool
+  // discards the client on release). Reported once, from the client's listener.
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', (error) => options.onConnectionError?.(error)));
   return pool;
 }
 

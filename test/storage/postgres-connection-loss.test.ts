@@ -18,7 +18,7 @@ describe('postgres / a connection lost while checked out', () => {
   it('between two statements of a transaction / the transaction fails, the process lives on, the storage keeps working', async () => {
     const database = await createTestDatabase();
     const reported: Error[] = [];
-    const storage = await openPostgresStorage(database.url, { onIdleConnectionError: (error) => reported.push(error) });
+    const storage = await openPostgresStorage(database.url, { onConnectionError: (error) => reported.push(error) });
     const admin = new pg.Client({ connectionString: database.url });
     await admin.connect();
     try {
@@ -34,6 +34,36 @@ describe('postgres / a connection lost while checked out', () => {
       });
       await assert.rejects(transaction);
       assert.ok(reported.length >= 1, 'the lost connection is reported');
+
+      const device = makeDevice();
+      await storage.insertDevice(device);
+      assert.equal((await storage.getDevice(device.devEui))?.devEui, device.devEui);
+    } finally {
+      await admin.end();
+      await storage.close();
+      await database.drop();
+    }
+  });
+
+  it('idle in the pool / each lost connection is reported once, and the next query opens a new one', async () => {
+    const database = await createTestDatabase();
+    const reported: Error[] = [];
+    const storage = await openPostgresStorage(database.url, { onConnectionError: (error) => reported.push(error) });
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    try {
+      await storage.migrate();
+      const db = (storage as unknown as { db: Kysely<Database> }).db;
+      // Three connections in the pool, idle once these end.
+      await Promise.all([1, 2, 3].map(() => sql`select pg_sleep(0.05)`.execute(db)));
+      const { rows } = await admin.query<{ n: number }>(
+        `select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = current_database() and application_name = 'joinkeep'`);
+      const terminated = rows[0]!.n;
+      assert.ok(terminated >= 3, `terminated ${terminated} idle connections`);
+      const deadline = Date.now() + 5_000;
+      while (reported.length < terminated && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(reported.length, terminated, 'one report per lost connection');
 
       const device = makeDevice();
       await storage.insertDevice(device);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { netIdFromBeHex, type RequestHeader } from '../protocol/index.js';
 import type { PeerRecord, Storage } from '../storage/storage.js';
 import { BackendError } from './errors.js';
@@ -11,8 +11,9 @@ export interface Credentials {
   readonly clientCertSha256?: string | undefined;
 }
 
+/** One-shot: no Hash object per request (a native object the garbage collector has to finalise). */
 export function sha256Hex(text: string | Uint8Array): string {
-  return createHash('sha256').update(text).digest('hex');
+  return hash('sha256', text, 'hex');
 }
 
 const BEARER = /^Bearer\s+(\S+)\s*$/i;

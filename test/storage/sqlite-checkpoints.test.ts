@@ -53,8 +53,8 @@ async function sessionsInDatabaseFile(f: Fixture): Promise<number> {
   }
 }
 
-/** Accepts `perDevice` joins of each of `devices` devices, one round of all devices at a time (one group per round). */
-async function join_(f: Fixture, devices: number, perDevice: number): Promise<void> {
+/** Accepts `perDevice` joins of each of `devices` new devices, a round of all devices at a time (a few groups per round). */
+async function acceptJoins(f: Fixture, devices: number, perDevice: number): Promise<void> {
   const fleet = Array.from({ length: devices }, () => makeDevice());
   for (const d of fleet) await f.storage.insertDevice(d);
   for (let n = 1; n <= perDevice; n++) {
@@ -76,7 +76,7 @@ describe('sqlite / checkpoints', () => {
   it('checkpointer / committed joins reach the database file itself while the storage stays open', async () => {
     const f = await open({ intervalMs: 20, restartFrames: 10_000 });
     try {
-      await join_(f, 8, 3);
+      await acceptJoins(f, 8, 3);
       assert.ok(await eventually(async () => (await sessionsInDatabaseFile(f)) === 24, 5_000), 'the 24 sessions are checkpointed into the file');
     } finally {
       await close(f);
@@ -86,7 +86,7 @@ describe('sqlite / checkpoints', () => {
   it('control / without the checkpointer the writer\'s commits stay in the WAL (the writer itself never checkpoints)', async () => {
     const f = await open({ intervalMs: NEVER, restartFrames: 10_000 });
     try {
-      await join_(f, 8, 3);
+      await acceptJoins(f, 8, 3);
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(await sessionsInDatabaseFile(f), 0);
       // Still all committed: a reader with the WAL sees them.
@@ -108,11 +108,11 @@ describe('sqlite / checkpoints', () => {
       const walOf = async (f: Fixture): Promise<number> => (await stat(`${f.path}-wal`)).size;
       const frame = 4096 + 24;
       // The checkpointer thread is running once a first join has reached the database file.
-      await join_(bounded, 1, 1);
+      await acceptJoins(bounded, 1, 1);
       assert.ok(await eventually(async () => (await sessionsInDatabaseFile(bounded)) === 1, 5_000));
       const [boundedBefore, unboundedBefore] = [await walOf(bounded), await walOf(unbounded).catch(() => 0)];
       // 150 rounds of 40 joins each: 150 commits of about 60 pages each.
-      await Promise.all([join_(bounded, 40, 150), join_(unbounded, 40, 150)]);
+      await Promise.all([acceptJoins(bounded, 40, 150), acceptJoins(unbounded, 40, 150)]);
       const [withCheckpointer, without] = [await walOf(bounded), await walOf(unbounded)];
       // Without checkpoints every commit's pages are appended to the WAL.
       assert.ok(without - unboundedBefore > 1_000 * frame, `the WAL without a checkpointer grew from ${unboundedBefore} to ${without} bytes`);

@@ -111,7 +111,7 @@ describe('sqlite / checkpoints', () => {
       await acceptJoins(bounded, 1, 1);
       assert.ok(await eventually(async () => (await sessionsInDatabaseFile(bounded)) === 1, 5_000));
       const [boundedBefore, unboundedBefore] = [await walOf(bounded), await walOf(unbounded).catch(() => 0)];
-      // 150 rounds of 40 joins each: 150 commits of about 60 pages each.
+      // 150 rounds of 40 joins each: several hundred commits of tens of pages each.
       await Promise.all([acceptJoins(bounded, 40, 150), acceptJoins(unbounded, 40, 150)]);
       const [withCheckpointer, without] = [await walOf(bounded), await walOf(unbounded)];
       // Without checkpoints every commit's pages are appended to the WAL.

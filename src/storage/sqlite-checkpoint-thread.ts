@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openSqliteConnection } from './sqlite-connection.js';
-import type { CheckpointerInit, CheckpointerReport } from './sqlite-writer-protocol.js';
+import { type CheckpointerInit, type CheckpointerReport, CheckpointStats } from './sqlite-writer-protocol.js';
 
 /*
  * The checkpointer (docs/storage.md, "Checkpoints"), started by the writer thread: copies the WAL back into the
@@ -30,6 +30,7 @@ const RESTART_BUSY_TIMEOUT_MS = 100;
 const connection = openSqliteConnection(init.path, RESTART_BUSY_TIMEOUT_MS);
 connection.pragma('wal_autocheckpoint = 0');
 const commits = new Int32Array(init.commits);
+const stats = new CheckpointStats(init.checkpointStats);
 let checkpointedAt = -1;
 
 interface CheckpointRow {
@@ -45,13 +46,25 @@ function checkpoint(mode: 'PASSIVE' | 'RESTART'): CheckpointRow {
 setInterval(() => {
   const seen = Atomics.load(commits, 0);
   if (seen === checkpointedAt) return;
+  const started = performance.now();
   try {
     let row = checkpoint('PASSIVE');
-    if (row.log >= init.restartFrames) row = checkpoint('RESTART');
+    if (row.log > 0) stats.add('passive', 1);
+    let copied = row.checkpointed;
+    if (row.log >= init.restartFrames) {
+      row = checkpoint('RESTART');
+      stats.add('restart', 1);
+      copied = Math.max(copied, row.checkpointed);
+    }
+    stats.add('framesCopied', Math.max(copied, 0));
+    stats.setWalFrames(Math.max(row.log, 0));
     // Not everything copied (a reader's snapshot, another connection's checkpoint): the next tick tries again.
     if (row.busy === 0 && row.checkpointed >= row.log) checkpointedAt = seen;
   } catch (error) {
+    stats.add('failures', 1);
     // Nothing is lost: the WAL keeps the frames, and the next tick tries again. The writer thread keeps the last error.
     port.postMessage({ type: 'failed', message: error instanceof Error ? error.message : String(error) } satisfies CheckpointerReport);
+  } finally {
+    stats.add('microseconds', (performance.now() - started) * 1000);
   }
 }, init.intervalMs);

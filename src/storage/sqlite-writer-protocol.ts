@@ -44,6 +44,8 @@ export type WriterReply =
 export interface WriterInit {
   readonly path: string;
   readonly checkpoints: CheckpointSettings;
+  /** CheckpointStats.buffer: written by the checkpointer thread, read by the main thread at each metrics scrape. */
+  readonly checkpointStats: SharedArrayBuffer;
 }
 
 /** When the checkpointer thread copies the WAL back into the database file (docs/storage.md, "Checkpoints"). */
@@ -59,6 +61,49 @@ export interface CheckpointerInit extends CheckpointSettings {
   readonly path: string;
   /** One Int32: how many groups the writer committed; the checkpointer skips its tick when that has not changed. */
   readonly commits: SharedArrayBuffer;
+  readonly checkpointStats: SharedArrayBuffer;
+}
+
+/** Running totals of the checkpointer thread, shared with the main thread (one writer: the checkpointer). */
+export interface CheckpointTotals {
+  /** PASSIVE checkpoints that had frames to copy. */
+  readonly passive: number;
+  /** RESTART checkpoints (the WAL had reached restartFrames). */
+  readonly restart: number;
+  readonly failures: number;
+  /** WAL frames copied into the database file. */
+  readonly framesCopied: number;
+  /** Time spent checkpointing. */
+  readonly seconds: number;
+  /** Frames in the WAL after the last checkpoint (0 once it restarted). */
+  readonly walFrames: number;
+}
+
+const TOTALS = ['passive', 'restart', 'failures', 'framesCopied', 'microseconds', 'walFrames'] as const;
+type Slot = (typeof TOTALS)[number];
+
+/** CheckpointTotals over a SharedArrayBuffer of 64-bit counters, updated and read with Atomics. */
+export class CheckpointStats {
+  readonly buffer: SharedArrayBuffer;
+  readonly #slots: BigInt64Array;
+
+  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(TOTALS.length * 8)) {
+    this.buffer = buffer;
+    this.#slots = new BigInt64Array(buffer);
+  }
+
+  add(slot: Exclude<Slot, 'walFrames'>, n: number): void {
+    Atomics.add(this.#slots, TOTALS.indexOf(slot), BigInt(Math.round(n)));
+  }
+
+  setWalFrames(n: number): void {
+    Atomics.store(this.#slots, TOTALS.indexOf('walFrames'), BigInt(n));
+  }
+
+  read(): CheckpointTotals {
+    const get = (slot: Slot): number => Number(Atomics.load(this.#slots, TOTALS.indexOf(slot)));
+    return { passive: get('passive'), restart: get('restart'), failures: get('failures'), framesCopied: get('framesCopied'), seconds: get('microseconds') / 1e6, walFrames: get('walFrames') };
+  }
 }
 
 export type CheckpointerReport = { readonly type: 'failed'; readonly message: string };

@@ -65,7 +65,7 @@ function settings(): WriterSettings {
  */
 function startCheckpointer(): { readonly commits: Int32Array; lastError: string | undefined } {
   const state = { commits: new Int32Array(new SharedArrayBuffer(4)), lastError: undefined as string | undefined };
-  const checkpointerInit: CheckpointerInit = { path: init.path, ...init.checkpoints, commits: state.commits.buffer as SharedArrayBuffer };
+  const checkpointerInit: CheckpointerInit = { path: init.path, ...init.checkpoints, commits: state.commits.buffer as SharedArrayBuffer, checkpointStats: init.checkpointStats };
   const checkpointer = new Worker(new URL('./sqlite-checkpoint-thread.js', import.meta.url), { workerData: checkpointerInit });
   checkpointer.unref();
   checkpointer.on('message', (report: CheckpointerReport) => (state.lastError = report.message));

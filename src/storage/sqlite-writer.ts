@@ -2,6 +2,8 @@ import { Worker } from 'node:worker_threads';
 import { StorageError } from './errors.js';
 import {
   type CheckpointSettings,
+  CheckpointStats,
+  type CheckpointTotals,
   type GroupItem,
   type ItemResult,
   type JoinRow,
@@ -32,8 +34,15 @@ export class SqliteWriter {
   #nextId = 1;
   #closed = false;
 
+  readonly #checkpointStats = new CheckpointStats();
+
   constructor(path: string, checkpoints: CheckpointSettings = DEFAULT_CHECKPOINTS) {
-    this.#init = { path, checkpoints };
+    this.#init = { path, checkpoints, checkpointStats: this.#checkpointStats.buffer };
+  }
+
+  /** The checkpointer thread's running totals (every writer thread this process started). */
+  checkpointTotals(): CheckpointTotals {
+    return this.#checkpointStats.read();
   }
 
   /** Each key's row, read after every earlier commit of this writer. */

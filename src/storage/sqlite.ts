@@ -18,7 +18,7 @@ import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass 
 import { SQLITE_BUSY_TIMEOUT_MS, openSqliteConnection } from './sqlite-connection.js';
 import { SqliteGroupCommit } from './sqlite-group-commit.js';
 import { SqliteWriter } from './sqlite-writer.js';
-import type { CheckpointSettings, WriterSettings } from './sqlite-writer-protocol.js';
+import type { CheckpointSettings, CheckpointTotals, WriterSettings } from './sqlite-writer-protocol.js';
 import { auditToRow } from './records.js';
 import type { AuditEvent, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 import { sqliteMigrations } from './migrations/sqlite/index.js';
@@ -105,6 +105,11 @@ export class SqliteStorage extends KyselyStorage {
       busyTimeoutMs: Number(await pragma('busy_timeout')),
       writer: await this.#writer.settings(),
     };
+  }
+
+  /** Running totals of the checkpointer thread (docs/storage.md, "Checkpoints"), for metrics. */
+  checkpointTotals(): CheckpointTotals {
+    return this.#writer.checkpointTotals();
   }
 
   override async close(): Promise<void> {

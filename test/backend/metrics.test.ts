@@ -39,4 +39,27 @@ describe('backend / Prometheus metrics', () => {
     const health = await fetch(new URL('/healthz', world.url));
     assert.deepEqual(await health.json(), { status: 'ok' });
   });
+
+  test('SQLite checkpoints: the checkpointer thread\'s work after joins (checkpoints, frames copied, time, WAL left)', async () => {
+    const joinEui = '70B3D57ED0000322';
+    for (let i = 0; i < 4; i++) {
+      const devEui = randomEui();
+      const appKey = randomKey();
+      await world.provision({ devEui, joinEui, macVersion: '1.0.3', homeNetId: '000013', asId: 'as-1', appKey });
+      assert.equal(resultCode(await world.post(joinReq({ phy: joinRequestFrame(appKey, devEui, joinEui, 5), devEui, joinEui }), TOKENS.ns)), 'Success');
+    }
+    const value = (text: string, series: string): number => Number(new RegExp(`^${series.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+    // The checkpointer runs every 25 ms once the writer has committed.
+    let text = '';
+    for (const deadline = Date.now() + 5_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 25))) {
+      text = await metrics();
+      if (value(text, 'joinkeep_sqlite_checkpoints_total{mode="passive"}') >= 1) break;
+    }
+    assert.ok(value(text, 'joinkeep_sqlite_checkpoints_total{mode="passive"}') >= 1, 'a passive checkpoint is counted');
+    assert.equal(value(text, 'joinkeep_sqlite_checkpoints_total{mode="restart"}'), 0);
+    assert.ok(value(text, 'joinkeep_sqlite_checkpoint_frames_total') > 0, 'frames copied are counted');
+    assert.ok(value(text, 'joinkeep_sqlite_checkpoint_seconds_total') > 0);
+    assert.equal(value(text, 'joinkeep_sqlite_checkpoint_failures_total'), 0);
+    assert.ok(value(text, 'joinkeep_sqlite_wal_frames') >= 0);
+  });
 });

@@ -5,7 +5,6 @@ export interface CheckpointTotalsSample {
   readonly passive: number;
   readonly restart: number;
   readonly failures: number;
-  readonly framesCopied: number;
   readonly seconds: number;
   readonly walFrames: number;
 }
@@ -47,7 +46,6 @@ export function registerStorageMetrics(registry: Registry, storage: StorageMetri
     });
   };
   total('joinkeep_sqlite_checkpoint_failures_total', 'SQLite checkpoints that failed (tried again on the next tick; the WAL keeps the frames)', (t) => t.failures);
-  total('joinkeep_sqlite_checkpoint_frames_total', 'WAL frames (pages) the checkpointer copied into the database file', (t) => t.framesCopied);
   total('joinkeep_sqlite_checkpoint_seconds_total', 'Time the checkpointer thread spent checkpointing', (t) => t.seconds);
   new Gauge({
     name: 'joinkeep_sqlite_wal_frames',

@@ -50,13 +50,10 @@ setInterval(() => {
   try {
     let row = checkpoint('PASSIVE');
     if (row.log > 0) stats.add('passive', 1);
-    let copied = row.checkpointed;
     if (row.log >= init.restartFrames) {
       row = checkpoint('RESTART');
       stats.add('restart', 1);
-      copied = Math.max(copied, row.checkpointed);
     }
-    stats.add('framesCopied', Math.max(copied, 0));
     stats.setWalFrames(Math.max(row.log, 0));
     // Not everything copied (a reader's snapshot, another connection's checkpoint): the next tick tries again.
     if (row.busy === 0 && row.checkpointed >= row.log) checkpointedAt = seen;

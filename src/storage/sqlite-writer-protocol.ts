@@ -71,15 +71,13 @@ export interface CheckpointTotals {
   /** RESTART checkpoints (the WAL had reached restartFrames). */
   readonly restart: number;
   readonly failures: number;
-  /** WAL frames copied into the database file. */
-  readonly framesCopied: number;
   /** Time spent checkpointing. */
   readonly seconds: number;
   /** Frames in the WAL after the last checkpoint (0 once it restarted). */
   readonly walFrames: number;
 }
 
-const TOTALS = ['passive', 'restart', 'failures', 'framesCopied', 'microseconds', 'walFrames'] as const;
+const TOTALS = ['passive', 'restart', 'failures', 'microseconds', 'walFrames'] as const;
 type Slot = (typeof TOTALS)[number];
 
 /** CheckpointTotals over a SharedArrayBuffer of 64-bit counters, updated and read with Atomics. */
@@ -102,7 +100,7 @@ export class CheckpointStats {
 
   read(): CheckpointTotals {
     const get = (slot: Slot): number => Number(Atomics.load(this.#slots, TOTALS.indexOf(slot)));
-    return { passive: get('passive'), restart: get('restart'), failures: get('failures'), framesCopied: get('framesCopied'), seconds: get('microseconds') / 1e6, walFrames: get('walFrames') };
+    return { passive: get('passive'), restart: get('restart'), failures: get('failures'), seconds: get('microseconds') / 1e6, walFrames: get('walFrames') };
   }
 }
 

@@ -79,7 +79,7 @@ describe('sqlite / checkpoints', () => {
       await acceptJoins(f, 8, 3);
       assert.ok(await eventually(async () => (await sessionsInDatabaseFile(f)) === 24, 5_000), 'the 24 sessions are checkpointed into the file');
       const totals = f.storage.checkpointTotals();
-      assert.ok(totals.passive >= 1 && totals.framesCopied > 0 && totals.seconds > 0, `checkpoints counted: ${JSON.stringify(totals)}`);
+      assert.ok(totals.passive >= 1 && totals.seconds > 0, `checkpoints counted: ${JSON.stringify(totals)}`);
       assert.equal(totals.failures, 0);
     } finally {
       await close(f);
@@ -92,7 +92,7 @@ describe('sqlite / checkpoints', () => {
       await acceptJoins(f, 8, 3);
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(await sessionsInDatabaseFile(f), 0);
-      assert.deepEqual(f.storage.checkpointTotals(), { passive: 0, restart: 0, failures: 0, framesCopied: 0, seconds: 0, walFrames: 0 });
+      assert.deepEqual(f.storage.checkpointTotals(), { passive: 0, restart: 0, failures: 0, seconds: 0, walFrames: 0 });
       // Still all committed: a reader with the WAL sees them.
       const reader = new BetterSqlite3(f.path, { readonly: true });
       try {

@@ -84,23 +84,13 @@ async function main(): Promise<void> {
     });
     // Each fleet's p99 over every round's samples together: one estimate from all the measurements, steadier than a
     // median of per-round p99s (each the 1 % tail of a few thousand samples).
-    const pooled = (name: string): ReturnType<typeof summarise> => {
-      const parts = runs.filter((r) => r.name === name).map((r) => r.r.load.latenciesNs);
-      const all = new Float64Array(parts.reduce((n, a) => n + a.length, 0));
-      let at = 0;
-      for (const a of parts) {
-        all.set(a, at);
-        at += a.length;
-      }
-      return summarise(all);
-    };
-    const [small, large] = [pooled('small'), pooled('large')];
-    const ratio = large.p99Ms / small.p99Ms;
+    const pooled = (['small', 'large'] as const).map((name) => ({
+      name,
+      l: summarise(runs.filter((r) => r.name === name).flatMap((r) => [...r.r.load.latenciesNs])),
+    }));
+    const ratio = pooled[1]!.l.p99Ms / pooled[0]!.l.p99Ms;
     const allRounds = o.rounds > 1
-      ? ['', ...(['small', 'large'] as const).map((name) => {
-        const l = name === 'small' ? small : large;
-        return `${`${name}, all ${o.rounds} rounds`.padEnd(24)} ${l.p50Ms.toFixed(1).padStart(7)}  ${l.p95Ms.toFixed(1).padStart(7)}  ${l.p99Ms.toFixed(1).padStart(7)}  (${l.count.toLocaleString('en')} samples)`;
-      })]
+      ? ['', ...pooled.map(({ name, l }) => `${`${name}, all ${o.rounds} rounds`.padEnd(24)} ${l.p50Ms.toFixed(1).padStart(7)}  ${l.p95Ms.toFixed(1).padStart(7)}  ${l.p99Ms.toFixed(1).padStart(7)}  (${l.count.toLocaleString('en')} samples)`)]
       : [];
     process.stdout.write(
       [

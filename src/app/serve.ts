@@ -7,7 +7,7 @@ import { registerClaimApiV2 } from '../api/claim-v2.js';
 import { FailureLimiter } from '../commissioning/rate-limit.js';
 import { type Logger, createLogger } from '../observability/logger.js';
 import { registerCustodyMetrics } from '../observability/custody-metrics.js';
-import { type StorageMetricsSource, registerStorageMetrics } from '../observability/storage-metrics.js';
+import { registerStorageMetrics } from '../observability/storage-metrics.js';
 import { createMetrics } from '../observability/metrics.js';
 import { createApiServer } from '../api/server.js';
 import { DEFAULT_API_BODY_LIMIT, parseListen, resolveIn } from './config.js';
@@ -62,9 +62,7 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
     const custodyStatus = custody.status?.bind(custody);
     const custodyHealth = custodyStatus && (() => custodyStatus().members);
     registerCustodyMetrics(metrics.registry, custody);
-    // SQLite reports its checkpointer's totals; a storage without them registers nothing.
-    const storageMetrics: typeof joinkeep.storage & StorageMetricsSource = joinkeep.storage;
-    registerStorageMetrics(metrics.registry, storageMetrics);
+    registerStorageMetrics(metrics.registry, joinkeep.storage);
     options.onMetrics?.(metrics.registry);
     const tls = config.backend.tls && {
       key: await readFile(resolveIn(dataDir, config.backend.tls.keyFile)),

@@ -9,19 +9,23 @@ export interface CheckpointTotalsSample {
   readonly walFrames: number;
 }
 
-/** The parts of a storage the metrics read (structurally: nothing is registered for a storage without them). */
+/** The part of a storage the metrics read (structurally: observability does not import storage). */
 export interface StorageMetricsSource {
-  checkpointTotals?(): CheckpointTotalsSample;
+  checkpointTotals(): CheckpointTotalsSample;
 }
+
+const reportsCheckpoints = (storage: object): storage is StorageMetricsSource =>
+  typeof (storage as Partial<StorageMetricsSource>).checkpointTotals === 'function';
 
 /*
  * Storage metrics, read from the storage's own running totals when Prometheus scrapes. On SQLite: the checkpointer
  * thread's work (docs/storage.md, "Checkpoints"). A WAL that keeps growing (joinkeep_sqlite_wal_frames rising, RESTARTs
  * counting up) means checkpoints do not keep up with the writer; failures mean they cannot run at all.
  */
-export function registerStorageMetrics(registry: Registry, storage: StorageMetricsSource): void {
-  if (storage.checkpointTotals === undefined) return;
-  const read = (): CheckpointTotalsSample => storage.checkpointTotals!();
+export function registerStorageMetrics(registry: Registry, storage: object): void {
+  // Nothing is registered for a storage without a checkpointer (PostgreSQL).
+  if (!reportsCheckpoints(storage)) return;
+  const read = (): CheckpointTotalsSample => storage.checkpointTotals();
   new Counter({
     name: 'joinkeep_sqlite_checkpoints_total',
     help: 'SQLite checkpoints run by the checkpointer thread: passive (every few milliseconds while the writer commits), restart (the WAL had reached its bound)',

@@ -16,7 +16,7 @@ import {
   acceptAudit,
   authoriseHomeNetwork,
   completeActivation,
-  loadDevice,
+  loadDeviceForJoin,
   receiverJoinEui,
   reserveJoinNonce,
   resolveKeyDestinations,
@@ -34,7 +34,7 @@ export async function handleJoinRequest(ctx: JoinContext, caller: PeerRecord, ms
   if (frame.devEui !== msg.devEui) throw new JoinError('FRAME_MISMATCH', `DevEUI ${msg.devEui} differs from the Join-request's DevEUI ${frame.devEui}`);
   if (frame.joinEui !== joinEui) throw new JoinError('FRAME_MISMATCH', `ReceiverID ${joinEui} differs from the Join-request's JoinEUI ${frame.joinEui}`);
 
-  const device = await loadDevice(ctx, frame.devEui, frame.joinEui);
+  const { device, seen } = await loadDeviceForJoin(ctx, frame.devEui, frame.joinEui);
   authoriseHomeNetwork(device, caller, msg.header.senderNsId);
   const plan = planSession(device, msg.macVersion);
   const destinations = await resolveKeyDestinations(ctx, device, caller);
@@ -62,7 +62,7 @@ export async function handleJoinRequest(ctx: JoinContext, caller: PeerRecord, ms
         audit: acceptAudit(caller, session, 'join.accept', { messageType: 'JoinReq', devNonce: frame.devNonce, macVersion: msg.macVersion, scheme: plan.scheme }),
       };
     },
-    { sessionLimit: ctx.settings.sessionLimit },
+    { sessionLimit: ctx.settings.sessionLimit, seen },
   );
   if ('refused' in reserved) throw reserved.refused;
 

@@ -15,7 +15,7 @@ import {
   acceptAudit,
   authoriseHomeNetwork,
   completeActivation,
-  loadDevice,
+  loadDeviceForJoin,
   receiverJoinEui,
   reserveJoinNonce,
   resolveKeyDestinations,
@@ -39,7 +39,7 @@ export async function handleRejoinRequest(ctx: JoinContext, caller: PeerRecord, 
     throw new JoinError('FRAME_MISMATCH', `ReceiverID ${joinEui} differs from the Rejoin-request's JoinEUI ${frame.joinEui}`);
   }
 
-  const device = await loadDevice(ctx, frame.devEui, joinEui);
+  const { device, seen } = await loadDeviceForJoin(ctx, frame.devEui, joinEui);
   authoriseHomeNetwork(device, caller, msg.header.senderNsId);
   if (!isLoRaWAN11(device.macVersion)) {
     throw new JoinError('REJOIN_NOT_SUPPORTED', `device ${device.devEui} is LoRaWAN ${device.macVersion}; Rejoin-requests exist only in LoRaWAN 1.1`);
@@ -71,7 +71,7 @@ export async function handleRejoinRequest(ctx: JoinContext, caller: PeerRecord, 
         audit: acceptAudit(caller, session, 'rejoin.accept', { messageType: 'RejoinReq', rejoinType: frame.rejoinType, rjCount }),
       };
     },
-    { sessionLimit: ctx.settings.sessionLimit },
+    { sessionLimit: ctx.settings.sessionLimit, seen },
   );
   if ('refused' in reserved) throw reserved.refused;
 

@@ -15,7 +15,7 @@ import {
   lorawan11SessionKeyBlock,
   type NetId,
 } from '../protocol/index.js';
-import type { AuditEvent, DeviceRecord, JoinState, PeerRecord, SessionRecord } from '../storage/storage.js';
+import type { AuditEvent, DeviceRecord, JoinState, PeerRecord, SeenJoinState, SessionRecord } from '../storage/storage.js';
 import type { Activation } from './activation.js';
 import type { JoinContext } from './context.js';
 import { JoinError } from './errors.js';
@@ -39,6 +39,21 @@ export function receiverJoinEui(receiverId: string): Eui64 {
 export async function loadDevice(ctx: JoinContext, devEui: Eui64, joinEui: Eui64): Promise<DeviceRecord> {
   const device = await ctx.storage.getDevice(devEui);
   if (device !== undefined && device.joinEui === joinEui) return device;
+  return notServed(ctx, devEui, joinEui);
+}
+
+/**
+ * loadDevice for an activation: also the device's join state as read with it, which reserveJoin may decide on
+ * instead of reading it again (it writes only if that state is still current).
+ */
+export async function loadDeviceForJoin(ctx: JoinContext, devEui: Eui64, joinEui: Eui64): Promise<{ device: DeviceRecord; seen: SeenJoinState }> {
+  const found = await ctx.storage.getDeviceForJoin(devEui);
+  if (found !== undefined && found.device.joinEui === joinEui) return found;
+  return notServed(ctx, devEui, joinEui);
+}
+
+/** A JoinEUI with no device at all is not ours (UnknownReceiver); one we serve, without this device: UnknownDevice. */
+async function notServed(ctx: JoinContext, devEui: Eui64, joinEui: Eui64): Promise<never> {
   if (!(await ctx.storage.servesJoinEui(joinEui))) {
     throw new JoinError('UNKNOWN_RECEIVER', `JoinEUI ${joinEui} is not served by this Join Server`);
   }

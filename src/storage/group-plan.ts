@@ -4,7 +4,7 @@ import { StorageError } from './errors.js';
 import { checkDecision } from './kysely-storage.js';
 import { auditToRow, initialJoinState, joinStateToRow, sessionToRow } from './records.js';
 import type { AuditEventsTable, DeviceJoinStateTable, SessionsTable } from './schema.js';
-import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
+import type { JoinDecision, JoinState, ReserveJoinOptions, ReserveJoinResult } from './storage.js';
 
 /*
  * Deciding a group of reservations (group commit, docs/storage.md): shared by the storages that commit several
@@ -52,6 +52,8 @@ export interface PendingReservation {
   readonly joinEui: Eui64;
   readonly decide: (current: JoinState) => JoinDecision<unknown>;
   readonly sessionLimit: number;
+  /** The device's state as the caller read it with the device (reserveJoin's `seen`): decided on instead of a read. */
+  readonly seen?: JoinRow | undefined;
   /** performance.now() when queued: bounds how long it may wait for another process's write lock. */
   readonly since: number;
   readonly resolve: (result: ReserveJoinResult<unknown>) => void;
@@ -74,6 +76,30 @@ export type Outcome =
 export type Plan =
   | { readonly done: Outcome }
   | { readonly item: number; readonly committed?: ReserveJoinResult<unknown> };
+
+/** reserveJoin's `seen` as a row to decide on, when it is the state of this reservation's device and JoinEUI. */
+export function seenRow(devEui: Eui64, joinEui: Eui64, options: ReserveJoinOptions): JoinRow | undefined {
+  const seen = options.seen;
+  return seen !== undefined && seen.devEui === devEui && seen.joinEui === joinEui ? seen.row : undefined;
+}
+
+/**
+ * The group with `seen` kept only for a device that has no other reservation in it; the others' rows are read. So a
+ * device's reservations in one group all decide on one row, and a reservation decided on `seen` is alone in the group
+ * with its device: going back to the queue (a conflict, a refusal to confirm) never reorders a device's requests.
+ */
+export function withSeenAlone<P extends Pending>(group: readonly P[]): P[] {
+  const count = new Map<string, number>();
+  for (const p of group) if (p.kind === 'reserve') count.set(p.devEui, (count.get(p.devEui) ?? 0) + 1);
+  return group.map((p) => (p.kind === 'reserve' && p.seen !== undefined && count.get(p.devEui)! > 1 ? { ...p, seen: undefined } : p));
+}
+
+/**
+ * A reservation decided on the state its caller saw goes back to the queue, to be decided on a fresh read, when it
+ * was refused: a refusal writes nothing, so nothing confirms that the state it relied on was still current.
+ */
+export const refusedOnSeen = (p: Pending, plan: Plan): boolean =>
+  p.kind === 'reserve' && p.seen !== undefined && 'done' in plan && 'ok' in plan.done && plan.done.ok !== undefined && 'refused' in plan.done.ok;
 
 /**
  * Decides every request of the group in arrival order on the rows read for it, and appends the writes to `items`.

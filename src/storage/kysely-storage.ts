@@ -5,6 +5,8 @@ import { StorageError, type StorageErrorCode } from './errors.js';
 import { applyMigrations } from './migrate.js';
 import {
   DEVICE_ROW_COLUMNS,
+  SEEN_STATE_COLUMNS,
+  deviceForJoinFromRow,
   firstApplicationServer,
   auditFromRow,
   auditToRow,
@@ -45,8 +47,10 @@ import type {
   JoinState,
   ListOptions,
   PeerRecord,
+  ReserveJoinOptions,
   ReserveJoinResult,
   SealedKeyRecord,
+  SeenJoinState,
   SessionRecord,
   Storage,
 } from './storage.js';
@@ -136,6 +140,20 @@ export class KyselyStorage implements Storage {
     return row === undefined ? undefined : deviceFromRow(row);
   }
 
+  async getDeviceForJoin(devEui: Eui64): Promise<{ readonly device: DeviceRecord; readonly seen: SeenJoinState } | undefined> {
+    const [row] = await this.#query(
+      'getDeviceForJoin',
+      () =>
+        this.db
+          .selectFrom('devices as d')
+          .leftJoin('device_join_state as s', (join) => join.onRef('s.dev_eui', '=', 'd.dev_eui').onRef('s.join_eui', '=', 'd.join_eui'))
+          .select([...DEVICE_ROW_COLUMNS.map((c) => `d.${c}` as const), ...SEEN_STATE_COLUMNS])
+          .where('d.dev_eui', '=', devEui),
+      [devEui],
+    );
+    return row === undefined ? undefined : deviceForJoinFromRow(row);
+  }
+
   async listDevices(options: ListOptions = {}): Promise<{ items: DeviceRecord[]; next?: string }> {
     const limit = pageSize(options.limit);
     const after = options.after === undefined ? undefined : decodeDeviceCursor(options.after);
@@ -213,8 +231,9 @@ export class KyselyStorage implements Storage {
     devEui: Eui64,
     joinEui: Eui64,
     decide: (current: JoinState) => JoinDecision<R>,
-    options: { readonly sessionLimit: number },
+    options: ReserveJoinOptions,
   ): Promise<ReserveJoinResult<R>> {
+    // One transaction per reservation locks and reads the state anyway: `seen` saves nothing here.
     const { sessionLimit } = options;
     checkSessionLimit(sessionLimit);
     for (let attempt = 1; ; attempt++) {

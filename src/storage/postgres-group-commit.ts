@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { Eui64 } from '../protocol/index.js';
-import { type GroupItem, type JoinRow, type Plan, type PendingReservation, type ReservationWrite, planGroup } from './group-plan.js';
+import { type GroupItem, type JoinRow, type Plan, type PendingReservation, type ReservationWrite, planGroup, refusedOnSeen, withSeenAlone } from './group-plan.js';
+import { commitOnSeen } from './postgres-seen-write.js';
 import { backoff, storageFailure, type ErrorClass } from './kysely-storage.js';
 import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
@@ -42,6 +43,13 @@ export interface PostgresGroupCommitOptions {
   readonly alone: (p: PendingReservation) => Promise<ReserveJoinResult<unknown>>;
   /** Observes each committed group's size (tests, metrics). */
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
+  /**
+   * Connections whose transactions are REPEATABLE READ: reservations that brought the state they saw are written there
+   * in one statement (postgres-seen-write.ts). Without it, every reservation takes the locked path.
+   */
+  readonly seenPool?: pg.Pool | undefined;
+  /** Observes each reservation written on the state its caller saw (`seen`), and each one that had to be decided again (tests). */
+  readonly onSeen?: ((outcome: 'written' | 'decided again') => void) | undefined;
 }
 
 type GroupRun = { readonly committed: readonly Plan[] } | { readonly fallback: true } | { readonly failed: unknown };
@@ -65,9 +73,10 @@ export class PostgresGroupCommit {
     this.#maxInFlight = options.maxGroupsInFlight ?? 2;
   }
 
-  reserve<R>(devEui: Eui64, joinEui: Eui64, decide: (current: JoinState) => JoinDecision<R>, sessionLimit: number): Promise<ReserveJoinResult<R>> {
+  /** `seen`: the device's state as the caller read it; the group may decide on it and write it in one statement. */
+  reserve<R>(devEui: Eui64, joinEui: Eui64, decide: (current: JoinState) => JoinDecision<R>, sessionLimit: number, seen?: JoinRow): Promise<ReserveJoinResult<R>> {
     return new Promise<ReserveJoinResult<R>>((resolve, reject) => {
-      this.#queue.push({ kind: 'reserve', devEui, joinEui, decide, sessionLimit, since: performance.now(), resolve: resolve as PendingReservation['resolve'], reject });
+      this.#queue.push({ kind: 'reserve', devEui, joinEui, decide, sessionLimit, seen, since: performance.now(), resolve: resolve as PendingReservation['resolve'], reject });
       this.#schedule();
     });
   }
@@ -112,7 +121,34 @@ export class PostgresGroupCommit {
     return group;
   }
 
-  async #run(group: readonly PendingReservation[]): Promise<void> {
+  /**
+   * The reservations decided on the state they saw are written in one statement; those whose state had changed, the
+   * refusals to confirm and the reservations without `seen` then go through the locked transaction, in arrival order.
+   */
+  async #run(whole: readonly PendingReservation[]): Promise<void> {
+    const seenPool = this.#options.seenPool;
+    const group = withSeenAlone(whole);
+    const onSeen = group.filter((p) => p.seen !== undefined);
+    if (seenPool === undefined || onSeen.length === 0) return this.#runLocked(group.map(unseen));
+    const run = await commitOnSeen(seenPool, onSeen);
+    const delivered = new Set<PendingReservation>();
+    if ('failed' in run) for (const _ of onSeen) this.#options.onSeen?.('decided again');
+    else {
+      run.plans.forEach((plan, i) => {
+        const p = onSeen[i]!;
+        if (plan === undefined || refusedOnSeen(p, plan)) return this.#options.onSeen?.('decided again');
+        delivered.add(p);
+        if ('item' in plan) this.#options.onSeen?.('written');
+        deliver(p, plan);
+      });
+      if (delivered.size > 0) this.#options.onGroupCommitted?.(delivered.size);
+    }
+    const rest = group.filter((p) => !delivered.has(p)).map(unseen);
+    if (rest.length > 0) await this.#runLocked(rest);
+  }
+
+  /** Locks, reads and writes the group in one transaction; retried, or each reservation alone, when it fails. */
+  async #runLocked(group: readonly PendingReservation[]): Promise<void> {
     let run: GroupRun;
     for (let attempt = 1; ; attempt++) {
       run = await this.#commit(group);
@@ -133,12 +169,7 @@ export class PostgresGroupCommit {
       return;
     }
     this.#options.onGroupCommitted?.(group.length);
-    run.committed.forEach((plan, i) => {
-      const p = group[i]!;
-      if (!('done' in plan)) p.resolve(plan.committed!);
-      else if ('ok' in plan.done) p.resolve(plan.done.ok!);
-      else p.reject(plan.done.error);
-    });
+    run.committed.forEach((plan, i) => deliver(group[i]!, plan));
   }
 
   /** One transaction for the whole group; nothing is delivered here. */
@@ -186,6 +217,15 @@ export class PostgresGroupCommit {
     );
   }
 }
+
+function deliver(p: PendingReservation, plan: Plan): void {
+  if (!('done' in plan)) p.resolve(plan.committed!);
+  else if ('ok' in plan.done) p.resolve(plan.done.ok!);
+  else p.reject(plan.done.error);
+}
+
+/** The reservation as one to decide on a locked read. */
+const unseen = (p: PendingReservation): PendingReservation => (p.seen === undefined ? p : { ...p, seen: undefined });
 
 /**
  * Steps 1 and 2: locks the group's devices in dev_eui order, then reads their join states. Returns one row per

@@ -5,10 +5,11 @@ import { StorageError } from './errors.js';
 import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
 import { postgresMigrations } from './migrations/postgres/index.js';
 import { PostgresGroupCommit } from './postgres-group-commit.js';
+import { type JoinRow, seenRow } from './group-plan.js';
 import { BatchedLookup } from './postgres-lookups.js';
-import { DEVICE_ROW_COLUMNS, deviceFromRow, firstApplicationServer, peerFromRow } from './records.js';
+import { DEVICE_ROW_COLUMNS, deviceForJoinFromRow, deviceFromRow, firstApplicationServer, peerFromRow } from './records.js';
 import type { Database, PeersTable } from './schema.js';
-import type { DeviceRecord, JoinDecision, JoinState, PeerRecord, ReserveJoinResult } from './storage.js';
+import type { DeviceRecord, JoinDecision, JoinState, PeerRecord, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
 
 export interface PostgresStorageOptions {
   /** Pool size; default 10. */
@@ -25,26 +26,42 @@ export interface PostgresStorageOptions {
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
   /** Told each batch of look-ups (getDevice, and the peer look-ups findPeerByTokenSha256 and findApplicationServer do not find kept) and its keys (tests). */
   readonly onLookupBatch?: ((operation: string, keys: number) => void) | undefined;
+  /** Told each reservation written on the state its caller saw, and each one decided again on a locked read (tests). */
+  readonly onSeen?: ((outcome: 'written' | 'decided again') => void) | undefined;
 }
 
 export interface PostgresSettings {
   readonly synchronousCommit: string;
   readonly fsync: string;
+  readonly transactionIsolation: string;
+  /** The isolation of the group commit's one-statement writes (postgres-seen-write.ts). */
+  readonly groupWriteIsolation: string | undefined;
 }
 
 export class PostgresStorage extends KyselyStorage {
   readonly #groupCommit: PostgresGroupCommit;
   readonly #devices: BatchedLookup<DeviceRow>;
+  readonly #devicesForJoin: BatchedLookup<DeviceRow & JoinRow>;
+  #seenPool: pg.Pool | undefined;
   readonly #peersByToken: BatchedLookup<PeerRow>;
   readonly #applicationServers: BatchedLookup<PeerRow>;
 
-  constructor(db: Kysely<Database>, pool: pg.Pool, options: PostgresStorageOptions = {}) {
+  /** `seenPool`: connections whose transactions are REPEATABLE READ, for the group commit's one-statement writes. */
+  constructor(db: Kysely<Database>, pool: pg.Pool, options: PostgresStorageOptions = {}, seenPool?: pg.Pool) {
     super(db, postgresDialect);
+    this.#seenPool = seenPool;
     // The join path's look-ups, batched per turn of the event loop (postgres-lookups.ts).
     // Named columns, not `*`: a prepared statement whose result columns change (another instance's migration adding
     // one) would fail with "cached plan must not change result type" on every connection that prepared it.
     const lookup = <Row,>(operation: string, text: string, keyOf: (row: Row) => string) => new BatchedLookup(pool, operation, text, keyOf, options.onLookupBatch);
     this.#devices = lookup<DeviceRow>('getDevice', `select ${DEVICE_COLUMNS} from devices where dev_eui = any($1::text[])`, (r) => r.dev_eui);
+    this.#devicesForJoin = lookup<DeviceRow & JoinRow>(
+      'getDeviceForJoin',
+      `select ${DEVICE_ROW_COLUMNS.map((c) => `d.${c}`).join(', ')}, d.last_join_nonce, s.dev_eui as state_dev_eui, s.last_dev_nonce, s.used_dev_nonces, s.last_rj_count1
+       from devices d left join device_join_state s on s.dev_eui = d.dev_eui and s.join_eui = d.join_eui
+       where d.dev_eui = any($1::text[])`,
+      (r) => r.dev_eui,
+    );
     this.#peersByToken = lookup<PeerRow>('findPeerByTokenSha256', `select ${PEER_COLUMNS} from peers where token_sha256 = any($1::text[])`, (r) => r.token_sha256!);
     this.#applicationServers = lookup<PeerRow>('findApplicationServer', `select ${PEER_COLUMNS} from peers where kind = 'as' and as_id = any($1::text[])`, (r) => r.as_id!);
     this.#groupCommit = new PostgresGroupCommit(pool, {
@@ -55,6 +72,8 @@ export class PostgresStorage extends KyselyStorage {
       // The fallback when a group fails: one transaction per reservation (kysely-storage.ts).
       alone: (p) => super.reserveJoin(p.devEui, p.joinEui, p.decide, { sessionLimit: p.sessionLimit }),
       onGroupCommitted: options.onGroupCommitted,
+      seenPool,
+      onSeen: options.onSeen,
     });
   }
 
@@ -66,15 +85,20 @@ export class PostgresStorage extends KyselyStorage {
     devEui: Eui64,
     joinEui: Eui64,
     decide: (current: JoinState) => JoinDecision<R>,
-    options: { readonly sessionLimit: number },
+    options: ReserveJoinOptions,
   ): Promise<ReserveJoinResult<R>> {
     checkSessionLimit(options.sessionLimit);
-    return this.#groupCommit.reserve(devEui, joinEui, decide, options.sessionLimit);
+    return this.#groupCommit.reserve(devEui, joinEui, decide, options.sessionLimit, seenRow(devEui, joinEui, options));
   }
 
   override async getDevice(devEui: Eui64): Promise<DeviceRecord | undefined> {
     const [row] = await this.#devices.get(devEui);
     return row === undefined ? undefined : deviceFromRow(row);
+  }
+
+  override async getDeviceForJoin(devEui: Eui64): Promise<{ readonly device: DeviceRecord; readonly seen: SeenJoinState } | undefined> {
+    const [row] = await this.#devicesForJoin.get(devEui);
+    return row === undefined ? undefined : deviceForJoinFromRow(row);
   }
 
   protected override async readPeerByTokenSha256(tokenSha256: string): Promise<PeerRecord | undefined> {
@@ -90,6 +114,9 @@ export class PostgresStorage extends KyselyStorage {
   override async close(): Promise<void> {
     await this.#groupCommit.whenIdle();
     await super.close();
+    const seenPool = this.#seenPool;
+    this.#seenPool = undefined;
+    await seenPool?.end();
   }
 
   async settings(): Promise<PostgresSettings> {
@@ -97,7 +124,13 @@ export class PostgresStorage extends KyselyStorage {
       const { rows } = await sql<Record<string, string>>`show ${sql.raw(name)}`.execute(this.db);
       return String(rows[0]?.[name]);
     };
-    return { synchronousCommit: await show('synchronous_commit'), fsync: await show('fsync') };
+    const seen = await this.#seenPool?.query<{ transaction_isolation: string }>('show transaction_isolation');
+    return {
+      synchronousCommit: await show('synchronous_commit'),
+      fsync: await show('fsync'),
+      transactionIsolation: await show('transaction_isolation'),
+      groupWriteIsolation: seen?.rows[0]?.transaction_isolation,
+    };
   }
 }
 
@@ -134,10 +167,12 @@ const types = {
  */
 export async function openPostgresStorage(url: string, options: PostgresStorageOptions = {}): Promise<PostgresStorage> {
   let pool = createPool(url, options, false);
+  let forceSynchronousCommit = false;
   try {
     const { rows } = await pool.query<{ synchronous_commit: string }>('show synchronous_commit');
     if (rows[0]?.synchronous_commit === 'off' || rows[0]?.synchronous_commit === 'local') {
       await pool.end();
+      forceSynchronousCommit = true;
       pool = createPool(url, options, true);
       await pool.query('select 1');
     }
@@ -145,16 +180,24 @@ export async function openPostgresStorage(url: string, options: PostgresStorageO
     await pool.end().catch(() => undefined);
     throw new StorageError('UNAVAILABLE', `cannot connect to PostgreSQL: ${(error as Error).message}`, { cause: error });
   }
-  return new PostgresStorage(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), pool, options);
+  // The group commit's one-statement writes need REPEATABLE READ (postgres-seen-write.ts): connections of their own,
+  // one per group in flight, so every other statement keeps READ COMMITTED.
+  const seenPool = createPool(url, { ...options, maxConnections: options.maxGroupsInFlight ?? 2 }, forceSynchronousCommit, 'repeatable read');
+  return new PostgresStorage(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), pool, options, seenPool);
 }
 
-function createPool(url: string, options: PostgresStorageOptions, forceSynchronousCommit: boolean): pg.Pool {
+function createPool(url: string, options: PostgresStorageOptions, forceSynchronousCommit: boolean, isolation?: 'repeatable read'): pg.Pool {
+  // Startup options: spaces inside a value are escaped with a backslash (PostgreSQL's `options` connection parameter).
+  const settings = [
+    ...(forceSynchronousCommit ? ['-c synchronous_commit=on'] : []),
+    ...(isolation === undefined ? [] : [`-c default_transaction_isolation=${isolation.replace(/ /g, '\\ ')}`]),
+  ];
   const pool = new pg.Pool({
     connectionString: url,
     max: options.maxConnections ?? 10,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
     application_name: 'joinkeep',
-    ...(forceSynchronousCommit ? { options: '-c synchronous_commit=on' } : {}),
+    ...(settings.length > 0 ? { options: settings.join(' ') } : {}),
     types,
   });
   // A connection that ends (the server restarted, the backend was terminated) emits 'error' on its client, and pg-pool

@@ -8,7 +8,8 @@ import type {
   PeersTable,
   SessionsTable,
 } from './schema.js';
-import type { AuditEvent, DeviceRecord, JoinState, PeerRecord, SealedKeyRecord, SessionRecord } from './storage.js';
+import type { JoinRow } from './group-plan.js';
+import type { AuditEvent, DeviceRecord, JoinState, PeerRecord, SealedKeyRecord, SeenJoinState, SessionRecord } from './storage.js';
 
 /*
  * Rows ↔ records, one pair per table. The same code serves SQLite and PostgreSQL: both return numbers for
@@ -54,6 +55,22 @@ export const DEVICE_ROW_COLUMNS = [
   'dev_eui', 'join_eui', 'mac_version', 'app_key_handle', 'nwk_key_handle', 'home_net_id', 'home_ns_id', 'as_id', 'roaming_net_ids', 'ns_kek_label', 'as_kek_label', 'created_at',
 ] as const satisfies readonly (keyof DevicesTable)[];
 type DeviceRow = Pick<DevicesTable, (typeof DEVICE_ROW_COLUMNS)[number]>;
+
+/** The join-state columns read with a device (getDeviceForJoin), named as in a JoinRow; `d` = devices, `s` = device_join_state. */
+export const SEEN_STATE_COLUMNS = ['d.last_join_nonce', 's.dev_eui as state_dev_eui', 's.last_dev_nonce', 's.used_dev_nonces', 's.last_rj_count1'] as const;
+
+/** A device row read with its join state (SEEN_STATE_COLUMNS) as the device and the state reserveJoin may decide on. */
+export function deviceForJoinFromRow(r: DeviceRow & JoinRow): { device: DeviceRecord; seen: SeenJoinState } {
+  const device = deviceFromRow(r);
+  const row: JoinRow = {
+    last_join_nonce: r.last_join_nonce,
+    state_dev_eui: r.state_dev_eui,
+    last_dev_nonce: r.last_dev_nonce,
+    used_dev_nonces: r.used_dev_nonces,
+    last_rj_count1: r.last_rj_count1,
+  };
+  return { device, seen: { devEui: device.devEui, joinEui: device.joinEui, row } };
+}
 
 export const initialJoinState = (lastJoinNonce: number): JoinState => ({
   lastJoinNonce,

@@ -1,5 +1,5 @@
 import type { Eui64 } from '../protocol/index.js';
-import { type Outcome, type Pending, type PendingReservation, type Plan, planGroup } from './group-plan.js';
+import { type JoinRow, type Outcome, type Pending, type PendingReservation, type Plan, planGroup, refusedOnSeen, withSeenAlone } from './group-plan.js';
 import { backoff, storageFailure, type ErrorClass } from './kysely-storage.js';
 import type { auditToRow } from './records.js';
 import type { SqliteWriter } from './sqlite-writer.js';
@@ -82,9 +82,10 @@ export class SqliteGroupCommit {
     this.#writer = writer;
   }
 
-  reserve<R>(devEui: Eui64, joinEui: Eui64, decide: (current: JoinState) => JoinDecision<R>, sessionLimit: number): Promise<ReserveJoinResult<R>> {
+  /** `seen`: the device's state as the caller read it; the group decides on it instead of reading the row. */
+  reserve<R>(devEui: Eui64, joinEui: Eui64, decide: (current: JoinState) => JoinDecision<R>, sessionLimit: number, seen?: JoinRow): Promise<ReserveJoinResult<R>> {
     return new Promise<ReserveJoinResult<R>>((resolve, reject) => {
-      this.#enqueue({ kind: 'reserve', devEui, joinEui, decide, sessionLimit, since: performance.now(), resolve: resolve as PendingReservation['resolve'], reject });
+      this.#enqueue({ kind: 'reserve', devEui, joinEui, decide, sessionLimit, seen, since: performance.now(), resolve: resolve as PendingReservation['resolve'], reject });
     });
   }
 
@@ -160,7 +161,7 @@ export class SqliteGroupCommit {
    * twice as large (up to maxGroupSize); once the queue empties it shrinks back by halves.
    */
   #takeGroup(): Pending[] {
-    const group = this.#queue.splice(0, this.#groupSize);
+    const group = withSeenAlone(this.#queue.splice(0, this.#groupSize));
     this.#groupSize = this.#queue.length > 0 ? Math.min(this.#groupSize * 2, this.#maxGroupSize) : Math.max(this.#groupSize >> 1, this.#minGroupSize);
     return group;
   }
@@ -168,8 +169,12 @@ export class SqliteGroupCommit {
   /** Reads the group's rows (after every commit posted before) and decides each request on them. */
   async #prepare(group: readonly Pending[]): Promise<{ readonly plans: Plan[]; readonly items: GroupItem[] } | { readonly failed: unknown }> {
     try {
+      // A reservation that brought the state it was read with decides on it; the writer reads the others' rows.
       const reservations = group.filter((p): p is PendingReservation => p.kind === 'reserve');
-      const rows = reservations.length === 0 ? [] : await this.#writer.read(reservations.map((p) => [p.joinEui, p.devEui] as const));
+      const unseen = reservations.filter((p) => p.seen === undefined);
+      const read = unseen.length === 0 ? [] : await this.#writer.read(unseen.map((p) => [p.joinEui, p.devEui] as const));
+      let next = 0;
+      const rows = reservations.map((p) => p.seen ?? read[next++]);
       const items: GroupItem[] = [];
       return { plans: planGroup(group, rows, items), items };
     } catch (failed) {
@@ -184,10 +189,15 @@ export class SqliteGroupCommit {
     const again: Pending[] = [];
     const outcomes = group.map((p, i): Outcome | undefined => {
       const plan = plans[i]!;
+      if (refusedOnSeen(p, plan)) {
+        again.push({ ...p, seen: undefined } as Pending);
+        return undefined;
+      }
       if ('done' in plan) return plan.done;
       const result = written.results[plan.item]!;
       if (result === 'conflict') {
-        again.push(p);
+        // Decided again on the row as it is now: read by the writer, not the state the caller saw.
+        again.push(p.kind === 'reserve' ? { ...p, seen: undefined } : p);
         return undefined;
       }
       if (result !== 'written') return { error: storageFailure('sqlite', Object.assign(new Error(result.error.message), { code: result.error.code }), p.kind === 'reserve' ? 'reserveJoin' : 'appendAudit') };

@@ -17,10 +17,11 @@ import { StorageError } from './errors.js';
 import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
 import { SQLITE_BUSY_TIMEOUT_MS, openSqliteConnection } from './sqlite-connection.js';
 import { SqliteGroupCommit } from './sqlite-group-commit.js';
+import { seenRow } from './group-plan.js';
 import { SqliteWriter } from './sqlite-writer.js';
 import type { CheckpointSettings, CheckpointTotals, WriterSettings } from './sqlite-writer-protocol.js';
 import { auditToRow } from './records.js';
-import type { AuditEvent, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
+import type { AuditEvent, JoinDecision, JoinState, ReserveJoinOptions, ReserveJoinResult } from './storage.js';
 import { sqliteMigrations } from './migrations/sqlite/index.js';
 import type { Database } from './schema.js';
 
@@ -68,10 +69,10 @@ export class SqliteStorage extends KyselyStorage {
     devEui: Eui64,
     joinEui: Eui64,
     decide: (current: JoinState) => JoinDecision<R>,
-    options: { readonly sessionLimit: number },
+    options: ReserveJoinOptions,
   ): Promise<ReserveJoinResult<R>> {
     checkSessionLimit(options.sessionLimit);
-    return this.#groupCommit.reserve(devEui, joinEui, decide, options.sessionLimit);
+    return this.#groupCommit.reserve(devEui, joinEui, decide, options.sessionLimit, seenRow(devEui, joinEui, options));
   }
 
   /*

@@ -1,4 +1,5 @@
 import type { DevAddr, Eui64, MacVersion, NetId } from '../protocol/index.js';
+import type { JoinRow } from './group-plan.js';
 
 /*
  * The storage contract (STYLE rule 4): SQLite and PostgreSQL implement it and pass the same contract tests.
@@ -338,6 +339,24 @@ export type JoinDecision<R> =
   | { readonly commit: JoinState; readonly session: SessionRecord; readonly audit?: AuditEvent }
   | { readonly refuse: R };
 
+/**
+ * A device's join state (JoinNonce counter and the DevNonce state of its JoinEUI) as read together with the device
+ * by getDeviceForJoin. Passed back to reserveJoin, it lets the storage decide on it instead of reading the state
+ * again; the storage then writes only if the state is still exactly this one, and otherwise reads it and decides
+ * again. Opaque to callers.
+ */
+export interface SeenJoinState {
+  readonly devEui: Eui64;
+  readonly joinEui: Eui64;
+  readonly row: JoinRow;
+}
+
+export interface ReserveJoinOptions {
+  /** The device's most recent sessions kept after this one is written. */
+  readonly sessionLimit: number;
+  readonly seen?: SeenJoinState | undefined;
+}
+
 export type ReserveJoinResult<R> =
   | { readonly committed: JoinState; readonly session: SessionRecord }
   | { readonly refused: R };
@@ -351,6 +370,8 @@ export interface Storage extends CommissioningStore {
   // Devices
   insertDevice(device: DeviceRecord): Promise<void>;
   getDevice(devEui: Eui64): Promise<DeviceRecord | undefined>;
+  /** getDevice, and in the same statement the device's join state under its own JoinEUI (for reserveJoin's `seen`). */
+  getDeviceForJoin(devEui: Eui64): Promise<{ readonly device: DeviceRecord; readonly seen: SeenJoinState } | undefined>;
   listDevices(options?: ListOptions): Promise<{ items: DeviceRecord[]; next?: string }>;
   deleteDevice(devEui: Eui64): Promise<boolean>;
   /** True when at least one device uses this JoinEUI (used to decide UnknownReceiver). */
@@ -370,12 +391,14 @@ export interface Storage extends CommissioningStore {
    * `decide` must be free of side effects: after a PostgreSQL serialization failure or deadlock, or a late
    * SQLite busy error, the transaction is retried and `decide` runs again on the then-current state.
    * Throws StorageError DEVICE_NOT_FOUND if the device disappeared.
+   * With `seen` (from getDeviceForJoin, for the same DevEUI and JoinEUI) the storage may decide on that state without
+   * reading it again; whatever it decided on, it writes only if that is still the device's state when it writes.
    */
   reserveJoin<R>(
     devEui: Eui64,
     joinEui: Eui64,
     decide: (current: JoinState) => JoinDecision<R>,
-    options: { readonly sessionLimit: number },
+    options: ReserveJoinOptions,
   ): Promise<ReserveJoinResult<R>>;
 
   getSession(devEui: Eui64, sessionKeyId: string): Promise<SessionRecord | undefined>;

@@ -245,9 +245,10 @@ async function lockAndRead(client: pg.PoolClient, group: readonly PendingReserva
   if (keys.length > 0) {
     const read = await client.query<{ dev_eui: string; join_eui: string; last_dev_nonce: number | null; used_dev_nonces: string; last_rj_count1: number | null }>({
       name: 'joinkeep_group_read',
+      // LATERAL … LIMIT 1: a primary-key probe per key; as a plain join the planner may hash the whole table.
       text: `select s.dev_eui, s.join_eui, s.last_dev_nonce, s.used_dev_nonces, s.last_rj_count1
-        from device_join_state s join unnest($1::text[], $2::text[]) as k(dev_eui, join_eui)
-          on s.dev_eui = k.dev_eui and s.join_eui = k.join_eui`,
+        from unnest($1::text[], $2::text[]) as k(dev_eui, join_eui)
+          cross join lateral (select * from device_join_state s where s.dev_eui = k.dev_eui and s.join_eui = k.join_eui limit 1) s`,
       values: [keys.map((p) => p.devEui), keys.map((p) => p.joinEui)],
     });
     for (const r of read.rows) states.set(`${r.dev_eui}/${r.join_eui}`, r);

@@ -55,10 +55,14 @@ export class PostgresStorage extends KyselyStorage {
     // one) would fail with "cached plan must not change result type" on every connection that prepared it.
     const lookup = <Row,>(operation: string, text: string, keyOf: (row: Row) => string) => new BatchedLookup(pool, operation, text, keyOf, options.onLookupBatch);
     this.#devices = lookup<DeviceRow>('getDevice', `select ${DEVICE_COLUMNS} from devices where dev_eui = any($1::text[])`, (r) => r.dev_eui);
+    // LATERAL … LIMIT 1 (the key is unique; the limit keeps the planner from flattening it into a join): one
+    // primary-key probe of device_join_state per device. As a plain join the planner hashed the whole table, a
+    // sequential scan per batch that grows with the fleet.
     this.#devicesForJoin = lookup<DeviceRow & JoinRow>(
       'getDeviceForJoin',
       `select ${DEVICE_ROW_COLUMNS.map((c) => `d.${c}`).join(', ')}, d.last_join_nonce, s.dev_eui as state_dev_eui, s.last_dev_nonce, s.used_dev_nonces, s.last_rj_count1
-       from devices d left join device_join_state s on s.dev_eui = d.dev_eui and s.join_eui = d.join_eui
+       from devices d
+         left join lateral (select * from device_join_state s where s.dev_eui = d.dev_eui and s.join_eui = d.join_eui limit 1) s on true
        where d.dev_eui = any($1::text[])`,
       (r) => r.dev_eui,
     );

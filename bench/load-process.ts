@@ -6,6 +6,7 @@ import { NetworkServerClient } from '../sim/network-server.js';
 import type { WireStyle } from '../sim/wire-style.js';
 import { BENCH_NET_ID } from './fleet.js';
 import { loadFleet } from './fleet-file.js';
+import { requestsDue } from './schedule.js';
 import { SampleBuffer } from './stats.js';
 
 /*
@@ -155,7 +156,7 @@ async function drive(spec: LoadSpec, pool: Pool, source: RequestSource): Promise
     await new Promise<void>((resolve) => {
       const tick = (): void => {
         const now = performance.now();
-        const due = Math.min(Math.floor((Math.min(now, end) - start) / interval), Math.ceil((end - start) / interval));
+        const due = requestsDue(Math.min(now, end) - start, interval, end - start);
         for (; started < due; started++) {
           const scheduledAt = start + started * interval;
           if (inFlight >= spec.concurrency) {

@@ -186,6 +186,30 @@ describe('sqlite / group commit', () => {
     }
   });
 
+  it('reservations that bring their seen state / the next group waits for the commit in flight, so what arrives meanwhile joins it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
+    const groups: number[] = [];
+    const storage = await openSqliteStorage(join(dir, 'joinkeep.db'), { onGroupCommitted: (n) => groups.push(n) });
+    try {
+      await storage.migrate();
+      const devices = Array.from({ length: 25 }, () => makeDevice());
+      for (const d of devices) await storage.insertDevice(d);
+      const seen = await Promise.all(devices.map(async (d) => (await storage.getDeviceForJoin(d.devEui))!.seen));
+      const reserve = (i: number) => storage.reserveJoin(devices[i]!.devEui, JOIN_EUI, acceptDevNonce(devices[i]!.devEui, JOIN_EUI, 1), { sessionLimit: 3, seen: seen[i] });
+      // One turn: 20 reservations. The first group takes 16 and is posted to the writer thread in the turn after.
+      const first = Array.from({ length: 20 }, (_, i) => reserve(i));
+      // Queued behind that turn: 5 more, arriving while the first group's commit (an fsync) is in the writer thread.
+      const later = await new Promise<Promise<ReserveJoinResult<unknown>>[]>((resolve) => setImmediate(() => resolve(Array.from({ length: 5 }, (_, i) => reserve(20 + i)))));
+      const results = await Promise.all([...first, ...later]);
+      // Taken before that commit ended, the second group would hold the 4 left of the first turn and the 5 would need a third.
+      assert.deepEqual(groups, [16, 9]);
+      assert.ok(results.every((r) => 'committed' in r && r.committed.lastJoinNonce === 1), 'every reservation committed once');
+    } finally {
+      await storage.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('more reservations than the group limit / split into groups, all committed once', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
     const groups: number[] = [];

@@ -252,10 +252,13 @@ describe('sqlite / group commit', () => {
       }
       assert.ok(ticks > 0);
       assert.equal(settled, false, 'no answer while the reservation cannot commit');
-      // Requests arriving meanwhile join the waiting group.
+      // Requests arriving meanwhile join the waiting group: once it has found the lock taken again, it holds them too.
+      // Two reports: the group in flight when they arrived was formed without them (no wall-clock wait, which a busy
+      // machine can outlast, so the lock would be released while they were still apart).
+      const busyWhenQueued = busy;
       const second = storage.reserveJoin(device.devEui, JOIN_EUI, acceptDevNonce(device.devEui, JOIN_EUI, 2), { sessionLimit: 3 });
       const audit = storage.appendAudit({ at: new Date(), actor: 'test', action: 'join.refuse', subject: `device/${device.devEui}`, outcome: 'MICFailed', details: {} });
-      await new Promise((r) => setTimeout(r, 5));
+      while (busy < busyWhenQueued + 2) await new Promise((r) => setTimeout(r, 1));
       other.exec('commit');
       const results = await Promise.all([first, second]);
       await audit;

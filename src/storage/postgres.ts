@@ -6,7 +6,8 @@ import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass 
 import { postgresMigrations } from './migrations/postgres/index.js';
 import { PostgresGroupCommit } from './postgres-group-commit.js';
 import { type JoinRow, seenRow } from './group-plan.js';
-import { BatchedLookup } from './postgres-lookups.js';
+import type { BatchedLookup } from './batched-lookup.js';
+import { postgresLookup } from './postgres-lookups.js';
 import { DEVICE_ROW_COLUMNS, deviceForJoinFromRow, deviceFromRow, firstApplicationServer, peerFromRow } from './records.js';
 import type { Database, PeersTable } from './schema.js';
 import type { DeviceRecord, JoinDecision, JoinState, PeerRecord, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
@@ -53,7 +54,7 @@ export class PostgresStorage extends KyselyStorage {
     // The join path's look-ups, batched per turn of the event loop (postgres-lookups.ts).
     // Named columns, not `*`: a prepared statement whose result columns change (another instance's migration adding
     // one) would fail with "cached plan must not change result type" on every connection that prepared it.
-    const lookup = <Row,>(operation: string, text: string, keyOf: (row: Row) => string) => new BatchedLookup(pool, operation, text, keyOf, options.onLookupBatch);
+    const lookup = <Row,>(operation: string, text: string, keyOf: (row: Row) => string) => postgresLookup(pool, operation, text, keyOf, options.onLookupBatch);
     this.#devices = lookup<DeviceRow>('getDevice', `select ${DEVICE_COLUMNS} from devices where dev_eui = any($1::text[])`, (r) => r.dev_eui);
     // LATERAL … LIMIT 1 (the key is unique; the limit keeps the planner from flattening it into a join): one
     // primary-key probe of device_join_state per device. As a plain join the planner hashed the whole table, a

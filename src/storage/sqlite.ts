@@ -11,17 +11,19 @@ import {
   type Driver,
   type SqliteDatabase,
   type SqliteDialectConfig,
+  type SqlBool,
 } from 'kysely';
 import type { Eui64 } from '../protocol/index.js';
 import { StorageError } from './errors.js';
 import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
 import { SQLITE_BUSY_TIMEOUT_MS, openSqliteConnection } from './sqlite-connection.js';
 import { SqliteGroupCommit } from './sqlite-group-commit.js';
+import { BatchedLookup } from './batched-lookup.js';
 import { seenRow } from './group-plan.js';
 import { SqliteWriter } from './sqlite-writer.js';
 import type { CheckpointSettings, CheckpointTotals, WriterSettings } from './sqlite-writer-protocol.js';
-import { auditToRow } from './records.js';
-import type { AuditEvent, JoinDecision, JoinState, ReserveJoinOptions, ReserveJoinResult } from './storage.js';
+import { DEVICE_ROW_COLUMNS, SEEN_STATE_COLUMNS, auditToRow, deviceForJoinFromRow } from './records.js';
+import type { AuditEvent, DeviceRecord, JoinDecision, JoinState, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
 import { sqliteMigrations } from './migrations/sqlite/index.js';
 import type { Database } from './schema.js';
 
@@ -38,12 +40,31 @@ export interface SqliteSettings {
   readonly writer: WriterSettings;
 }
 
+type DeviceForJoinRow = Parameters<typeof deviceForJoinFromRow>[0];
+
 export class SqliteStorage extends KyselyStorage {
   readonly #groupCommit: SqliteGroupCommit;
   readonly #writer: SqliteWriter;
+  readonly #devicesForJoin: BatchedLookup<DeviceForJoinRow>;
 
   constructor(db: Kysely<Database>, path: string, options: SqliteStorageOptions = {}) {
     super(db, sqliteDialect);
+    // The join's device look-ups of one turn share one statement (batched-lookup.ts). Each commit of the writer thread
+    // makes SQLite drop this connection's page cache, so every read after it fetches its pages again: one statement
+    // walks the upper pages of both indexes once for the whole batch instead of once per device.
+    const forJoin = db
+      .selectFrom('devices as d')
+      .leftJoin('device_join_state as s', (join) => join.onRef('s.dev_eui', '=', 'd.dev_eui').onRef('s.join_eui', '=', 'd.join_eui'))
+      .select([...DEVICE_ROW_COLUMNS.map((c) => `d.${c}` as const), ...SEEN_STATE_COLUMNS])
+      .where(sql<SqlBool>`d.dev_eui in (select value from json_each(${'[]'}))`)
+      .compile().sql;
+    this.#devicesForJoin = new BatchedLookup<DeviceForJoinRow>(
+      'sqlite',
+      'getDeviceForJoin',
+      async (keys) => (await db.executeQuery<DeviceForJoinRow>(CompiledQuery.raw(forJoin, [JSON.stringify(keys)]))).rows,
+      (row) => row.dev_eui,
+      options.onLookupBatch,
+    );
     this.#writer = new SqliteWriter(path, options.checkpoints);
     this.#groupCommit = new SqliteGroupCommit(this.#writer, {
       maxGroupSize: options.maxGroupSize,
@@ -73,6 +94,11 @@ export class SqliteStorage extends KyselyStorage {
   ): Promise<ReserveJoinResult<R>> {
     checkSessionLimit(options.sessionLimit);
     return this.#groupCommit.reserve(devEui, joinEui, decide, options.sessionLimit, seenRow(devEui, joinEui, options));
+  }
+
+  override async getDeviceForJoin(devEui: Eui64): Promise<{ readonly device: DeviceRecord; readonly seen: SeenJoinState } | undefined> {
+    const [row] = await this.#devicesForJoin.get(devEui);
+    return row === undefined ? undefined : deviceForJoinFromRow(row);
   }
 
   /*
@@ -134,6 +160,8 @@ export interface SqliteStorageOptions {
   readonly onBusy?: (() => void) | undefined;
   /** When the checkpointer thread copies the WAL into the database file; default DEFAULT_CHECKPOINTS (sqlite-writer.ts). */
   readonly checkpoints?: CheckpointSettings | undefined;
+  /** Told each batch of the join's device look-ups: the operation and how many distinct keys it read (tests). */
+  readonly onLookupBatch?: ((operation: string, keys: number) => void) | undefined;
 }
 
 export async function openSqliteStorage(path: string, options: SqliteStorageOptions = {}): Promise<SqliteStorage> {

@@ -5,8 +5,6 @@ import { StorageError, type StorageErrorCode } from './errors.js';
 import { applyMigrations } from './migrate.js';
 import {
   DEVICE_ROW_COLUMNS,
-  SEEN_STATE_COLUMNS,
-  deviceForJoinFromRow,
   firstApplicationServer,
   auditFromRow,
   auditToRow,
@@ -103,7 +101,7 @@ class Passthrough {
  * The Storage contract over Kysely, shared by SQLite and PostgreSQL. Only locking, error classification and
  * the migration set come from the dialect.
  */
-export class KyselyStorage implements Storage {
+export abstract class KyselyStorage implements Storage {
   readonly kind: 'sqlite' | 'postgres';
   #closed = false;
   /** SQL text of the hot read statements, compiled once by name (see #query). */
@@ -140,19 +138,8 @@ export class KyselyStorage implements Storage {
     return row === undefined ? undefined : deviceFromRow(row);
   }
 
-  async getDeviceForJoin(devEui: Eui64): Promise<{ readonly device: DeviceRecord; readonly seen: SeenJoinState } | undefined> {
-    const [row] = await this.#query(
-      'getDeviceForJoin',
-      () =>
-        this.db
-          .selectFrom('devices as d')
-          .leftJoin('device_join_state as s', (join) => join.onRef('s.dev_eui', '=', 'd.dev_eui').onRef('s.join_eui', '=', 'd.join_eui'))
-          .select([...DEVICE_ROW_COLUMNS.map((c) => `d.${c}` as const), ...SEEN_STATE_COLUMNS])
-          .where('d.dev_eui', '=', devEui),
-      [devEui],
-    );
-    return row === undefined ? undefined : deviceForJoinFromRow(row);
-  }
+  /** The device with the join state its JoinEUI has, for reserveJoin's `seen`: each storage batches it its own way. */
+  abstract getDeviceForJoin(devEui: Eui64): Promise<{ readonly device: DeviceRecord; readonly seen: SeenJoinState } | undefined>;
 
   async listDevices(options: ListOptions = {}): Promise<{ items: DeviceRecord[]; next?: string }> {
     const limit = pageSize(options.limit);

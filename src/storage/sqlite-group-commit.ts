@@ -122,16 +122,20 @@ export class SqliteGroupCommit {
       let busyRounds = 0;
       let retryRounds = 0;
       let inFlight: InFlight | undefined;
+      /** Whether a finished group must go back to the queue (the lock was taken, a retryable error, a conflict). */
+      const unsettled = (f: Finished): boolean => f.requeue.length > 0 || f.busy || f.retry;
+      /** Puts `f`'s reservations, then `after`, back at the head of the queue and waits as its rounds tell. */
+      const backOff = async (f: Finished, after: readonly Pending[] = []): Promise<void> => {
+        this.#queue.unshift(...f.requeue, ...after);
+        busyRounds = f.busy ? busyRounds + 1 : 0;
+        retryRounds = f.retry ? retryRounds + 1 : 0;
+        await this.#pause(busyRounds, retryRounds);
+      };
       while (this.#queue.length > 0 || inFlight !== undefined) {
         if (inFlight !== undefined && !this.#nextGroupReads()) {
           const finished = this.#finish(inFlight, await inFlight.written, retryRounds);
           inFlight = undefined;
-          if (finished.requeue.length > 0 || finished.busy || finished.retry) {
-            this.#queue.unshift(...finished.requeue);
-            busyRounds = finished.busy ? busyRounds + 1 : 0;
-            retryRounds = finished.retry ? retryRounds + 1 : 0;
-            await this.#pause(busyRounds, retryRounds);
-          }
+          if (unsettled(finished)) await backOff(finished);
           continue;
         }
         const next = this.#queue.length > 0 ? this.#takeGroup() : undefined;
@@ -139,21 +143,14 @@ export class SqliteGroupCommit {
         if (inFlight !== undefined) {
           const finished = this.#finish(inFlight, await inFlight.written, retryRounds);
           inFlight = undefined;
-          if (finished.requeue.length > 0 || finished.busy || finished.retry) {
-            this.#queue.unshift(...finished.requeue, ...(next ?? []));
-            busyRounds = finished.busy ? busyRounds + 1 : 0;
-            retryRounds = finished.retry ? retryRounds + 1 : 0;
-            await this.#pause(busyRounds, retryRounds);
+          if (unsettled(finished)) {
+            await backOff(finished, next);
             continue;
           }
         }
         if (next === undefined || prepared === undefined) continue;
         if ('failed' in prepared) {
-          const finished = this.#failed(next, prepared.failed, retryRounds);
-          this.#queue.unshift(...finished.requeue);
-          busyRounds = finished.busy ? busyRounds + 1 : 0;
-          retryRounds = finished.retry ? retryRounds + 1 : 0;
-          await this.#pause(busyRounds, retryRounds);
+          await backOff(this.#failed(next, prepared.failed, retryRounds));
           continue;
         }
         busyRounds = 0;
@@ -175,6 +172,12 @@ export class SqliteGroupCommit {
    * each commit expensive, though, so when requests are left waiting after a group was taken, the next group may be
    * twice as large (up to maxGroupSize); once the queue empties it shrinks back by halves.
    */
+  #takeGroup(): Pending[] {
+    const group = withSeenAlone(this.#queue.splice(0, this.#groupSize));
+    this.#groupSize = this.#queue.length > 0 ? Math.min(this.#groupSize * 2, this.#maxGroupSize) : Math.max(this.#groupSize >> 1, this.#minGroupSize);
+    return group;
+  }
+
   /** Whether the group #takeGroup would take now has a reservation whose row the writer must read first. */
   #nextGroupReads(): boolean {
     const end = Math.min(this.#queue.length, this.#groupSize);
@@ -183,12 +186,6 @@ export class SqliteGroupCommit {
       if (p.kind === 'reserve' && p.seen === undefined) return true;
     }
     return false;
-  }
-
-  #takeGroup(): Pending[] {
-    const group = withSeenAlone(this.#queue.splice(0, this.#groupSize));
-    this.#groupSize = this.#queue.length > 0 ? Math.min(this.#groupSize * 2, this.#maxGroupSize) : Math.max(this.#groupSize >> 1, this.#minGroupSize);
-    return group;
   }
 
   /** Reads the group's rows (after every commit posted before) and decides each request on them. */

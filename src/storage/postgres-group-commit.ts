@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Eui64 } from '../protocol/index.js';
 import { type GroupItem, type JoinRow, type Plan, type PendingReservation, type ReservationWrite, planGroup, refusedOnSeen, withSeenAlone } from './group-plan.js';
 import { commitOnSeen } from './postgres-seen-write.js';
+import { auditArrays, sessionArrays } from './postgres-write-arrays.js';
 import { backoff, storageFailure, type ErrorClass } from './kysely-storage.js';
 import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
@@ -326,23 +327,9 @@ async function write(client: pg.PoolClient, items: readonly ReservationWrite[]):
       st.map((s) => s.used_dev_nonces ?? '[]'),
       st.map((s) => s.last_rj_count1 ?? null),
       st.map((s) => s.updated_at),
-      items.map((w) => w.session.dev_eui),
-      items.map((w) => w.session.session_key_id),
-      items.map((w) => w.session.join_eui),
-      items.map((w) => w.session.scheme),
-      items.map((w) => w.session.join_nonce),
-      items.map((w) => w.session.dev_nonce),
-      items.map((w) => w.session.net_id),
-      items.map((w) => w.session.dev_addr),
-      items.map((w) => w.session.created_at),
+      ...sessionArrays(items),
       keep.map(({ k, m }) => Math.max(0, m - k)),
-      audits.map((a) => a.at),
-      audits.map((a) => a.actor),
-      audits.map((a) => a.action),
-      audits.map((a) => a.subject),
-      audits.map((a) => a.outcome),
-      audits.map((a) => a.details ?? '{}'),
-      audits.map((a) => a.organisation ?? null),
+      ...auditArrays(audits),
     ],
   });
   const beyond = devices.flatMap((d, i) => (keep[i]!.k > keep[i]!.m ? [{ d, m: keep[i]!.m }] : []));

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { type GroupItem, type PendingReservation, type Plan, type ReservationWrite, planGroup } from './group-plan.js';
+import { auditArrays, sessionArrays } from './postgres-write-arrays.js';
 
 /*
  * The group commit's one-statement path on PostgreSQL (docs/storage.md, "Group commit (PostgreSQL)"): reservations
@@ -70,19 +71,19 @@ async function writeIfUnchanged(pool: pg.Pool, writes: readonly ReservationWrite
       session as (
         insert into sessions (dev_eui, session_key_id, join_eui, scheme, join_nonce, dev_nonce, net_id, dev_addr, created_at)
         select n.dev_eui, n.session_key_id, n.join_eui, n.scheme, n.join_nonce, n.dev_nonce, n.net_id, n.dev_addr, n.created_at
-        from unnest($1::text[], $13::text[], $2::text[], $14::text[], $8::int[], $15::int[], $16::text[], $17::text[], $18::int8[])
+        from unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::int[], $18::int[], $19::text[], $20::text[], $21::int8[])
           with ordinality as n(dev_eui, session_key_id, join_eui, scheme, join_nonce, dev_nonce, net_id, dev_addr, created_at, ord)
         where n.dev_eui in (select dev_eui from unchanged)
         order by n.ord),
       pruned as (
         delete from sessions where seq in (
-          select old.seq from unnest($1::text[], $19::int[]) as k(dev_eui, keep)
+          select old.seq from unnest($1::text[], $22::int[]) as k(dev_eui, keep)
           cross join lateral (select s.seq from sessions s where s.dev_eui = k.dev_eui order by s.seq desc offset k.keep) old
           where k.dev_eui in (select dev_eui from unchanged))),
       audit as (
         insert into audit_events (at, actor, action, subject, outcome, details, organisation)
         select a.at, a.actor, a.action, a.subject, a.outcome, a.details, a.organisation
-        from unnest($20::text[], $21::int8[], $22::text[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[])
+        from unnest($23::text[], $24::int8[], $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[])
           with ordinality as a(dev_eui, at, actor, action, subject, outcome, details, organisation, ord)
         where a.dev_eui in (select dev_eui from unchanged)
         order by a.ord)
@@ -100,22 +101,11 @@ async function writeIfUnchanged(pool: pg.Pool, writes: readonly ReservationWrite
       writes.map((w) => w.state.used_dev_nonces ?? '[]'),
       writes.map((w) => w.state.last_rj_count1 ?? null),
       writes.map((w) => w.state.updated_at),
-      writes.map((w) => w.session.session_key_id),
-      writes.map((w) => w.session.scheme),
-      writes.map((w) => w.session.dev_nonce),
-      writes.map((w) => w.session.net_id),
-      writes.map((w) => w.session.dev_addr),
-      writes.map((w) => w.session.created_at),
+      ...sessionArrays(writes),
       // This reservation's new session is not visible to the statement's snapshot: keep sessionLimit − 1 older ones.
       writes.map((w) => w.sessionLimit - 1),
       audits.map((a) => a.devEui),
-      audits.map((a) => a.row.at),
-      audits.map((a) => a.row.actor),
-      audits.map((a) => a.row.action),
-      audits.map((a) => a.row.subject),
-      audits.map((a) => a.row.outcome),
-      audits.map((a) => a.row.details ?? '{}'),
-      audits.map((a) => a.row.organisation ?? null),
+      ...auditArrays(audits.map((a) => a.row)),
     ],
   });
   return new Set(rows.map((r) => r.dev_eui));

@@ -5,10 +5,10 @@ import { StorageError } from './errors.js';
 import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
 import { postgresMigrations } from './migrations/postgres/index.js';
 import { PostgresGroupCommit } from './postgres-group-commit.js';
-import { type JoinRow, seenRow } from './group-plan.js';
+import { seenRow } from './group-plan.js';
 import type { BatchedLookup } from './batched-lookup.js';
 import { postgresLookup } from './postgres-lookups.js';
-import { DEVICE_ROW_COLUMNS, deviceForJoinFromRow, deviceFromRow, firstApplicationServer, peerFromRow } from './records.js';
+import { DEVICE_ROW_COLUMNS, type DeviceForJoinRow, SEEN_STATE_COLUMNS, deviceForJoinFromRow, deviceFromRow, firstApplicationServer, peerFromRow } from './records.js';
 import type { Database, PeersTable } from './schema.js';
 import type { DeviceRecord, JoinDecision, JoinState, PeerRecord, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
 
@@ -42,7 +42,7 @@ export interface PostgresSettings {
 export class PostgresStorage extends KyselyStorage {
   readonly #groupCommit: PostgresGroupCommit;
   readonly #devices: BatchedLookup<DeviceRow>;
-  readonly #devicesForJoin: BatchedLookup<DeviceRow & JoinRow>;
+  readonly #devicesForJoin: BatchedLookup<DeviceForJoinRow>;
   #seenPool: pg.Pool | undefined;
   readonly #peersByToken: BatchedLookup<PeerRow>;
   readonly #applicationServers: BatchedLookup<PeerRow>;
@@ -59,9 +59,9 @@ export class PostgresStorage extends KyselyStorage {
     // LATERAL … LIMIT 1 (the key is unique; the limit keeps the planner from flattening it into a join): one
     // primary-key probe of device_join_state per device. As a plain join the planner hashed the whole table, a
     // sequential scan per batch that grows with the fleet.
-    this.#devicesForJoin = lookup<DeviceRow & JoinRow>(
+    this.#devicesForJoin = lookup<DeviceForJoinRow>(
       'getDeviceForJoin',
-      `select ${DEVICE_ROW_COLUMNS.map((c) => `d.${c}`).join(', ')}, d.last_join_nonce, s.dev_eui as state_dev_eui, s.last_dev_nonce, s.used_dev_nonces, s.last_rj_count1
+      `select ${DEVICE_ROW_COLUMNS.map((c) => `d.${c}`).join(', ')}, ${SEEN_STATE_COLUMNS.join(', ')}
        from devices d
          left join lateral (select * from device_join_state s where s.dev_eui = d.dev_eui and s.join_eui = d.join_eui limit 1) s on true
        where d.dev_eui = any($1::text[])`,

@@ -59,8 +59,11 @@ type DeviceRow = Pick<DevicesTable, (typeof DEVICE_ROW_COLUMNS)[number]>;
 /** The join-state columns read with a device (getDeviceForJoin), named as in a JoinRow; `d` = devices, `s` = device_join_state. */
 export const SEEN_STATE_COLUMNS = ['d.last_join_nonce', 's.dev_eui as state_dev_eui', 's.last_dev_nonce', 's.used_dev_nonces', 's.last_rj_count1'] as const;
 
+/** A row of DEVICE_ROW_COLUMNS and SEEN_STATE_COLUMNS, as getDeviceForJoin reads it. */
+export type DeviceForJoinRow = DeviceRow & JoinRow;
+
 /** A device row read with its join state (SEEN_STATE_COLUMNS) as the device and the state reserveJoin may decide on. */
-export function deviceForJoinFromRow(r: DeviceRow & JoinRow): { device: DeviceRecord; seen: SeenJoinState } {
+export function deviceForJoinFromRow(r: DeviceForJoinRow): { device: DeviceRecord; seen: SeenJoinState } {
   const device = deviceFromRow(r);
   const row: JoinRow = {
     last_join_nonce: r.last_join_nonce,

@@ -22,7 +22,7 @@ import { BatchedLookup } from './batched-lookup.js';
 import { seenRow } from './group-plan.js';
 import { SqliteWriter } from './sqlite-writer.js';
 import type { CheckpointSettings, CheckpointTotals, WriterSettings } from './sqlite-writer-protocol.js';
-import { DEVICE_ROW_COLUMNS, SEEN_STATE_COLUMNS, auditToRow, deviceForJoinFromRow } from './records.js';
+import { DEVICE_ROW_COLUMNS, type DeviceForJoinRow, SEEN_STATE_COLUMNS, auditToRow, deviceForJoinFromRow } from './records.js';
 import type { AuditEvent, DeviceRecord, JoinDecision, JoinState, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
 import { sqliteMigrations } from './migrations/sqlite/index.js';
 import type { Database } from './schema.js';
@@ -39,8 +39,6 @@ export interface SqliteSettings {
   /** The writer thread's connection, which commits the join path's state (sqlite-writer-thread.ts). */
   readonly writer: WriterSettings;
 }
-
-type DeviceForJoinRow = Parameters<typeof deviceForJoinFromRow>[0];
 
 export class SqliteStorage extends KyselyStorage {
   readonly #groupCommit: SqliteGroupCommit;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import type { Eui64 } from '../../src/protocol/index.js';
-import { type JoinDecision, type JoinState, type ReserveJoinResult, type SqliteStorage, StorageError, openSqliteStorage } from '../../src/storage/index.js';
+import { type JoinDecision, type JoinState, type ReserveJoinResult, type SqliteStorage, type SqliteStorageOptions, StorageError, openSqliteStorage } from '../../src/storage/index.js';
 import { JOIN_EUI, acceptDevNonce, makeDevice, makeSession } from '../helpers/storage-fixtures.js';
 
 /*
@@ -22,12 +22,12 @@ interface Fixture {
   cleanup(): Promise<void>;
 }
 
-async function openFixture(): Promise<Fixture> {
+/** Groups start at 64 by default here, so most tests see one turn's requests in one group (sizes: their own tests). */
+async function openFixture(options: SqliteStorageOptions = { minGroupSize: 64 }): Promise<Fixture> {
   const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
   const path = join(dir, 'joinkeep.db');
   const groups: number[] = [];
-  // Groups start at 64 here, so the tests below see one turn's requests in one group (sizes: their own test).
-  const storage = await openSqliteStorage(path, { minGroupSize: 64, onGroupCommitted: (n) => groups.push(n) });
+  const storage = await openSqliteStorage(path, { ...options, onGroupCommitted: (n) => groups.push(n) });
   await storage.migrate();
   const observer = new BetterSqlite3(path);
   observer.pragma('foreign_keys = ON');
@@ -163,11 +163,8 @@ describe('sqlite / group commit', () => {
   });
 
   it('group size / starts at minGroupSize, doubles while requests are left waiting, halves back once the queue empties', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
-    const groups: number[] = [];
-    const storage = await openSqliteStorage(join(dir, 'joinkeep.db'), { onGroupCommitted: (n) => groups.push(n) });
+    const { storage, groups, cleanup } = await openFixture({});
     try {
-      await storage.migrate();
       const devices = Array.from({ length: 70 }, () => makeDevice());
       for (const d of devices) await storage.insertDevice(d);
       const reserveAll = (devNonce: number) =>
@@ -181,17 +178,13 @@ describe('sqlite / group commit', () => {
       assert.ok([...first, ...second].every((r) => 'committed' in r), 'every reservation committed once');
       assert.deepEqual(second.map((r) => ('committed' in r ? r.committed.lastJoinNonce : r.refused)), devices.map(() => 2));
     } finally {
-      await storage.close();
-      await rm(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 
   it('reservations that bring their seen state / the next group waits for the commit in flight, so what arrives meanwhile joins it', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
-    const groups: number[] = [];
-    const storage = await openSqliteStorage(join(dir, 'joinkeep.db'), { onGroupCommitted: (n) => groups.push(n) });
+    const { storage, groups, cleanup } = await openFixture({});
     try {
-      await storage.migrate();
       const devices = Array.from({ length: 25 }, () => makeDevice());
       for (const d of devices) await storage.insertDevice(d);
       const seen = await Promise.all(devices.map(async (d) => (await storage.getDeviceForJoin(d.devEui))!.seen));
@@ -205,17 +198,13 @@ describe('sqlite / group commit', () => {
       assert.deepEqual(groups, [16, 9]);
       assert.ok(results.every((r) => 'committed' in r && r.committed.lastJoinNonce === 1), 'every reservation committed once');
     } finally {
-      await storage.close();
-      await rm(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 
   it('more reservations than the group limit / split into groups, all committed once', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'joinkeep-group-'));
-    const groups: number[] = [];
-    const storage = await openSqliteStorage(join(dir, 'joinkeep.db'), { maxGroupSize: 4, onGroupCommitted: (n) => groups.push(n) });
+    const { storage, groups, cleanup } = await openFixture({ maxGroupSize: 4 });
     try {
-      await storage.migrate();
       const device = makeDevice();
       await storage.insertDevice(device);
       const results = await Promise.all(
@@ -225,8 +214,7 @@ describe('sqlite / group commit', () => {
       assert.deepEqual(results.map((r) => ('committed' in r ? r.committed.lastJoinNonce : r.refused)), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
       assert.equal((await storage.listSessions(device.devEui)).length, 3);
     } finally {
-      await storage.close();
-      await rm(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 

@@ -19,7 +19,7 @@ import {
   receivingKeyHandle,
   rootKeyHandle,
 } from '../../src/custody/index.js';
-import { openPkcs11Custody } from '../../src/custody/pkcs11/index.js';
+import { openPkcs11Custody, openPkcs11Token, pkcs11WorkersForTest } from '../../src/custody/pkcs11/index.js';
 import { aes128EcbDecrypt, aes128EcbEncrypt, aesCmac, aesKeyWrap } from '../../src/custody/primitives.js';
 import { eui64FromBeHex, legacySessionKeyBlock, lifetimeKeyBlock, lorawan11SessionKeyBlock, netIdFromBeHex } from '../../src/protocol/index.js';
 import { type TestToken, createTestToken, softhsmModulePath, useTemporarySoftHsmConfig } from '../helpers/softhsm.js';
@@ -628,16 +628,25 @@ describe('pkcs11 custody / receiving key and sealed batches on the token', () =>
 
   it('a failure after some chunks were stored (the derivation master deleted mid-import) removes what the earlier chunks created', async () => {
     // Working copies made at every use, so a chunk that starts after the master is gone fails on the token.
-    const chunked = await openPkcs11Custody({ modulePath: softhsmModulePath(), tokens: [{ label: main.label, pin: main.pin }] }, { importChunkSize: 4, workingCopyTtlMs: 0 });
+    const chunked = await openPkcs11Token(softhsmModulePath(), { label: main.label, pin: main.pin }, { importChunkSize: 4, workingCopyTtlMs: 0 });
     try {
       const master = { handle: derivationKeyHandle('vanishing-vendor'), usage: 'derivation' as const, key: randomBytes(16) };
       await chunked.importSealed(sealed(receiving, [master]));
       const keys = Array.from({ length: 24 }, (_, i) => ({ handle: rootKeyHandle(`70B3D57EEE0000${i.toString(16).padStart(2, '0').toUpperCase()}`, 'AppKey', 'vanishing'), block: randomBytes(16) }));
-      const importing = chunked.importDerived({ master: master.handle, keys });
-      const outcome = importing.then(() => undefined, (error: unknown) => error);
-      while (inspector.find([{ type: K.CKA_LABEL, value: keys[0]!.handle }]).length === 0) await new Promise((r) => setTimeout(r, 1));
-      inspector.p.C_DestroyObject(inspector.session, inspector.byLabel(master.handle));
-      const error = await outcome;
+      // The master is destroyed when the first chunk's answer arrives: the pool hears it first, but takes the next
+      // chunk only after this listener (the same message event), so no worker is using the token meanwhile.
+      // (Polling the token while a worker creates keys can itself fail the creation on SoftHSM2.)
+      let destroyed = false;
+      const destroyAfterFirstChunk = (): void => {
+        if (destroyed || inspector.find([{ type: K.CKA_TOKEN, value: true }, { type: K.CKA_LABEL, value: keys[0]!.handle }]).length === 0) return;
+        inspector.p.C_DestroyObject(inspector.session, inspector.byLabel(master.handle));
+        destroyed = true;
+      };
+      const workers = pkcs11WorkersForTest(chunked);
+      for (const w of workers) w.on('message', destroyAfterFirstChunk);
+      const error = await chunked.importDerived({ master: master.handle, keys }).then(() => undefined, (e: unknown) => e);
+      for (const w of workers) w.off('message', destroyAfterFirstChunk);
+      assert.ok(destroyed, 'the master was destroyed after the first chunk');
       assert.ok(error instanceof CustodyError && error.code === 'KEY_NOT_FOUND', `expected KEY_NOT_FOUND, got ${String(error)}`);
       for (const k of keys) assert.equal(inspector.find([{ type: K.CKA_LABEL, value: k.handle }]).length, 0, `${k.handle} removed again`);
     } finally {

@@ -6,6 +6,7 @@ import { CustodyError } from '../errors.js';
 import { RECEIVING_KEY_BITS, receivingKeyJwk } from '../receiving-key.js';
 import { type CountedPkcs11, countedPkcs11, newCounterArray } from './counters.js';
 import { type LoadedModule, type ObjectHandle, acquireLogin, ckrName, pkcs11Lib, releaseLogin } from './module.js';
+import { searchUntilSettled, settleDuplicates } from './transient-objects.js';
 
 /*
  * The primitive operations on one token, synchronous, in one PKCS#11 session. Everything that touches a root key
@@ -508,7 +509,9 @@ export class TokenSession {
       this.#labelIndex = undefined;
       const index = this.#index();
       for (const handle of handles) {
-        for (const object of index.get(handle) ?? []) this.#p.C_DestroyObject(this.#session, object);
+        // One enumeration answers for every handle; only a label found twice is searched again (#findObjects).
+        const objects = index.get(handle) ?? [];
+        for (const object of objects.length > 1 ? this.#findObjects(handle) : objects) this.#p.C_DestroyObject(this.#session, object);
         if (handle.startsWith('receiving/')) for (const object of this.#findPair(handle)) this.#p.C_DestroyObject(this.#session, object);
       }
     });
@@ -690,20 +693,37 @@ export class TokenSession {
   /** Joinkeep's keys on this token: labelled secret keys whose attribute set is a root key's or a KEK's. */
   list(): KeyInfo[] {
     return this.#op('listing keys', [], () => {
-      const K = pkcs11Lib();
-      const out: KeyInfo[] = [];
-      for (const object of this.#findAll([{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }])) {
-        const [label, id] = this.#p.C_GetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL }, { type: K.CKA_ID }]);
-        const handle = label?.value.toString('utf8') ?? '';
-        const usage = handle === '' ? undefined : this.#classify(object);
-        if (usage === undefined) continue;
-        out.push({ handle, usage, createdAt: createdAtFromId(handle, id?.value), location: `PKCS#11 token "${this.label}"`, attributes: this.#protection(object) });
-      }
+      // Listed again while it meets a copy being made by another session (transient-objects.ts): an object it cannot
+      // read, or a handle twice. A duplicate that stays is listed, for the operator to see.
+      const read = () => this.#readSecretKeys();
+      const settled = (answer: { keys: KeyInfo[]; unreadable: unknown }) => answer.unreadable === undefined && new Set(answer.keys.map((k) => k.handle)).size === answer.keys.length;
+      const { keys, unreadable } = searchUntilSettled(read(), read, settled);
+      if (unreadable !== undefined) throw unreadable;
+      const out = [...keys];
       for (const { object, handle, id } of this.#receivingPrivateKeys()) {
         out.push({ handle, usage: 'receiving', createdAt: createdAtFromId(handle, id), location: `PKCS#11 token "${this.label}"`, attributes: this.#protection(object) });
       }
       return out;
     });
+  }
+
+  /** The root keys, KEKs and derivation masters on the token, and the error of an object that could not be read. */
+  #readSecretKeys(): { keys: KeyInfo[]; unreadable: unknown } {
+    const K = pkcs11Lib();
+    const keys: KeyInfo[] = [];
+    let unreadable: unknown;
+    for (const object of this.#findAll([{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }])) {
+      try {
+        const [label, id] = this.#p.C_GetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL }, { type: K.CKA_ID }]);
+        const handle = label?.value.toString('utf8') ?? '';
+        const usage = handle === '' ? undefined : this.#classify(object);
+        if (usage === undefined) continue;
+        keys.push({ handle, usage, createdAt: createdAtFromId(handle, id?.value), location: `PKCS#11 token "${this.label}"`, attributes: this.#protection(object) });
+      } catch (error) {
+        unreadable = error;
+      }
+    }
+    return { keys, unreadable };
   }
 
   /** The attributes an auditor asks about, read from the token; never CKA_VALUE. */
@@ -907,31 +927,53 @@ export class TokenSession {
     return key;
   }
 
+  /** The token keys labelled `handle`: from the label index, else searched; a duplicate is searched again until it settles (transient-objects.ts). */
   #findObjects(handle: KeyHandle): ObjectHandle[] {
-    const indexed = this.#index().get(handle);
-    if (indexed !== undefined) return indexed;
+    const index = this.#index();
+    const indexed = index.get(handle);
+    if (indexed !== undefined && indexed.length <= 1) return indexed;
+    const found = settleDuplicates(indexed ?? this.#searchLabel(handle), () => this.#searchLabel(handle));
+    if (found.length > 0) index.set(handle, found);
+    else index.delete(handle);
+    return found;
+  }
+
+  #searchLabel(handle: KeyHandle): ObjectHandle[] {
     const K = pkcs11Lib();
-    const found = this.#findAll([
+    return this.#findAll([
       { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY },
       { type: K.CKA_TOKEN, value: true },
       { type: K.CKA_LABEL, value: handle },
     ]);
-    if (found.length > 0) this.#labelIndex!.set(handle, found);
-    return found;
   }
 
+  /** Every token secret key by label, from one enumeration; made again while it meets an object it cannot read (transient-objects.ts). */
   #index(): Map<KeyHandle, ObjectHandle[]> {
     if (this.#labelIndex !== undefined) return this.#labelIndex;
+    const read = () => this.#readIndex();
+    const { index, unreadable } = searchUntilSettled(read(), read, (answer) => answer.unreadable === undefined);
+    if (unreadable !== undefined) throw unreadable;
+    this.#labelIndex = index;
+    return index;
+  }
+
+  #readIndex(): { index: Map<KeyHandle, ObjectHandle[]>; unreadable: unknown } {
     const K = pkcs11Lib();
     const index = new Map<KeyHandle, ObjectHandle[]>();
+    let unreadable: unknown;
     for (const object of this.#findAll([{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }])) {
-      const label = this.#p.C_GetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL }])[0]?.value;
+      let label: unknown;
+      try {
+        label = this.#p.C_GetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL }])[0]?.value;
+      } catch (error) {
+        unreadable = error;
+        continue;
+      }
       if (!Buffer.isBuffer(label)) continue;
       const name = label.toString('utf8');
       index.set(name, [...(index.get(name) ?? []), object]);
     }
-    this.#labelIndex = index;
-    return index;
+    return { index, unreadable };
   }
 
   #findAll(template: Template): ObjectHandle[] {

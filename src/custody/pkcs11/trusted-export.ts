@@ -5,6 +5,7 @@ import { recipientPublicKey } from '../receiving-key.js';
 import { oaepHashOf } from '../sealed-import.js';
 import { DualLoginSession } from './dual-login-session.js';
 import { type ObjectHandle, ckrName, pkcs11Lib } from './module.js';
+import { settleDuplicates } from './transient-objects.js';
 import { securityOfficerRefusal, type TrustedKekToken } from './trusted-kek.js';
 
 /*
@@ -180,13 +181,15 @@ class ExportAccess {
   #rootKey(handle: KeyHandle): ObjectHandle {
     const K = pkcs11Lib();
     const p = this.#s.module.pkcs11;
-    p.C_FindObjectsInit(this.#s.session, [{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }, { type: K.CKA_LABEL, value: handle }]);
-    let found: ObjectHandle[];
-    try {
-      found = p.C_FindObjects(this.#s.session, 2);
-    } finally {
-      p.C_FindObjectsFinal(this.#s.session);
-    }
+    const search = (): ObjectHandle[] => {
+      p.C_FindObjectsInit(this.#s.session, [{ type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_TOKEN, value: true }, { type: K.CKA_LABEL, value: handle }]);
+      try {
+        return p.C_FindObjects(this.#s.session, 2);
+      } finally {
+        p.C_FindObjectsFinal(this.#s.session);
+      }
+    };
+    const found = settleDuplicates(search(), search);
     if (found.length === 0) throw new CustodyError('KEY_NOT_FOUND', `no key named ${handle} on token "${this.#s.token.label}"`);
     if (found.length > 1) throw new CustodyError('TOKEN_ERROR', `token "${this.#s.token.label}" holds several keys labelled ${handle}; remove the extra ones`);
     const object = found[0]!;

@@ -6,9 +6,10 @@ import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { after, before, describe, it } from 'node:test';
 import type * as Pkcs11js from 'pkcs11js';
-import { CustodyError } from '../../src/custody/index.js';
+import { CustodyError, derivationKeyHandle, rootKeyHandle } from '../../src/custody/index.js';
 import { acquireModule, releaseModule } from '../../src/custody/pkcs11/module.js';
 import { openPkcs11Token } from '../../src/custody/pkcs11/index.js';
+import { TokenLock } from '../../src/custody/pkcs11/token-lock.js';
 import { settleDuplicates } from '../../src/custody/pkcs11/transient-objects.js';
 import { TokenSession } from '../../src/custody/pkcs11/token-session.js';
 import { aesCmac, aesKeyWrap } from '../../src/custody/primitives.js';
@@ -146,6 +147,62 @@ describe('a key copied by another thread of the process', () => {
     }
     assert.ok(bareDuplicates >= 1, `bare searches saw the copy as a second token key ${bareDuplicates} times in ${bareSearches}`);
     assert.deepEqual(refusals, [], `${refusals.length} of ${sessions} sessions refused the key`);
+  });
+});
+
+describe('token objects created while other workers search the token', () => {
+  it('an import of 96 derived keys in chunks of 4 succeeds while another worker searches by label without pause', async () => {
+    // On SoftHSM2 a search by one thread during another's creation of a token object can fail the creation
+    // (src/custody/pkcs11/token-lock.ts); the pool's workers share a lock so that it cannot happen between them.
+    const custody = await openPkcs11Token(softhsmModulePath(), { label: token.label, pin: token.pin }, { workers: 2, importChunkSize: 4 });
+    try {
+      const master = derivationKeyHandle('searched-vendor');
+      const kek = randomBytes(16);
+      await custody.importKek('searched', kek);
+      await custody.importWrapped(master, 'derivation', aesKeyWrap(kek, randomBytes(16)), 'searched');
+      const keys = Array.from({ length: 96 }, (_, i) => ({ handle: rootKeyHandle(`70B3D57EEE0100${i.toString(16).padStart(2, '0').toUpperCase()}`, 'AppKey', 'searched'), block: randomBytes(16) }));
+      let importing = true;
+      let searches = 0;
+      // hasKey of a key that is not there searches the token by label every time.
+      const searcher = (async () => {
+        while (importing) {
+          assert.equal(await custody.hasKey('root/0000000000000000/AppKey/absent'), false);
+          searches++;
+        }
+      })();
+      try {
+        await custody.importDerived({ master, keys });
+      } finally {
+        importing = false;
+        await searcher;
+      }
+      assert.ok(searches > 20, `${searches} searches ran during the import`);
+      for (const k of keys) assert.equal(await custody.hasKey(k.handle), true, k.handle);
+    } finally {
+      await custody.close();
+    }
+  });
+});
+
+describe('TokenLock', () => {
+  it('is freed by releaseIfHeldBy when the thread holding it ended inside a locked call, and only then', async () => {
+    const buffer = TokenLock.newBuffer();
+    const holder = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       import(workerData.lock).then(({ TokenLock }) => new TokenLock(workerData.buffer).exclusive(() => process.exit(0)));`,
+      { eval: true, workerData: { lock: new URL('../../src/custody/pkcs11/token-lock.js', import.meta.url).href, buffer } },
+    );
+    const holderId = holder.threadId;
+    await new Promise((resolve) => holder.once('exit', resolve));
+    const word = new Int32Array(buffer);
+    assert.equal(word[0], holderId + 1, 'the ended thread still holds the lock');
+    const lock = new TokenLock(buffer);
+    lock.releaseIfHeldBy(holderId + 1000);
+    assert.equal(word[0], holderId + 1, 'another thread id frees nothing');
+    lock.releaseIfHeldBy(holderId);
+    assert.equal(word[0], 0);
+    assert.equal(lock.exclusive(() => lock.exclusive(() => 'nested')), 'nested');
+    assert.equal(word[0], 0, 'free again after a nested call');
   });
 });
 

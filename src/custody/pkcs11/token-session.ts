@@ -6,6 +6,7 @@ import { CustodyError } from '../errors.js';
 import { RECEIVING_KEY_BITS, receivingKeyJwk } from '../receiving-key.js';
 import { type CountedPkcs11, countedPkcs11, newCounterArray } from './counters.js';
 import { type LoadedModule, type ObjectHandle, acquireLogin, ckrName, pkcs11Lib, releaseLogin } from './module.js';
+import { TokenLock } from './token-lock.js';
 import { searchUntilSettled, settleDuplicates } from './transient-objects.js';
 
 /*
@@ -99,6 +100,8 @@ export interface TokenSessionOptions {
    * wraps them only under a KEK with CKA_TRUSTED=true (one the Security Officer created: trusted-kek.ts).
    */
   readonly wrapWithTrusted?: boolean | undefined;
+  /** The pool's lock on the token's objects (token-lock.ts); absent: this session is the process's only user. */
+  readonly objectLock?: SharedArrayBuffer | undefined;
 }
 
 export interface TokenIdentity {
@@ -121,6 +124,7 @@ export class TokenSession {
   readonly #uncopyable = new Set<KeyHandle>();
   readonly #copyTtlMs: number;
   readonly #wrapWithTrusted: boolean;
+  readonly #objectLock: TokenLock | undefined;
   /** Object handles by Joinkeep handle; re-found when the token says a handle is stale, dropped by destroy(). */
   readonly #cache = new Map<KeyHandle, TokenKey>();
   /**
@@ -142,6 +146,7 @@ export class TokenSession {
     this.#copies = options.workingCopies === false ? undefined : new Map();
     this.#copyTtlMs = options.workingCopyTtlMs ?? COPY_TTL_MS;
     this.#wrapWithTrusted = options.wrapWithTrusted === true;
+    this.#objectLock = options.objectLock === undefined ? undefined : new TokenLock(options.objectLock);
   }
 
   /**
@@ -261,7 +266,7 @@ export class TokenSession {
       if (this.#wrapWithTrusted) throw trustedModeRefusal(handle, 'created by the user');
       if (this.#find(handle) !== undefined) throw new CustodyError('KEY_EXISTS', `a key named ${handle} already exists`);
       const K = pkcs11Lib();
-      this.#p.C_CreateObject(this.#session, [...tokenKeyTemplate(handle, 'kek', createdAt), { type: K.CKA_VALUE, value: Buffer.from(value) }]);
+      this.#tokenObjects(() => this.#p.C_CreateObject(this.#session, [...tokenKeyTemplate(handle, 'kek', createdAt), { type: K.CKA_VALUE, value: Buffer.from(value) }]));
     });
   }
 
@@ -300,7 +305,7 @@ export class TokenSession {
       // No CKA_VALUE_LEN in the template: SoftHSM 2.6.1 refuses it on unwrap (CKR_ATTRIBUTE_READ_ONLY, measured);
       // the length was checked above from the envelope.
       try {
-        this.#p.C_UnwrapKey(this.#session, mechanism, kekKey.object, Buffer.from(wrapped), this.#rootTemplate(handle, usage, createdAt));
+        this.#tokenObjects(() => this.#p.C_UnwrapKey(this.#session, mechanism, kekKey.object, Buffer.from(wrapped), this.#rootTemplate(handle, usage, createdAt)));
       } catch (error) {
         throw this.#unwrapError(error, refused);
       }
@@ -309,7 +314,8 @@ export class TokenSession {
 
   // ---------------------------------------------------------------------------------------------------------
   // Sealed batches (docs/specs/sealed-batch.md). Token objects are created here only from a worker the custody
-  // serialises (pkcs11-custody.ts): SoftHSM2 2.6.1 does not always survive concurrent creation of token objects.
+  // serialises (pkcs11-custody.ts): SoftHSM2 2.6.1 does not always survive concurrent creation of token objects, nor
+  // a search during one (#tokenObjects).
 
   /**
    * C_GenerateKeyPair (RSA-3072, e = 65537) into token objects: the private key sensitive, non-extractable, UNWRAP
@@ -320,18 +326,22 @@ export class TokenSession {
     return this.#op('creating a receiving key', [], () => {
       const K = pkcs11Lib();
       const pending = `${RECEIVING_PENDING_PREFIX}${randomBytes(8).toString('hex')}`;
-      const pair = this.#p.C_GenerateKeyPair(
-        this.#session,
-        { mechanism: K.CKM_RSA_PKCS_KEY_PAIR_GEN },
-        [...receivingPublicTemplate(pending, createdAt), { type: K.CKA_MODULUS_BITS, value: RECEIVING_KEY_BITS }, { type: K.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) }],
-        receivingPrivateTemplate(pending, createdAt, { token: true, extractable: false }),
+      const pair = this.#tokenObjects(() =>
+        this.#p.C_GenerateKeyPair(
+          this.#session,
+          { mechanism: K.CKM_RSA_PKCS_KEY_PAIR_GEN },
+          [...receivingPublicTemplate(pending, createdAt), { type: K.CKA_MODULUS_BITS, value: RECEIVING_KEY_BITS }, { type: K.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) }],
+          receivingPrivateTemplate(pending, createdAt, { token: true, extractable: false }),
+        ),
       );
       try {
         const info = this.#receivingInfo(pair.publicKey, createdAt);
         const handle = receivingKeyHandle(info.kid);
-        for (const object of [pair.privateKey, pair.publicKey]) {
-          this.#p.C_SetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL, value: handle }, { type: K.CKA_ID, value: objectId(handle, createdAt) }]);
-        }
+        this.#tokenObjects(() => {
+          for (const object of [pair.privateKey, pair.publicKey]) {
+            this.#p.C_SetAttributeValue(this.#session, object, [{ type: K.CKA_LABEL, value: handle }, { type: K.CKA_ID, value: objectId(handle, createdAt) }]);
+          }
+        });
         return info;
       } catch (error) {
         this.#destroyQuietly([pair.privateKey, pair.publicKey]);
@@ -463,7 +473,7 @@ export class TokenSession {
           }
           let object: ObjectHandle;
           try {
-            object = this.#p.C_UnwrapKey(this.#session, mechanism, batch, Buffer.from(wrapped), checkOnly ? probeTemplate() : this.#rootTemplate(handle, usage, createdAt));
+            object = this.#tokenObjects(() => this.#p.C_UnwrapKey(this.#session, mechanism, batch, Buffer.from(wrapped), checkOnly ? probeTemplate() : this.#rootTemplate(handle, usage, createdAt)));
           } catch (error) {
             throw this.#unwrapError(error, refused);
           }
@@ -493,7 +503,7 @@ export class TokenSession {
           assertBlock(block);
           // #derive sets class, key type, length and CKA_PRIVATE itself.
           const template = this.#rootTemplate(handle, 'root', createdAt).filter((a) => a.type !== K.CKA_CLASS && a.type !== K.CKA_KEY_TYPE && a.type !== K.CKA_PRIVATE);
-          created.push(this.#derive(base, block, template));
+          created.push(this.#tokenObjects(() => this.#derive(base, block, template)));
         }
       } catch (error) {
         this.#destroyQuietly(created);
@@ -508,12 +518,14 @@ export class TokenSession {
     this.#op(`deleting ${handles.length} key(s)`, [], () => {
       this.#labelIndex = undefined;
       const index = this.#index();
-      for (const handle of handles) {
-        // One enumeration answers for every handle; only a label found twice is searched again (#findObjects).
-        const objects = index.get(handle) ?? [];
-        for (const object of objects.length > 1 ? this.#findObjects(handle) : objects) this.#p.C_DestroyObject(this.#session, object);
-        if (handle.startsWith('receiving/')) for (const object of this.#findPair(handle)) this.#p.C_DestroyObject(this.#session, object);
-      }
+      this.#tokenObjects(() => {
+        for (const handle of handles) {
+          // One enumeration answers for every handle; only a label found twice is searched again (#findObjects).
+          const objects = index.get(handle) ?? [];
+          for (const object of objects.length > 1 ? this.#findObjects(handle) : objects) this.#p.C_DestroyObject(this.#session, object);
+          if (handle.startsWith('receiving/')) for (const object of this.#findPair(handle)) this.#p.C_DestroyObject(this.#session, object);
+        }
+      });
     });
     for (const handle of handles) this.#drop(handle);
   }
@@ -545,14 +557,14 @@ export class TokenSession {
   #storeReceivingReplica(info: ReceivingKeyInfo, wrapped: Buffer, transport: ObjectHandle, createdAt: Date): void {
     const K = pkcs11Lib();
     const handle = receivingKeyHandle(info.kid);
-    const privateKey = this.#p.C_UnwrapKey(this.#session, { mechanism: K.CKM_AES_KEY_WRAP_PAD }, transport, wrapped, receivingPrivateTemplate(handle, createdAt, { token: true, extractable: false }));
+    const privateKey = this.#tokenObjects(() => this.#p.C_UnwrapKey(this.#session, { mechanism: K.CKM_AES_KEY_WRAP_PAD }, transport, wrapped, receivingPrivateTemplate(handle, createdAt, { token: true, extractable: false })));
     const created = [privateKey];
     try {
       const copy = this.#receivingInfo(privateKey, createdAt);
       if (copy.kid !== info.kid) throw new CustodyError('TOKEN_ERROR', `the receiving key unwrapped on token "${this.label}" is ${copy.kid}, not ${info.kid}`);
       const modulus = Buffer.from(info.jwk.n, 'base64url');
       const exponent = Buffer.from(info.jwk.e, 'base64url');
-      created.push(this.#p.C_CreateObject(this.#session, [...receivingPublicTemplate(handle, createdAt), { type: K.CKA_MODULUS, value: modulus }, { type: K.CKA_PUBLIC_EXPONENT, value: exponent }]));
+      created.push(this.#tokenObjects(() => this.#p.C_CreateObject(this.#session, [...receivingPublicTemplate(handle, createdAt), { type: K.CKA_MODULUS, value: modulus }, { type: K.CKA_PUBLIC_EXPONENT, value: exponent }])));
     } catch (error) {
       this.#destroyQuietly(created);
       throw error;
@@ -627,13 +639,23 @@ export class TokenSession {
   }
 
   #destroyQuietly(objects: readonly ObjectHandle[]): void {
-    for (const object of objects) {
-      try {
-        this.#p.C_DestroyObject(this.#session, object);
-      } catch {
-        // already gone (a session object dies with its session at the latest)
+    this.#tokenObjects(() => {
+      for (const object of objects) {
+        try {
+          this.#p.C_DestroyObject(this.#session, object);
+        } catch {
+          // already gone (a session object dies with its session at the latest)
+        }
       }
-    }
+    });
+  }
+
+  /**
+   * Runs `fn`, which searches the token or creates, changes or destroys token objects (or copies one), holding the
+   * pool's lock on the token's objects (token-lock.ts): on SoftHSM2 a search during such a call can fail the call.
+   */
+  #tokenObjects<T>(fn: () => T): T {
+    return this.#objectLock === undefined ? fn() : this.#objectLock.exclusive(fn);
   }
 
   /** Refuses (KEY_NOT_FOUND / KEK_NOT_FOUND, as the operations would) unless `handle` is a key of that usage. */
@@ -652,11 +674,13 @@ export class TokenSession {
   /** Destroys the token object(s) labelled `handle` and forgets the cached object handle. */
   destroy(handle: KeyHandle): void {
     this.#drop(handle);
-    this.#op(`deleting ${handle}`, [], () => {
-      for (const object of this.#findObjects(handle)) this.#p.C_DestroyObject(this.#session, object);
-      // A receiving key is a key pair: its private and public key objects carry the handle as their label.
-      if (handle.startsWith('receiving/')) for (const object of this.#findPair(handle)) this.#p.C_DestroyObject(this.#session, object);
-    });
+    this.#op(`deleting ${handle}`, [], () =>
+      this.#tokenObjects(() => {
+        for (const object of this.#findObjects(handle)) this.#p.C_DestroyObject(this.#session, object);
+        // A receiving key is a key pair: its private and public key objects carry the handle as their label.
+        if (handle.startsWith('receiving/')) for (const object of this.#findPair(handle)) this.#p.C_DestroyObject(this.#session, object);
+      }),
+    );
     this.#drop(handle);
   }
 
@@ -829,7 +853,7 @@ export class TokenSession {
     }
     let object: ObjectHandle;
     try {
-      object = this.#p.C_CopyObject(this.#session, key.object, [{ type: pkcs11Lib().CKA_TOKEN, value: false }]);
+      object = this.#tokenObjects(() => this.#p.C_CopyObject(this.#session, key.object, [{ type: pkcs11Lib().CKA_TOKEN, value: false }]));
     } catch (error) {
       const ckr = ckrName(error) ?? '';
       // A deleted key (stale handle) is reported as such; a key the token will not copy is used directly.
@@ -978,17 +1002,19 @@ export class TokenSession {
 
   #findAll(template: Template): ObjectHandle[] {
     const p = this.#p;
-    p.C_FindObjectsInit(this.#session, template);
-    try {
-      const out: ObjectHandle[] = [];
-      for (;;) {
-        const batch = p.C_FindObjects(this.#session, 256);
-        out.push(...batch);
-        if (batch.length < 256) return out;
+    return this.#tokenObjects(() => {
+      p.C_FindObjectsInit(this.#session, template);
+      try {
+        const out: ObjectHandle[] = [];
+        for (;;) {
+          const batch = p.C_FindObjects(this.#session, 256);
+          out.push(...batch);
+          if (batch.length < 256) return out;
+        }
+      } finally {
+        p.C_FindObjectsFinal(this.#session);
       }
-    } finally {
-      p.C_FindObjectsFinal(this.#session);
-    }
+    });
   }
 
   /**

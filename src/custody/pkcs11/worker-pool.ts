@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { CustodyError, type CustodyErrorCode, custodyErrorCodes } from '../errors.js';
 import { newCounterArray } from './counters.js';
 import type { LoadedModule } from './module.js';
+import { TokenLock } from './token-lock.js';
 import { type FromWorker, type OperationName, type OperationRequest, type Operations, type ToWorker } from './operations.js';
 import type { WorkerInit } from './worker.js';
 
@@ -79,6 +80,8 @@ export class WorkerPool {
   readonly #counters: Float64Array[] = [];
   #nextId = 1;
   #closing = false;
+  /** Shared with every worker: searches and token-object writes take it (token-lock.ts). */
+  readonly #objectLock = TokenLock.newBuffer();
 
   private constructor(init: WorkerInit, module: LoadedModule, size: number, maxQueue: number, maxBatch: number, copyTtlMs: number | undefined, trustedKeks: boolean) {
     this.#copyTtlMs = copyTtlMs;
@@ -189,8 +192,9 @@ export class WorkerPool {
   #spawn(): Promise<void> {
     const counters = newCounterArray();
     this.#counters.push(counters);
-    const init: WorkerInit = { ...this.#init, counters, workingCopyTtlMs: this.#copyTtlMs, wrapWithTrusted: this.#trustedKeks };
+    const init: WorkerInit = { ...this.#init, counters, workingCopyTtlMs: this.#copyTtlMs, wrapWithTrusted: this.#trustedKeks, objectLock: this.#objectLock };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+    const workerThreadId = worker.threadId; // -1 once it has exited
     let settle!: { resolve: () => void; reject: (e: CustodyError) => void };
     const ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
     const slot: Slot = {
@@ -198,7 +202,7 @@ export class WorkerPool {
       session: undefined,
       jobs: new Map(),
       error: undefined,
-      exited: new Promise((resolve) => worker.once('exit', (code) => resolve(this.#exited(slot, code, settle.reject)))),
+      exited: new Promise((resolve) => worker.once('exit', (code) => resolve(this.#exited(slot, workerThreadId, code, settle.reject)))),
     };
     this.#slots.add(slot);
     worker.on('error', (error) => (slot.error ??= error instanceof Error ? error.message : String(error)));
@@ -228,8 +232,10 @@ export class WorkerPool {
     return ready;
   }
 
-  #exited(slot: Slot, code: number, rejectStart: (e: CustodyError) => void): void {
+  #exited(slot: Slot, workerThreadId: number, code: number, rejectStart: (e: CustodyError) => void): void {
     this.#slots.delete(slot);
+    // A worker ended inside a locked call (terminated, or crashed): the others must not wait for it.
+    new TokenLock(this.#objectLock).releaseIfHeldBy(workerThreadId);
     const why = slot.error ?? `exit code ${code}`;
     rejectStart(new CustodyError('TOKEN_UNAVAILABLE', `a PKCS#11 worker ended before its session opened (${why})`));
     for (const job of slot.jobs.values()) job.reject(new CustodyError('TOKEN_ERROR', `the PKCS#11 worker running this operation ended (${why})`));

@@ -19,6 +19,8 @@ export interface WorkerInit {
   readonly workingCopyTtlMs?: number | undefined;
   /** Trusted-KEK mode: session keys that leave wrapped are derived with CKA_WRAP_WITH_TRUSTED=true. */
   readonly wrapWithTrusted?: boolean | undefined;
+  /** The pool's lock on the token's objects (token-lock.ts), shared by every worker. */
+  readonly objectLock?: SharedArrayBuffer | undefined;
 }
 
 /** Longest an answered operation waits for the rest of its batch before its answer is sent. */
@@ -45,7 +47,7 @@ function shutdown(): void {
 
 try {
   module = acquireModule(init.modulePath);
-  token = TokenSession.open(module, init.token, init.counters, { workingCopyTtlMs: init.workingCopyTtlMs, wrapWithTrusted: init.wrapWithTrusted });
+  token = TokenSession.open(module, init.token, init.counters, { workingCopyTtlMs: init.workingCopyTtlMs, wrapWithTrusted: init.wrapWithTrusted, objectLock: init.objectLock });
   post({ kind: 'ready', session: token.sessionHandle });
 } catch (error) {
   const e = error instanceof CustodyError ? error : new CustodyError('TOKEN_UNAVAILABLE', error instanceof Error ? error.message : String(error));

@@ -36,8 +36,12 @@ async function close(f: Fixture): Promise<void> {
   await rm(f.dir, { recursive: true, force: true });
 }
 
-/** Sessions in the database file itself: a copy of the file without its WAL, opened on its own. */
-async function sessionsInDatabaseFile(f: Fixture): Promise<number> {
+/**
+ * Sessions in the database file itself: a copy of the file without its WAL, opened on its own. Undefined when the copy
+ * is torn: copied while the checkpointer was writing pages into the file (this copy takes no lock, so it can catch
+ * half of a checkpoint; the storage's own readers cannot), which SQLite reports as a malformed image.
+ */
+async function sessionsInDatabaseFile(f: Fixture): Promise<number | undefined> {
   const copy = join(f.dir, `copy-${Date.now()}-${Math.random()}.db`);
   await copyFile(f.path, copy);
   const db = new BetterSqlite3(copy);
@@ -45,6 +49,9 @@ async function sessionsInDatabaseFile(f: Fixture): Promise<number> {
     // Before the first checkpoint even the schema is only in the WAL.
     if (db.prepare(`select 1 from sqlite_schema where name = 'sessions'`).get() === undefined) return 0;
     return (db.prepare('select count(*) as n from sessions').get() as { n: number }).n;
+  } catch (error) {
+    if (error instanceof BetterSqlite3.SqliteError && (error.code === 'SQLITE_CORRUPT' || error.code === 'SQLITE_NOTADB')) return undefined;
+    throw error;
   } finally {
     db.close();
     await rm(copy, { force: true });

@@ -33,10 +33,14 @@ describe('REST API / authentication and authorisation', { timeout: 120_000 }, ()
   describe('401 UNAUTHENTICATED', () => {
     it('missing, malformed, unknown id, wrong secret, revoked, expired / identical bodies, WWW-Authenticate: Bearer', async () => {
       const revoked = await cliJson<{ key: string; apiKey: { id: string } }>(['api-key', 'create', ...h.dd, '--org', 'acme', '--name', 'to revoke', '--scope', 'devices:read']);
+      const cliStarted = Date.now();
       await cliOk(['api-key', 'revoke', ...h.dd, revoked.apiKey.id]);
-      const expiring = await cliJson<{ key: string }>(['api-key', 'create', ...h.dd, '--org', 'acme', '--name', 'short', '--scope', 'api-keys:write', '--expires', new Date(Date.now() + 1500).toISOString()]);
+      // The expiry must still be ahead when the next CLI run checks it: three times what a CLI run just took, on a
+      // loaded machine several seconds (a fixed 1.5 s once failed), and at least 1.5 s.
+      const expiresAt = Date.now() + Math.max(1500, 3 * (Date.now() - cliStarted));
+      const expiring = await cliJson<{ key: string }>(['api-key', 'create', ...h.dd, '--org', 'acme', '--name', 'short', '--scope', 'api-keys:write', '--expires', new Date(expiresAt).toISOString()]);
       assert.equal((await h.call('GET', '/organisations/acme', expiring.key)).status, 200, 'valid before its expiry');
-      await new Promise((r) => setTimeout(r, 1600));
+      await new Promise((r) => setTimeout(r, Math.max(0, expiresAt - Date.now()) + 100));
       const [, id, secret] = /^jk_([a-z2-7]{16})_(.+)$/.exec(acmeKeys)!;
       const wrongSecret = `jk_${id}_${secret!.startsWith('A') ? 'B' : 'A'}${secret!.slice(1)}`;
       const unknownId = `jk_${'a'.repeat(16)}_${secret}`;

@@ -2,8 +2,8 @@ import { Worker } from 'node:worker_threads';
 import { CustodyError, type CustodyErrorCode, custodyErrorCodes } from '../errors.js';
 import { newCounterArray } from './counters.js';
 import type { LoadedModule } from './module.js';
-import { TokenLock } from './token-lock.js';
 import { type FromWorker, type OperationName, type OperationRequest, type Operations, type ToWorker } from './operations.js';
+import { TokenLock } from './token-lock.js';
 import type { WorkerInit } from './worker.js';
 
 /*

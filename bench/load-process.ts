@@ -1,11 +1,11 @@
 import http from 'node:http';
-import { Pool } from 'undici';
 import { devAddrFromLeBytes } from '../src/protocol/index.js';
 import type { SimulatedDevice } from '../sim/device.js';
 import { NetworkServerClient } from '../sim/network-server.js';
 import type { WireStyle } from '../sim/wire-style.js';
 import { BENCH_NET_ID } from './fleet.js';
 import { loadFleet } from './fleet-file.js';
+import { KeepAlivePool, preparedPost } from './keep-alive-pool.js';
 import { requestsDue } from './schedule.js';
 import { SampleBuffer } from './stats.js';
 
@@ -14,7 +14,8 @@ import { SampleBuffer } from './stats.js';
  * machine's cores the way two machines' worth of work would, and the load's own cost is measured apart.
  *
  * Lean by design: every Join-request body is built before the clock starts (each device's next DevNonces,
- * MICs and TS002 JSON), requests go over an undici pool of keep-alive connections, and an answer is checked
+ * MICs and TS002 JSON, as the bytes of whole HTTP requests), requests go over a pool of keep-alive connections
+ * (bench/keep-alive-pool.ts), and an answer is checked
  * by parsing it and reading its Result. A subset of the fleet — every `verifyEvery`-th device — instead joins
  * through the full NS simulator at send time, and every accept it gets is checked as the device would
  * (decrypt, MIC, JoinNonce rule, the NS keys equal to the device's): so the figures are for correct answers.
@@ -78,7 +79,7 @@ export type LoadMessage =
   | { readonly type: 'failed'; readonly message: string };
 
 /** One request the load generator can send now: a prepared body, or a live join through the NS simulator. */
-type Request = (pool: Pool) => Promise<Outcome>;
+type Request = (pool: KeepAlivePool) => Promise<Outcome>;
 type Outcome = { ok: true } | { ok: false; what: string; resultCode?: string };
 interface RequestSource {
   /** The next request, or undefined when every device is busy. */
@@ -89,17 +90,17 @@ interface RequestSource {
 
 async function main(spec: LoadSpec): Promise<LoadReport> {
   const target = new URL(spec.url);
-  const pool = new Pool(target.origin, { connections: spec.concurrency, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: spec.timeoutMs, bodyTimeout: spec.timeoutMs });
+  const pool = new KeepAlivePool(target, spec.concurrency, spec.timeoutMs);
   const source = spec.work.kind === 'joins' ? joinSource(spec, spec.work, target) : postSource(target);
   try {
     return await drive(spec, pool, source);
   } finally {
     source.finish();
-    await pool.close();
+    pool.close();
   }
 }
 
-async function drive(spec: LoadSpec, pool: Pool, source: RequestSource): Promise<LoadReport> {
+async function drive(spec: LoadSpec, pool: KeepAlivePool, source: RequestSource): Promise<LoadReport> {
   const latencies = new SampleBuffer();
   const errors: Record<string, number> = {};
   const fail = (what: string): void => void (errors[what] = (errors[what] ?? 0) + 1);
@@ -202,18 +203,16 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
   const live = (i: number): boolean => work.verifyEvery > 0 && i % work.verifyEvery === 0;
   const rounds = work.joinsPerDevice ?? Math.ceil((work.maxRate * (spec.warmupMs + spec.durationMs)) / 1000 / fleet.length) + 2;
   // Each prepared device's bodies, in DevNonce order; a device is sent only when idle, so they arrive in order.
-  const prepared = fleet.map((device, i) => (live(i) ? [] : Array.from({ length: rounds }, () => JSON.stringify(ns.joinReqMessage(activation(device)).message))));
+  const prepared = fleet.map((device, i) => (live(i) ? [] : Array.from({ length: rounds }, () => preparedPost(target, headers, JSON.stringify(ns.joinReqMessage(activation(device)).message)))));
   const cursor = new Uint32Array(fleet.length);
   const idle: number[] = fleet.map((_, i) => i);
   let idleHead = 0;
   let verified = 0;
-  const path = target.pathname + target.search;
 
-  const preparedRequest = (body: string): Request => async (pool) => {
-    const res = await pool.request({ path, method: 'POST', headers, body });
-    const text = await res.body.text();
-    if (res.statusCode !== 200) return { ok: false, what: `HTTP ${res.statusCode}` };
-    const answer = JSON.parse(text) as { MessageType?: unknown; Result?: { ResultCode?: unknown; Description?: unknown } };
+  const preparedRequest = (request: Buffer): Request => async (pool) => {
+    const res = await pool.request(request);
+    if (res.status !== 200) return { ok: false, what: `HTTP ${res.status}` };
+    const answer = JSON.parse(res.body.toString()) as { MessageType?: unknown; Result?: { ResultCode?: unknown; Description?: unknown } };
     const code = answer.Result?.ResultCode;
     if (code !== 'Success') return { ok: false, resultCode: String(code), what: `Result ${String(code)}${typeof answer.Result?.Description === 'string' ? `: ${answer.Result.Description}` : ''}` };
     if (answer.MessageType !== 'JoinAns') return { ok: false, what: `answered with ${String(answer.MessageType)}` };
@@ -252,13 +251,13 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
 
 /** The HTTP floors: a JoinReq-sized TS002 body whose DevEUI varies so the durable floor spreads over its rows. */
 function postSource(target: URL): RequestSource {
-  let seq = 0;
-  const path = target.pathname + target.search;
+  // Prepared like the joins' requests, so the floors measure the server and not the building of requests.
   const headers = { 'content-type': 'application/json' };
+  const bodies = Array.from({ length: 0x10000 }, (_, seq) => preparedPost(target, headers, floorBody(seq)));
+  let seq = 0;
   const request: Request = async (pool) => {
-    const res = await pool.request({ path, method: 'POST', headers, body: floorBody(seq++) });
-    await res.body.dump();
-    return res.statusCode === 200 ? { ok: true } : { ok: false, what: `HTTP ${res.statusCode}` };
+    const res = await pool.request(bodies[seq++ & 0xffff]!);
+    return res.status === 200 ? { ok: true } : { ok: false, what: `HTTP ${res.status}` };
   };
   return { next: () => ({ request, done: () => undefined }), finish: () => undefined, verified: () => 0 };
 }

@@ -1,10 +1,14 @@
 import type { ExportedKey } from '../custody/custody.js';
 import type { Activation, AppSKeyDelivery, HomeNetwork } from '../join/service.js';
-import { type RequestHeader, answerHeader, keyEnvelopeJson, resultCodeText, type ResultCode, toHex } from '../protocol/index.js';
+import { type KeyEnvelopeJson, type RequestHeader, answerHeader, keyEnvelopeJson, resultCodeText, type ResultCode, toHex } from '../protocol/index.js';
 
 /*
  * Exact in what we emit (spec-notes §2): upper-case hex, KeyEnvelopes with KEKLabel always present,
  * NSIDs only for 1.1, result-code spelling per ProtocolVersion.
+ *
+ * Each answer is the fresh object answerHeader returns, with the body's fields assigned to it in order. Spreading the
+ * header into a new literal instead cost 15 µs per JoinAns against 3 µs (V8 builds the spread copy with a map it then
+ * has to extend property by property); on the join path that was as much as the whole answer's JSON serialisation.
  */
 
 type Answer = Record<string, unknown>;
@@ -15,17 +19,15 @@ function result(code: ResultCode, header: { protocolVersion: '1.0' | '1.1' }, de
   return r;
 }
 
-function envelope(key: ExportedKey): Answer {
-  return { ...keyEnvelopeJson(key.kekLabel, key.key) };
+function envelope(key: ExportedKey): KeyEnvelopeJson {
+  return keyEnvelopeJson(key.kekLabel, key.key);
 }
 
 export function activationAnswer(req: RequestHeader, answerType: 'JoinAns' | 'RejoinAns', receiverId: string, a: Activation): Answer {
-  const answer: Answer = {
-    ...answerHeader(req, answerType, receiverId),
-    Result: result('Success', req),
-    PHYPayload: toHex(a.phyPayload),
-    Lifetime: a.lifetime,
-  };
+  const answer = answerHeader(req, answerType, receiverId);
+  answer['Result'] = result('Success', req);
+  answer['PHYPayload'] = toHex(a.phyPayload);
+  answer['Lifetime'] = a.lifetime;
   if (a.network.scheme === 'legacy') {
     answer['NwkSKey'] = envelope(a.network.nwkSKey);
   } else {
@@ -39,17 +41,18 @@ export function activationAnswer(req: RequestHeader, answerType: 'JoinAns' | 'Re
 }
 
 export function appSKeyAnswer(req: RequestHeader, receiverId: string, d: AppSKeyDelivery): Answer {
-  return {
-    ...answerHeader(req, 'AppSKeyAns', receiverId),
-    Result: result('Success', req),
-    DevEUI: d.devEui,
-    AppSKey: envelope(d.appSKey),
-    SessionKeyID: d.sessionKeyId,
-  };
+  const answer = answerHeader(req, 'AppSKeyAns', receiverId);
+  answer['Result'] = result('Success', req);
+  answer['DevEUI'] = d.devEui;
+  answer['AppSKey'] = envelope(d.appSKey);
+  answer['SessionKeyID'] = d.sessionKeyId;
+  return answer;
 }
 
 export function homeNsAnswer(req: RequestHeader, receiverId: string, h: HomeNetwork): Answer {
-  const answer: Answer = { ...answerHeader(req, 'HomeNSAns', receiverId), Result: result('Success', req), HNetID: h.homeNetId };
+  const answer = answerHeader(req, 'HomeNSAns', receiverId);
+  answer['Result'] = result('Success', req);
+  answer['HNetID'] = h.homeNetId;
   // HNSID exists from TS002-1.1 on.
   if (req.protocolVersion === '1.1' && h.homeNsId !== null) answer['HNSID'] = h.homeNsId;
   return answer;
@@ -63,5 +66,7 @@ export function failureAnswer(
   description: string,
   extra: Answer = {},
 ): Answer {
-  return { ...answerHeader(req, answerType, receiverId), ...extra, Result: result(code, req, description) };
+  const answer = Object.assign(answerHeader(req, answerType, receiverId), extra);
+  answer['Result'] = result(code, req, description);
+  return answer;
 }

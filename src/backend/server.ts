@@ -149,7 +149,8 @@ export function clientCertSha256Of(socket: unknown): string | undefined {
 }
 
 async function record(o: BackendServerOptions, requestLog: Logger, outcome: Outcome, seconds: number): Promise<void> {
-  const fields = {
+  // Filled in place: a spread copy of it, as a refusal's line once made, costs several µs per request in a storm.
+  const fields: Record<string, unknown> = {
     messageType: outcome.messageType,
     result: outcome.resultCode,
     devEui: outcome.devEui,
@@ -158,11 +159,13 @@ async function record(o: BackendServerOptions, requestLog: Logger, outcome: Outc
     ms: Math.round(seconds * 1e5) / 100,
   };
   if (outcome.internalError !== undefined) {
-    o.logger.error({ ...fields, err: outcome.internalError }, 'backend request failed');
+    fields['err'] = outcome.internalError;
+    o.logger.error(fields, 'backend request failed');
   } else if (outcome.resultCode === 'Success') {
     requestLog.info(fields, 'backend request answered');
   } else {
-    requestLog.warn({ ...fields, description: outcome.description }, 'backend request refused');
+    fields['description'] = outcome.description;
+    requestLog.warn(fields, 'backend request refused');
   }
   // Successes are audited by the join engine in the same transaction as their state change; refusals of
   // authenticated peers are audited here. Unauthenticated noise goes to logs and metrics only.

@@ -1,4 +1,3 @@
-import type BetterSqlite3 from 'better-sqlite3';
 import {
   CompiledQuery,
   Kysely,
@@ -9,7 +8,6 @@ import {
   type DatabaseConnection,
   type DialectAdapter,
   type Driver,
-  type SqliteDatabase,
   type SqliteDialectConfig,
   type SqlBool,
 } from 'kysely';
@@ -18,6 +16,7 @@ import { StorageError } from './errors.js';
 import { KyselyStorage, checkSessionLimit, type DialectSupport, type ErrorClass } from './kysely-storage.js';
 import { SQLITE_BUSY_TIMEOUT_MS, openSqliteConnection } from './sqlite-connection.js';
 import { SqliteGroupCommit } from './sqlite-group-commit.js';
+import { withStatementCache } from './sqlite-statement-cache.js';
 import { BatchedLookup } from './batched-lookup.js';
 import { seenRow } from './group-plan.js';
 import { SqliteWriter } from './sqlite-writer.js';
@@ -166,27 +165,6 @@ export async function openSqliteStorage(path: string, options: SqliteStorageOpti
   const connection = openSqliteConnection(path, SQLITE_BUSY_TIMEOUT_MS);
   const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: withStatementCache(connection) }) });
   return new SqliteStorage(db, path, options);
-}
-
-/**
- * Kysely prepares every statement it runs; preparing is most of the cost of a short SQLite statement. The join
- * path runs the same dozen statements again and again, so prepared statements are kept by their SQL text.
- * Safe because the driver executes one statement at a time on this one connection, to completion.
- */
-function withStatementCache(connection: BetterSqlite3.Database, limit = 256): SqliteDatabase {
-  const statements = new Map<string, BetterSqlite3.Statement>();
-  return {
-    close: () => connection.close(),
-    prepare(text: string) {
-      let statement = statements.get(text);
-      if (statement === undefined) {
-        statement = connection.prepare(text);
-        if (statements.size >= limit) statements.delete(statements.keys().next().value as string);
-        statements.set(text, statement);
-      }
-      return statement;
-    },
-  };
 }
 
 /*

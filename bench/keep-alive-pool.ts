@@ -4,7 +4,7 @@ import net from 'node:net';
  * The load generator's HTTP/1.1 client: a fixed pool of keep-alive connections, one request in flight on each,
  * every request's bytes (request line, headers and body) built before the clock starts and written with one
  * call. On a 2-CPU machine the load generator shares the CPUs with the server it measures; undici spent about
- * 0.19 ms of CPU per join here (bench output "load generator"), CPU the server under test then lacked. This
+ * 0.18 ms of CPU per join here (bench output "load generator"), CPU the server under test then lacked. This
  * client does only what the measurement needs: write the prepared bytes, frame the answer by its
  * Content-Length, and hand back the status and body. Anything else in an answer (chunked encoding, a closed
  * connection, no Content-Length) is an error the run reports, never a result.

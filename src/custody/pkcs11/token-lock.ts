@@ -23,6 +23,11 @@ export class TokenLock {
     return new SharedArrayBuffer(4);
   }
 
+  /** The shared word, to hand to the other threads (each makes its own TokenLock on it). */
+  get buffer(): SharedArrayBuffer {
+    return this.#word.buffer as SharedArrayBuffer;
+  }
+
   /** Runs `fn` holding the lock. Re-entrant within one thread: an inner call runs without waiting. */
   exclusive<T>(fn: () => T): T {
     const me = threadId + 1;

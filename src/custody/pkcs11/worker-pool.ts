@@ -81,7 +81,7 @@ export class WorkerPool {
   #nextId = 1;
   #closing = false;
   /** Shared with every worker: searches and token-object writes take it (token-lock.ts). */
-  readonly #objectLock = TokenLock.newBuffer();
+  readonly #objectLock = new TokenLock(TokenLock.newBuffer());
 
   private constructor(init: WorkerInit, module: LoadedModule, size: number, maxQueue: number, maxBatch: number, copyTtlMs: number | undefined, trustedKeks: boolean) {
     this.#copyTtlMs = copyTtlMs;
@@ -192,7 +192,7 @@ export class WorkerPool {
   #spawn(): Promise<void> {
     const counters = newCounterArray();
     this.#counters.push(counters);
-    const init: WorkerInit = { ...this.#init, counters, workingCopyTtlMs: this.#copyTtlMs, wrapWithTrusted: this.#trustedKeks, objectLock: this.#objectLock };
+    const init: WorkerInit = { ...this.#init, counters, workingCopyTtlMs: this.#copyTtlMs, wrapWithTrusted: this.#trustedKeks, objectLock: this.#objectLock.buffer };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
     const workerThreadId = worker.threadId; // -1 once it has exited
     let settle!: { resolve: () => void; reject: (e: CustodyError) => void };
@@ -235,7 +235,7 @@ export class WorkerPool {
   #exited(slot: Slot, workerThreadId: number, code: number, rejectStart: (e: CustodyError) => void): void {
     this.#slots.delete(slot);
     // A worker ended inside a locked call (terminated, or crashed): the others must not wait for it.
-    new TokenLock(this.#objectLock).releaseIfHeldBy(workerThreadId);
+    this.#objectLock.releaseIfHeldBy(workerThreadId);
     const why = slot.error ?? `exit code ${code}`;
     rejectStart(new CustodyError('TOKEN_UNAVAILABLE', `a PKCS#11 worker ended before its session opened (${why})`));
     for (const job of slot.jobs.values()) job.reject(new CustodyError('TOKEN_ERROR', `the PKCS#11 worker running this operation ended (${why})`));

@@ -105,6 +105,7 @@ export class KeepAlivePool {
   readonly #busy = new Set<Connection>();
   readonly #waiting: Array<(c: Connection) => void> = [];
   readonly #timer: NodeJS.Timeout;
+  #closed = false;
 
   constructor(url: URL, size: number, timeoutMs: number) {
     if (url.protocol !== 'http:') throw new Error(`the load generator speaks plain HTTP only, not ${url.protocol}`);
@@ -118,6 +119,7 @@ export class KeepAlivePool {
   }
 
   async request(prepared: Buffer): Promise<HttpAnswer> {
+    if (this.#closed) throw new Error('the keep-alive pool is closed');
     let c = this.#idle.pop() ?? (await new Promise<Connection>((resolve) => this.#waiting.push(resolve)));
     // A connection the server closed while it was idle is replaced, not counted as a failed request.
     if (c.dead) c = this.#open();
@@ -126,11 +128,14 @@ export class KeepAlivePool {
       return await c.send(prepared);
     } finally {
       this.#busy.delete(c);
-      this.#release(c.dead ? this.#open() : c);
+      // After close(), an answer that was still on its way neither reopens nor keeps a connection.
+      if (this.#closed) c.destroy();
+      else this.#release(c.dead ? this.#open() : c);
     }
   }
 
   close(): void {
+    this.#closed = true;
     clearInterval(this.#timer);
     for (const c of [...this.#idle, ...this.#busy]) c.destroy();
     this.#idle.length = 0;

@@ -152,6 +152,19 @@ describe('bench / keep-alive pool', () => {
     }
   });
 
+  it('once closed, opens no connection again and refuses new requests', async () => {
+    behaviour = (req, body, res) => setTimeout(() => echo(req, body, res), 100);
+    const pool = new KeepAlivePool(url, 2, 5_000);
+    const inFlight = pool.request(preparedPost(url, {}, 'late'));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const opened = connectionsOpened;
+    pool.close();
+    await assert.rejects(inFlight, /connection closed/);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    assert.equal(connectionsOpened, opened, 'no connection opened after close()');
+    await assert.rejects(pool.request(preparedPost(url, {}, 'after')), /closed/);
+  });
+
   it('ends a request that gets no answer within the timeout', async () => {
     behaviour = () => undefined;
     const pool = new KeepAlivePool(url, 1, 100);

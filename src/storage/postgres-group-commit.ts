@@ -4,7 +4,7 @@ import { type GroupItem, type JoinRow, type Plan, type PendingReservation, type 
 import { commitOnSeen } from './postgres-seen-write.js';
 import { auditArrays, sessionArrays } from './postgres-write-arrays.js';
 import { backoff, storageFailure, type ErrorClass } from './kysely-storage.js';
-import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
+import type { GroupCommitObserver, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
 /*
  * Group commit for reserveJoin on PostgreSQL (docs/storage.md, "Group commit (PostgreSQL)").
@@ -42,8 +42,10 @@ export interface PostgresGroupCommitOptions {
   readonly maxAttempts: number;
   /** Commits one reservation in a transaction of its own: the fallback when a group fails. */
   readonly alone: (p: PendingReservation) => Promise<ReserveJoinResult<unknown>>;
-  /** Observes each committed group's size (tests, metrics). */
+  /** Observes each committed group's size (tests). */
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
+  /** Observes each group that wrote something: its size and its transaction's time, COMMIT included (metrics). */
+  readonly onDurableWrite?: GroupCommitObserver | undefined;
   /**
    * Connections whose transactions are REPEATABLE READ: reservations that brought the state they saw are written there
    * in one statement (postgres-seen-write.ts). Without it, every reservation takes the locked path.
@@ -53,7 +55,10 @@ export interface PostgresGroupCommitOptions {
   readonly onSeen?: ((outcome: 'written' | 'decided again') => void) | undefined;
 }
 
-type GroupRun = { readonly committed: readonly Plan[] } | { readonly fallback: true } | { readonly failed: unknown };
+/** `seconds`: from taking a pooled connection to COMMIT returned. */
+type GroupRun = { readonly committed: readonly Plan[]; readonly seconds: number } | { readonly fallback: true } | { readonly failed: unknown };
+
+const wroteSomething = (plans: readonly (Plan | undefined)[]): boolean => plans.some((plan) => plan !== undefined && 'item' in plan);
 
 export class PostgresGroupCommit {
   readonly #pool: pg.Pool;
@@ -131,7 +136,9 @@ export class PostgresGroupCommit {
     const group = withSeenAlone(whole);
     const onSeen = group.filter((p) => p.seen !== undefined);
     if (seenPool === undefined || onSeen.length === 0) return this.#runLocked(group.map(unseen));
+    const started = performance.now();
     const run = await commitOnSeen(seenPool, onSeen);
+    const seconds = (performance.now() - started) / 1000;
     const delivered = new Set<PendingReservation>();
     if ('failed' in run) for (const _ of onSeen) this.#options.onSeen?.('decided again');
     else {
@@ -143,6 +150,7 @@ export class PostgresGroupCommit {
         deliver(p, plan);
       });
       if (delivered.size > 0) this.#options.onGroupCommitted?.(delivered.size);
+      if (delivered.size > 0 && wroteSomething(run.plans)) this.#options.onDurableWrite?.(delivered.size, seconds);
     }
     const rest = group.filter((p) => !delivered.has(p)).map(unseen);
     if (rest.length > 0) await this.#runLocked(rest);
@@ -170,11 +178,13 @@ export class PostgresGroupCommit {
       return;
     }
     this.#options.onGroupCommitted?.(group.length);
+    if (wroteSomething(run.committed)) this.#options.onDurableWrite?.(group.length, run.seconds);
     run.committed.forEach((plan, i) => deliver(group[i]!, plan));
   }
 
   /** One transaction for the whole group; nothing is delivered here. */
   async #commit(group: readonly PendingReservation[]): Promise<GroupRun> {
+    const started = performance.now();
     let client: pg.PoolClient;
     try {
       client = await this.#pool.connect();
@@ -191,7 +201,7 @@ export class PostgresGroupCommit {
       if (writes.length > 0) await write(client, writes);
       await client.query('commit');
       client.release();
-      return { committed: plans };
+      return { committed: plans, seconds: (performance.now() - started) / 1000 };
     } catch (error) {
       // After a failed COMMIT the server has already ended the transaction; ROLLBACK then only warns.
       await client.query('rollback').then(

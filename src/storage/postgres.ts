@@ -10,7 +10,7 @@ import type { BatchedLookup } from './batched-lookup.js';
 import { postgresLookup } from './postgres-lookups.js';
 import { DEVICE_ROW_COLUMNS, type DeviceForJoinRow, SEEN_STATE_COLUMNS, deviceForJoinFromRow, deviceFromRow, firstApplicationServer, peerFromRow } from './records.js';
 import type { Database, PeersTable } from './schema.js';
-import type { DeviceRecord, JoinDecision, JoinState, PeerRecord, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
+import type { DeviceRecord, GroupCommitObserver, JoinDecision, JoinState, PeerRecord, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
 
 export interface PostgresStorageOptions {
   /** Pool size; default 10. */
@@ -41,6 +41,7 @@ export interface PostgresSettings {
 
 export class PostgresStorage extends KyselyStorage {
   readonly #groupCommit: PostgresGroupCommit;
+  #groupCommitObserver: GroupCommitObserver | undefined;
   readonly #devices: BatchedLookup<DeviceRow>;
   readonly #devicesForJoin: BatchedLookup<DeviceForJoinRow>;
   #seenPool: pg.Pool | undefined;
@@ -79,6 +80,7 @@ export class PostgresStorage extends KyselyStorage {
       onGroupCommitted: options.onGroupCommitted,
       seenPool,
       onSeen: options.onSeen,
+      onDurableWrite: (size, seconds) => this.#groupCommitObserver?.(size, seconds),
     });
   }
 
@@ -116,6 +118,11 @@ export class PostgresStorage extends KyselyStorage {
   }
 
   /** Lets the queued and committing groups finish before the pool ends. */
+  /** Tells `observer` about every group commit that wrote something (metrics); replaces the previous observer. */
+  observeGroupCommits(observer: GroupCommitObserver): void {
+    this.#groupCommitObserver = observer;
+  }
+
   override async close(): Promise<void> {
     await this.#groupCommit.whenIdle();
     await super.close();

@@ -4,7 +4,7 @@ import { backoff, storageFailure, type ErrorClass } from './kysely-storage.js';
 import type { auditToRow } from './records.js';
 import type { SqliteWriter } from './sqlite-writer.js';
 import type { GroupItem, ItemResult } from './sqlite-writer-protocol.js';
-import type { JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
+import type { GroupCommitObserver, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
 
 /*
  * Group commit for reserveJoin on SQLite (docs/storage.md, "Group commit").
@@ -47,8 +47,10 @@ export interface GroupCommitOptions {
   readonly minGroupSize?: number;
   readonly classify: (error: unknown) => ErrorClass;
   readonly maxAttempts: number;
-  /** Observes each committed group's size (tests, metrics). */
+  /** Observes each committed group's size (tests). */
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
+  /** Observes each group that wrote something: its size and the writer thread's round trip, COMMIT included (metrics). */
+  readonly onDurableWrite?: GroupCommitObserver | undefined;
   /** How long a request may wait for another process's write lock. */
   readonly busyTimeoutMs: number;
   /** Observes each time a group found the write lock taken and was put back (tests). */
@@ -59,7 +61,8 @@ export interface GroupCommitOptions {
 interface InFlight {
   readonly group: readonly Pending[];
   readonly plans: readonly Plan[];
-  readonly written: Promise<{ readonly results: readonly ItemResult[] } | { readonly failed: unknown }>;
+  /** `seconds`: from handing the writes to the writer thread to its reply after COMMIT; absent when nothing was written. */
+  readonly written: Promise<{ readonly results: readonly ItemResult[]; readonly seconds?: number } | { readonly failed: unknown }>;
 }
 
 /** How a group's commit ended: `requeue` goes back to the head of the queue, in order, to be decided again. */
@@ -155,9 +158,10 @@ export class SqliteGroupCommit {
         }
         busyRounds = 0;
         retryRounds = 0;
+        const posted = performance.now();
         const written = prepared.items.length === 0
           ? Promise.resolve({ results: [] as const })
-          : this.#writer.commit(prepared.items).then((results) => ({ results }), (failed: unknown) => ({ failed }));
+          : this.#writer.commit(prepared.items).then((results) => ({ results, seconds: (performance.now() - posted) / 1000 }), (failed: unknown) => ({ failed }));
         inFlight = { group: next, plans: prepared.plans, written };
       }
     } finally {
@@ -226,6 +230,7 @@ export class SqliteGroupCommit {
       return { ok: plan.committed };
     });
     this.#options.onGroupCommitted?.(group.length - again.length);
+    if (written.seconds !== undefined) this.#options.onDurableWrite?.(group.length - again.length, written.seconds);
     group.forEach((p, i) => {
       const outcome = outcomes[i];
       if (outcome === undefined) return;

@@ -22,7 +22,7 @@ import { seenRow } from './group-plan.js';
 import { SqliteWriter } from './sqlite-writer.js';
 import type { CheckpointSettings, CheckpointTotals, WriterSettings } from './sqlite-writer-protocol.js';
 import { DEVICE_ROW_COLUMNS, type DeviceForJoinRow, SEEN_STATE_COLUMNS, auditToRow, deviceForJoinFromRow } from './records.js';
-import type { AuditEvent, DeviceRecord, JoinDecision, JoinState, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
+import type { AuditEvent, DeviceRecord, GroupCommitObserver, JoinDecision, JoinState, ReserveJoinOptions, ReserveJoinResult, SeenJoinState } from './storage.js';
 import { sqliteMigrations } from './migrations/sqlite/index.js';
 import type { Database } from './schema.js';
 
@@ -43,6 +43,7 @@ export class SqliteStorage extends KyselyStorage {
   readonly #groupCommit: SqliteGroupCommit;
   readonly #writer: SqliteWriter;
   readonly #devicesForJoin: BatchedLookup<DeviceForJoinRow>;
+  #groupCommitObserver: GroupCommitObserver | undefined;
 
   constructor(db: Kysely<Database>, path: string, options: SqliteStorageOptions = {}) {
     super(db, sqliteDialect);
@@ -69,6 +70,7 @@ export class SqliteStorage extends KyselyStorage {
       classify: sqliteDialect.classify,
       maxAttempts: sqliteDialect.maxAttempts,
       onGroupCommitted: options.onGroupCommitted,
+      onDurableWrite: (size, seconds) => this.#groupCommitObserver?.(size, seconds),
       onBusy: options.onBusy,
       busyTimeoutMs: SQLITE_BUSY_TIMEOUT_MS,
     });
@@ -129,6 +131,11 @@ export class SqliteStorage extends KyselyStorage {
       busyTimeoutMs: Number(await pragma('busy_timeout')),
       writer: await this.#writer.settings(),
     };
+  }
+
+  /** Tells `observer` about every group commit that wrote something (metrics); replaces the previous observer. */
+  observeGroupCommits(observer: GroupCommitObserver): void {
+    this.#groupCommitObserver = observer;
   }
 
   /** Running totals of the checkpointer thread (docs/storage.md, "Checkpoints"), for metrics. */

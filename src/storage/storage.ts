@@ -357,6 +357,13 @@ export interface ReserveJoinOptions {
   readonly seen?: SeenJoinState | undefined;
 }
 
+/**
+ * Told each group of the join path's group commit that wrote something, once its COMMIT returned: how many
+ * reservations and audit events it delivered, and the seconds its durable write took (for metrics; see
+ * `observeGroupCommits` on SqliteStorage and PostgresStorage).
+ */
+export type GroupCommitObserver = (size: number, seconds: number) => void;
+
 export type ReserveJoinResult<R> =
   | { readonly committed: JoinState; readonly session: SessionRecord }
   | { readonly refused: R };

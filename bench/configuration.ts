@@ -2,6 +2,7 @@ import type { SimulatedDevice } from '../sim/device.js';
 import { type RunningServer, startServer } from '../sim/joinkeep-server.js';
 import { buildFleet, type MacMix } from './fleet.js';
 import { loadFleet, saveFleet } from './fleet-file.js';
+import { type GroupCommitFigures, groupCommitFigures, scrapeGroupCommits } from './group-commit-figures.js';
 import type { LoadShape } from './http-floor.js';
 import { type LoadResult, runLoad } from './load.js';
 import { assertLoopbackUrl } from './options.js';
@@ -39,6 +40,8 @@ export interface JoinMeasurement {
   readonly load: LoadResult;
   /** Server CPU seconds (all its processes) over warm-up + measurement. */
   readonly serverCpuS: number;
+  /** The server's durable writes over warm-up + measurement (one server process only: /metrics of that process). */
+  readonly groupCommits?: GroupCommitFigures | undefined;
 }
 
 export interface Configuration {
@@ -81,11 +84,17 @@ export async function openConfiguration(spec: ConfigurationSpec, log: (line: str
     async measure(load, onStarted = () => undefined) {
       const { style, verifyEvery, maxRate, ...shape } = load;
       let cpu0 = 0;
+      // With several processes the backend port's /metrics is one worker's: no figures rather than a part of them.
+      const scrape = async () => (spec.processes === 1 ? scrapeGroupCommits(server.url) : undefined);
+      const commitsBefore = await scrape();
       const result = await runLoad({ ...shape, url: server.url, work: { kind: 'joins', fleetRoot: provisioned.root, style, verifyEvery, maxRate } }, () => {
         cpu0 = server.cpuSeconds();
         onStarted();
       });
-      return { load: result, serverCpuS: server.cpuSeconds() - cpu0 };
+      const serverCpuS = server.cpuSeconds() - cpu0;
+      const commitsAfter = await scrape();
+      const groupCommits = commitsBefore && commitsAfter ? groupCommitFigures(commitsBefore, commitsAfter) : undefined;
+      return { load: result, serverCpuS, groupCommits };
     },
     close: () => server.stop(),
   };

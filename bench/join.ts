@@ -14,6 +14,7 @@ import { joinkeepCliExists, joinkeepMain } from '../sim/joinkeep-cli.js';
 import { type LoadResult, errorTotal } from './load.js';
 import { type HttpFloorResult, httpFloorName, measureHttpFloor } from './http-floor.js';
 import { type Configuration, type JoinLoad, openConfiguration } from './configuration.js';
+import { formatGroupCommitFigures } from './group-commit-figures.js';
 import { machineInfo, machineLine } from './machine.js';
 import { parseBenchOptions } from './options.js';
 import { summarise } from './stats.js';
@@ -80,7 +81,7 @@ async function main(): Promise<void> {
     // With PKCS#11, the server's HSM counters over the measured part (read when the warm-up ends, and at the end).
     const serverUrl = config.server.url;
     let metricsAtWarm: Promise<Scraped> | undefined;
-    const { load, serverCpuS } = await config.measure(joinLoad, () => {
+    const { load, serverCpuS, groupCommits } = await config.measure(joinLoad, () => {
       if (o.custody === 'pkcs11') metricsAtWarm = new Promise<Scraped>((resolve, reject) => setTimeout(() => scrape(serverUrl).then(resolve, reject), o.warmupS * 1000));
     });
     const metrics1 = metricsAtWarm ? await scrape(serverUrl) : undefined;
@@ -144,6 +145,7 @@ async function main(): Promise<void> {
       machineLine(machine),
       `host     load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after; fsync (128 B, data dir file system) median ${fsyncMs.toFixed(2)} ms`,
       `cpu      during load (warm-up + measured, ${o.warmupS + o.durationS} s): server (${o.processes} process(es)) ${serverCpuS.toFixed(2)} s, load generator ${clientCpuS.toFixed(2)} s; server CPU per join ≈ ${((serverCpuS / (o.warmupS + o.durationS)) / e2eRate * 1e3).toFixed(2)} ms`,
+      ...(groupCommits ? [formatGroupCommitFigures(groupCommits, o.warmupS + o.durationS)] : []),
       `run      ${config.deviceCount} devices (${o.reuse ? 'reused' : o.macVersion}), style ${o.style}, storage ${o.storage}, custody ${o.custody}${o.custody === 'pkcs11' ? ` (${o.tokens} token(s))` : ''}, provisioning ${prov.seconds.toFixed(1)} s, accepts verified as device: ${load.verified}`,
       '',
       renderTable(rows),
@@ -164,7 +166,7 @@ async function main(): Promise<void> {
       ...(errorCount > 0 ? ['', 'errors:', ...Object.entries(load.errors).map(([k, v]) => `  ${v} × ${k}`)] : []),
     ];
     process.stdout.write(`${out.join('\n')}\n`);
-    if (o.json) writeFileSync(o.json, `${JSON.stringify({ options: o, machine, loadBefore, loadAfter, fsyncMs, serverCpuS, clientCpuS, rows, ratio: e2eRate / floorRate, httpFloors: httpFloors.map((f) => ({ kind: f.kind, perSecond: f.load.joins / f.load.seconds, cpuS: f.cpuS, ratio: e2eRate / (f.load.joins / f.load.seconds) })), errors: load.errors, provisionSeconds: prov.seconds }, null, 2)}\n`);
+    if (o.json) writeFileSync(o.json, `${JSON.stringify({ options: o, machine, loadBefore, loadAfter, fsyncMs, serverCpuS, clientCpuS, groupCommits, rows, ratio: e2eRate / floorRate, httpFloors: httpFloors.map((f) => ({ kind: f.kind, perSecond: f.load.joins / f.load.seconds, cpuS: f.cpuS, ratio: e2eRate / (f.load.joins / f.load.seconds) })), errors: load.errors, provisionSeconds: prov.seconds }, null, 2)}\n`);
     if (errorCount > 0) process.exitCode = 1;
   } finally {
     await config?.close();

@@ -117,12 +117,12 @@ export class PostgresStorage extends KyselyStorage {
     return firstApplicationServer(await this.#applicationServers.get(asId));
   }
 
-  /** Lets the queued and committing groups finish before the pool ends. */
   /** Tells `observer` about every group commit that wrote something (metrics); replaces the previous observer. */
   observeGroupCommits(observer: GroupCommitObserver): void {
     this.#groupCommitObserver = observer;
   }
 
+  /** Lets the queued and committing groups finish before the pool ends. */
   override async close(): Promise<void> {
     await this.#groupCommit.whenIdle();
     await super.close();

@@ -229,8 +229,10 @@ export class SqliteGroupCommit {
       if (result !== 'written') return { error: storageFailure('sqlite', Object.assign(new Error(result.error.message), { code: result.error.code }), p.kind === 'reserve' ? 'reserveJoin' : 'appendAudit') };
       return { ok: plan.committed };
     });
-    this.#options.onGroupCommitted?.(group.length - again.length);
-    if (written.seconds !== undefined) this.#options.onDurableWrite?.(group.length - again.length, written.seconds);
+    const delivered = group.length - again.length;
+    this.#options.onGroupCommitted?.(delivered);
+    // A commit whose every reservation met a conflict wrote nothing: not a durable write of anything.
+    if (written.seconds !== undefined && delivered > 0) this.#options.onDurableWrite?.(delivered, written.seconds);
     group.forEach((p, i) => {
       const outcome = outcomes[i];
       if (outcome === undefined) return;

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
   devAddrFromBeHex,
@@ -6,7 +7,7 @@ import {
   type Eui64,
   type NetId,
 } from '../../src/protocol/index.js';
-import type { DeviceRecord, JoinDecision, JoinState, SessionRecord } from '../../src/storage/index.js';
+import type { DeviceRecord, JoinDecision, JoinState, SessionRecord, Storage } from '../../src/storage/index.js';
 
 /** Test data for storage tests: records with every field set, unique identifiers, exact-millisecond dates. */
 
@@ -70,4 +71,38 @@ export function acceptDevNonce(devEui: Eui64, joinEui: Eui64, devNonce: number) 
       },
     };
   };
+}
+
+/** A storage that commits the join path in groups and reports each durable write (SqliteStorage, PostgresStorage). */
+interface GroupCommitStorage extends Storage {
+  observeGroupCommits(observer: (size: number, seconds: number) => void): void;
+}
+
+/**
+ * observeGroupCommits on either storage: three reservations of one turn are one reported write of three, with a commit
+ * time; the same DevNonces again are refused, their group is delivered (`groups`, the storage's onGroupCommitted) but
+ * wrote nothing and is not reported.
+ */
+export async function assertGroupCommitsObserved(storage: GroupCommitStorage, groups: number[]): Promise<void> {
+  const devices = Array.from({ length: 3 }, () => makeDevice());
+  for (const d of devices) await storage.insertDevice(d);
+  const told: (readonly [number, number])[] = [];
+  storage.observeGroupCommits((size, seconds) => told.push([size, seconds]));
+  try {
+    const reserveAll = () => Promise.all(devices.map((d) => storage.reserveJoin(d.devEui, JOIN_EUI, acceptDevNonce(d.devEui, JOIN_EUI, 7), { sessionLimit: 5 })));
+    groups.length = 0;
+    const first = await reserveAll();
+    assert.ok(first.every((r) => 'committed' in r));
+    assert.deepEqual(groups, [3]);
+    assert.equal(told.length, 1, 'one group wrote');
+    assert.equal(told[0]![0], 3);
+    assert.ok(told[0]![1] > 0 && told[0]![1] < 60, `a commit time in seconds, got ${told[0]![1]}`);
+    // The same DevNonces again: every reservation is refused, the group writes nothing and is not a durable write.
+    const replays = await reserveAll();
+    assert.ok(replays.every((r) => 'refused' in r));
+    assert.deepEqual(groups, [3, 3], 'the group of refusals was delivered');
+    assert.equal(told.length, 1, 'and not reported as a commit');
+  } finally {
+    storage.observeGroupCommits(() => undefined);
+  }
 }

@@ -13,7 +13,7 @@ import {
   openPostgresStorage,
 } from '../../src/storage/index.js';
 import { createTestDatabase } from '../helpers/postgres.js';
-import { JOIN_EUI, acceptDevNonce, makeDevice, makeSession } from '../helpers/storage-fixtures.js';
+import { JOIN_EUI, acceptDevNonce, assertGroupCommitsObserved, makeDevice, makeSession } from '../helpers/storage-fixtures.js';
 
 /*
  * Group commit on PostgreSQL (docs/storage.md "Group commit"): reservations issued in the same turn of the event loop
@@ -138,27 +138,7 @@ describe('postgres / group commit', () => {
   });
 
   it('observeGroupCommits / told each group that wrote, with its size and the time until its COMMIT; a group of refusals only is not reported', async () => {
-    const devices = Array.from({ length: 3 }, () => makeDevice());
-    for (const d of devices) await f.storage.insertDevice(d);
-    const told: (readonly [number, number])[] = [];
-    f.storage.observeGroupCommits((size, seconds) => told.push([size, seconds]));
-    try {
-      const reserveAll = () => Promise.all(devices.map((d) => f.storage.reserveJoin(d.devEui, JOIN_EUI, acceptDevNonce(d.devEui, JOIN_EUI, 7), limit)));
-      f.groups.length = 0;
-      const first = await reserveAll();
-      assert.ok(first.every((r) => 'committed' in r));
-      assert.deepEqual(f.groups, [3]);
-      assert.equal(told.length, 1, 'one group wrote');
-      assert.equal(told[0]![0], 3);
-      assert.ok(told[0]![1] > 0 && told[0]![1] < 60, `a commit time in seconds, got ${told[0]![1]}`);
-      // The same DevNonces again: every reservation is refused, the group writes nothing and is not a durable write.
-      const replays = await reserveAll();
-      assert.ok(replays.every((r) => 'refused' in r));
-      assert.deepEqual(f.groups, [3, 3], 'the group of refusals was delivered');
-      assert.equal(told.length, 1, 'and not reported as a commit');
-    } finally {
-      f.storage.observeGroupCommits(() => undefined);
-    }
+    await assertGroupCommitsObserved(f.storage, f.groups);
   });
 
   it('a refusal, a throwing decision and an unknown device in one group / only those fail, without writing; the others commit', async () => {

@@ -50,9 +50,10 @@ function registerGroupCommitMetrics(registry: Registry, storage: GroupCommitSour
 }
 
 /*
- * Storage metrics, read from the storage's own running totals when Prometheus scrapes. On SQLite: the checkpointer
- * thread's work (docs/storage.md, "Checkpoints"). A WAL that keeps growing (joinkeep_sqlite_wal_frames rising, RESTARTs
- * counting up) means checkpoints do not keep up with the writer; failures mean they cannot run at all.
+ * Storage metrics. The group commit histograms (both storages) are observed as each group commits. On SQLite, the
+ * checkpointer thread's work (docs/storage.md, "Checkpoints") is read from its running totals when Prometheus scrapes:
+ * a WAL that keeps growing (joinkeep_sqlite_wal_frames rising, RESTARTs counting up) means checkpoints do not keep up
+ * with the writer; failures mean they cannot run at all.
  */
 export function registerStorageMetrics(registry: Registry, storage: object): void {
   if (reportsGroupCommits(storage)) registerGroupCommitMetrics(registry, storage);

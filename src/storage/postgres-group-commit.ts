@@ -44,8 +44,6 @@ export interface PostgresGroupCommitOptions {
   readonly alone: (p: PendingReservation) => Promise<ReserveJoinResult<unknown>>;
   /** Observes each committed group's size (tests). */
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
-  /** Observes each group that wrote something: its size and its transaction's time, COMMIT included (metrics). */
-  readonly onDurableWrite?: GroupCommitObserver | undefined;
   /**
    * Connections whose transactions are REPEATABLE READ: reservations that brought the state they saw are written there
    * in one statement (postgres-seen-write.ts). Without it, every reservation takes the locked path.
@@ -71,12 +69,18 @@ export class PostgresGroupCommit {
   #inFlight = 0;
   #scheduled = false;
   #idle: (() => void)[] = [];
+  #durableWrites: GroupCommitObserver | undefined;
 
   constructor(pool: pg.Pool, options: PostgresGroupCommitOptions) {
     this.#pool = pool;
     this.#options = options;
     this.#maxGroupSize = options.maxGroupSize ?? 128;
     this.#maxInFlight = options.maxGroupsInFlight ?? 2;
+  }
+
+  /** Told each group that wrote something: its size and its transaction's time, COMMIT included (metrics). */
+  observeDurableWrites(observer: GroupCommitObserver): void {
+    this.#durableWrites = observer;
   }
 
   /** `seen`: the device's state as the caller read it; the group may decide on it and write it in one statement. */
@@ -150,7 +154,7 @@ export class PostgresGroupCommit {
         deliver(p, plan);
       });
       if (delivered.size > 0) this.#options.onGroupCommitted?.(delivered.size);
-      if (delivered.size > 0 && wroteSomething(run.plans)) this.#options.onDurableWrite?.(delivered.size, seconds);
+      if (delivered.size > 0 && wroteSomething(run.plans)) this.#durableWrites?.(delivered.size, seconds);
     }
     const rest = group.filter((p) => !delivered.has(p)).map(unseen);
     if (rest.length > 0) await this.#runLocked(rest);
@@ -178,7 +182,7 @@ export class PostgresGroupCommit {
       return;
     }
     this.#options.onGroupCommitted?.(group.length);
-    if (wroteSomething(run.committed)) this.#options.onDurableWrite?.(group.length, run.seconds);
+    if (wroteSomething(run.committed)) this.#durableWrites?.(group.length, run.seconds);
     run.committed.forEach((plan, i) => deliver(group[i]!, plan));
   }
 

@@ -41,7 +41,6 @@ export interface PostgresSettings {
 
 export class PostgresStorage extends KyselyStorage {
   readonly #groupCommit: PostgresGroupCommit;
-  #groupCommitObserver: GroupCommitObserver | undefined;
   readonly #devices: BatchedLookup<DeviceRow>;
   readonly #devicesForJoin: BatchedLookup<DeviceForJoinRow>;
   #seenPool: pg.Pool | undefined;
@@ -80,7 +79,6 @@ export class PostgresStorage extends KyselyStorage {
       onGroupCommitted: options.onGroupCommitted,
       seenPool,
       onSeen: options.onSeen,
-      onDurableWrite: (size, seconds) => this.#groupCommitObserver?.(size, seconds),
     });
   }
 
@@ -119,7 +117,7 @@ export class PostgresStorage extends KyselyStorage {
 
   /** Tells `observer` about every group commit that wrote something (metrics); replaces the previous observer. */
   observeGroupCommits(observer: GroupCommitObserver): void {
-    this.#groupCommitObserver = observer;
+    this.#groupCommit.observeDurableWrites(observer);
   }
 
   /** Lets the queued and committing groups finish before the pool ends. */

@@ -49,8 +49,6 @@ export interface GroupCommitOptions {
   readonly maxAttempts: number;
   /** Observes each committed group's size (tests). */
   readonly onGroupCommitted?: ((size: number) => void) | undefined;
-  /** Observes each group that wrote something: its size and the writer thread's round trip, COMMIT included (metrics). */
-  readonly onDurableWrite?: GroupCommitObserver | undefined;
   /** How long a request may wait for another process's write lock. */
   readonly busyTimeoutMs: number;
   /** Observes each time a group found the write lock taken and was put back (tests). */
@@ -76,6 +74,7 @@ export class SqliteGroupCommit {
   readonly #writer: SqliteWriter;
   #queue: Pending[] = [];
   #draining = false;
+  #durableWrites: GroupCommitObserver | undefined;
 
   constructor(writer: SqliteWriter, options: GroupCommitOptions) {
     this.#options = options;
@@ -83,6 +82,11 @@ export class SqliteGroupCommit {
     this.#minGroupSize = Math.min(options.minGroupSize ?? 16, this.#maxGroupSize);
     this.#groupSize = this.#minGroupSize;
     this.#writer = writer;
+  }
+
+  /** Told each group that wrote something: its size and the writer thread's round trip, COMMIT included (metrics). */
+  observeDurableWrites(observer: GroupCommitObserver): void {
+    this.#durableWrites = observer;
   }
 
   /** `seen`: the device's state as the caller read it; the group decides on it instead of reading the row. */
@@ -232,7 +236,7 @@ export class SqliteGroupCommit {
     const delivered = group.length - again.length;
     this.#options.onGroupCommitted?.(delivered);
     // A commit whose every reservation met a conflict wrote nothing: not a durable write of anything.
-    if (written.seconds !== undefined && delivered > 0) this.#options.onDurableWrite?.(delivered, written.seconds);
+    if (written.seconds !== undefined && delivered > 0) this.#durableWrites?.(delivered, written.seconds);
     group.forEach((p, i) => {
       const outcome = outcomes[i];
       if (outcome === undefined) return;

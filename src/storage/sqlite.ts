@@ -43,7 +43,6 @@ export class SqliteStorage extends KyselyStorage {
   readonly #groupCommit: SqliteGroupCommit;
   readonly #writer: SqliteWriter;
   readonly #devicesForJoin: BatchedLookup<DeviceForJoinRow>;
-  #groupCommitObserver: GroupCommitObserver | undefined;
 
   constructor(db: Kysely<Database>, path: string, options: SqliteStorageOptions = {}) {
     super(db, sqliteDialect);
@@ -70,7 +69,6 @@ export class SqliteStorage extends KyselyStorage {
       classify: sqliteDialect.classify,
       maxAttempts: sqliteDialect.maxAttempts,
       onGroupCommitted: options.onGroupCommitted,
-      onDurableWrite: (size, seconds) => this.#groupCommitObserver?.(size, seconds),
       onBusy: options.onBusy,
       busyTimeoutMs: SQLITE_BUSY_TIMEOUT_MS,
     });
@@ -135,7 +133,7 @@ export class SqliteStorage extends KyselyStorage {
 
   /** Tells `observer` about every group commit that wrote something (metrics); replaces the previous observer. */
   observeGroupCommits(observer: GroupCommitObserver): void {
-    this.#groupCommitObserver = observer;
+    this.#groupCommit.observeDurableWrites(observer);
   }
 
   /** Running totals of the checkpointer thread (docs/storage.md, "Checkpoints"), for metrics. */

@@ -6,9 +6,11 @@ import { joinReq, joinRequestFrame, resultCode } from '../helpers/ts002.js';
 /** The value of one series in a Prometheus text exposition (NaN when absent). */
 const seriesValue = (text: string, series: string): number => Number(new RegExp(`^${series.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
 
+/** GET /metrics: 200, Prometheus text. */
 async function scrape(world: World): Promise<string> {
   const res = await fetch(new URL('/metrics', world.url));
   assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
   return res.text();
 }
 
@@ -52,12 +54,7 @@ describe('backend / Prometheus metrics', () => {
     await world?.stop();
   });
 
-  async function metrics(): Promise<string> {
-    const res = await fetch(new URL('/metrics', world.url));
-    assert.equal(res.status, 200);
-    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
-    return res.text();
-  }
+  const metrics = (): Promise<string> => scrape(world);
 
   test('joins counted by message type, result code and MACVersion; latency histogram; request-chosen MessageTypes folded into "other"', async () => {
     const devEui = randomEui();

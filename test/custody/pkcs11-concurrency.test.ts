@@ -65,6 +65,7 @@ import(workerData.lock).then(({ TokenLock }) => {
     if (!stop) return setImmediate(copyMore);
     p.C_CloseSession(session);
     parentPort.postMessage(copies);
+    parentPort.close(); // ends the thread: it is not terminated from outside (see pkcs11-workers.test.ts, crash())
   })();
 });
 `;
@@ -92,9 +93,10 @@ function startCopier(lockBuffer: SharedArrayBuffer): { stop(): Promise<number> }
         worker.on('message', (m) => typeof m === 'number' && resolve(m));
         worker.once('error', reject);
       });
+      const exited = new Promise((resolve) => worker.once('exit', resolve));
       worker.postMessage('stop');
       const n = await copies;
-      await worker.terminate();
+      await exited;
       return n;
     },
   };

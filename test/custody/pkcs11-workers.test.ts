@@ -179,24 +179,36 @@ describe('pkcs11 worker pool / overload', () => {
   });
 });
 
+/*
+ * A worker is made to die the way a pool worker dies in production: an uncaught exception in its thread (here from a
+ * malformed message, which its handler cannot iterate). Not with worker.terminate(): terminating a thread that is
+ * inside a native (pkcs11js) call crashed the whole test process with SIGSEGV in about 1 run in 30, in a worker
+ * started afterwards (Node's N-API teardown, close to nodejs/node#56312; docs/operations.md, "Known issues").
+ */
+function crash(worker: { postMessage(message: unknown): void }): void {
+  worker.postMessage({ kind: 'run', jobs: null });
+}
+
 describe('pkcs11 worker pool / a worker that dies', () => {
-  it('terminated mid-batch: only its unanswered operations fail, with TOKEN_ERROR; every other one completes; a replacement joins and serves', async () => {
+  it('dies mid-batch: only its unanswered operations fail, with TOKEN_ERROR; every other one completes; a replacement joins and serves', async () => {
     const custody = await open({ workers: 2 });
     try {
       const [victim] = pkcs11WorkersForTest(custody);
       assert.ok(victim);
+      const exited = new Promise((resolve) => victim.once('exit', resolve));
       const calls = Array.from({ length: 200 }, () => custody.computeMic({ handle: ROOT }, message));
-      const killed = victim.terminate();
+      // Queued behind the victim's first batch: the batch the pool hands it after that one is never answered.
+      crash(victim);
       const results = await within(20_000, Promise.allSettled(calls), 'the batch with a dead worker');
-      await killed;
+      await within(10_000, exited, 'the crashed worker\'s exit');
       const codes = results.map(codeOf);
       assert.ok(codes.every((c) => c === 'ok' || c === 'TOKEN_ERROR'), `only TOKEN_ERROR failures, got ${[...new Set(codes)].join(', ')}`);
-      // The victim was running one operation; it may answer it and be handed one more batch before it ends.
+      // The victim answers its first batch, then is handed the next one, which reaches it after the crash.
       const failed = codes.filter((c) => c === 'TOKEN_ERROR').length;
-      assert.ok(failed <= 1 + DEFAULT_MAX_BATCH, `at most the dead worker's unanswered operations fail (${failed})`);
+      assert.ok(failed >= 1 && failed <= DEFAULT_MAX_BATCH, `the dead worker's unanswered batch fails, nothing else (${failed})`);
       for (const r of results) {
         if (r.status === 'fulfilled') assert.deepEqual(r.value, mic);
-        else assert.match((r.reason as Error).message, /PKCS#11 worker running this operation ended/);
+        else assert.match((r.reason as Error).message, /PKCS#11 worker running this operation ended \(message\.jobs is not iterable\)/);
       }
 
       // The replacement opens its own session; the pool is back to two threads and both serve.
@@ -210,16 +222,16 @@ describe('pkcs11 worker pool / a worker that dies', () => {
     }
   });
 
-  it('an idle worker that ends is replaced too, and a dead worker\'s in-flight operation never hangs', async () => {
+  it('an idle worker that dies is replaced too; work submitted before the replacement is ready waits for it', async () => {
     const custody = await open({ workers: 1 });
     try {
       const [victim] = pkcs11WorkersForTest(custody);
-      const pending = custody.computeMic({ handle: ROOT }, message);
-      await victim!.terminate();
-      const result = (await within(10_000, Promise.allSettled([pending]), 'the in-flight operation'))[0]!;
-      assert.ok(codeOf(result) === 'ok' || codeOf(result) === 'TOKEN_ERROR');
-      // Work submitted while no worker is ready waits in the queue for the replacement.
+      const exited = new Promise((resolve) => victim!.once('exit', resolve));
+      crash(victim!);
+      await within(10_000, exited, 'the crashed worker\'s exit');
+      // No worker is ready now: the operation waits in the queue for the replacement.
       assert.deepEqual(await within(10_000, custody.computeMic({ handle: ROOT }, message), 'an operation after the death'), mic);
+      assert.ok(!pkcs11WorkersForTest(custody).includes(victim!), 'the dead worker was replaced');
     } finally {
       await custody.close();
     }

@@ -4,22 +4,13 @@ import { StorageError } from './errors.js';
 import { checkDecision } from './kysely-storage.js';
 import { auditToRow, initialJoinState, joinStateToRow, sessionToRow } from './records.js';
 import type { AuditEventsTable, DeviceJoinStateTable, SessionsTable } from './schema.js';
-import type { JoinDecision, JoinState, ReserveJoinOptions, ReserveJoinResult } from './storage.js';
+import type { JoinDecision, JoinRow, JoinState, ReserveJoinOptions, ReserveJoinResult } from './storage.js';
 
 /*
  * Deciding a group of reservations (group commit, docs/storage.md): shared by the storages that commit several
  * reservations in one transaction. Each reservation decides on its device's row as the earlier reservations of the
  * group leave it, so the DevNonce and JoinNonce rules hold inside a group exactly as they do across groups.
  */
-
-/** A device's join state as one row: its JoinNonce counter and the DevNonce state of one JoinEUI (null if none yet). */
-export interface JoinRow {
-  readonly last_join_nonce: number;
-  readonly state_dev_eui: string | null;
-  readonly last_dev_nonce: number | null;
-  readonly used_dev_nonces: string | null;
-  readonly last_rj_count1: number | null;
-}
 
 export type AuditRow = Insertable<AuditEventsTable>;
 

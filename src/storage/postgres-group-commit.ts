@@ -1,10 +1,10 @@
 import pg from 'pg';
 import type { Eui64 } from '../protocol/index.js';
-import { type GroupItem, type JoinRow, type Plan, type PendingReservation, type ReservationWrite, planGroup, refusedOnSeen, withSeenAlone } from './group-plan.js';
+import { type GroupItem, type Plan, type PendingReservation, type ReservationWrite, planGroup, refusedOnSeen, withSeenAlone } from './group-plan.js';
 import { commitOnSeen } from './postgres-seen-write.js';
 import { auditArrays, sessionArrays } from './postgres-write-arrays.js';
 import { backoff, storageFailure, type ErrorClass } from './kysely-storage.js';
-import type { GroupCommitObserver, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
+import type { GroupCommitObserver, JoinDecision, JoinRow, JoinState, ReserveJoinResult } from './storage.js';
 
 /*
  * Group commit for reserveJoin on PostgreSQL (docs/storage.md, "Group commit (PostgreSQL)").

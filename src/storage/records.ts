@@ -8,8 +8,7 @@ import type {
   PeersTable,
   SessionsTable,
 } from './schema.js';
-import type { JoinRow } from './group-plan.js';
-import type { AuditEvent, DeviceRecord, JoinState, PeerRecord, SealedKeyRecord, SeenJoinState, SessionRecord } from './storage.js';
+import type { AuditEvent, DeviceRecord, JoinRow, JoinState, PeerRecord, SealedKeyRecord, SeenJoinState, SessionRecord } from './storage.js';
 
 /*
  * Rows ↔ records, one pair per table. The same code serves SQLite and PostgreSQL: both return numbers for

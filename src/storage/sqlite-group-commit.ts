@@ -1,10 +1,10 @@
 import type { Eui64 } from '../protocol/index.js';
-import { type JoinRow, type Outcome, type Pending, type PendingReservation, type Plan, planGroup, refusedOnSeen, withSeenAlone } from './group-plan.js';
+import { type Outcome, type Pending, type PendingReservation, type Plan, planGroup, refusedOnSeen, withSeenAlone } from './group-plan.js';
 import { backoff, storageFailure, type ErrorClass } from './kysely-storage.js';
 import type { auditToRow } from './records.js';
 import type { SqliteWriter } from './sqlite-writer.js';
 import type { GroupItem, ItemResult } from './sqlite-writer-protocol.js';
-import type { GroupCommitObserver, JoinDecision, JoinState, ReserveJoinResult } from './storage.js';
+import type { GroupCommitObserver, JoinDecision, JoinRow, JoinState, ReserveJoinResult } from './storage.js';
 
 /*
  * Group commit for reserveJoin on SQLite (docs/storage.md, "Group commit").

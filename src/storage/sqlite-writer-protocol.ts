@@ -3,10 +3,12 @@
  * Plain data only: they cross the thread boundary by structured clone.
  */
 
-import type { GroupItem, JoinRow } from './group-plan.js';
+import type { GroupItem } from './group-plan.js';
+import type { JoinRow } from './storage.js';
 
 // The rows of a group live with the group planning, shared by every storage; the writer thread takes them as they are.
-export type { AuditRow, AuditWrite, GroupItem, JoinRow, ReservationWrite } from './group-plan.js';
+export type { AuditRow, AuditWrite, GroupItem, ReservationWrite } from './group-plan.js';
+export type { JoinRow } from './storage.js';
 
 /**
  * What became of one item of a committed group: written; not written because the row changed since it was read

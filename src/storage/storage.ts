@@ -1,5 +1,4 @@
 import type { DevAddr, Eui64, MacVersion, NetId } from '../protocol/index.js';
-import type { JoinRow } from './group-plan.js';
 
 /*
  * The storage contract (STYLE rule 4): SQLite and PostgreSQL implement it and pass the same contract tests.
@@ -338,6 +337,15 @@ export interface ListOptions {
 export type JoinDecision<R> =
   | { readonly commit: JoinState; readonly session: SessionRecord; readonly audit?: AuditEvent }
   | { readonly refuse: R };
+
+/** A device's join state as one row: its JoinNonce counter and the DevNonce state of one JoinEUI (null if none yet). */
+export interface JoinRow {
+  readonly last_join_nonce: number;
+  readonly state_dev_eui: string | null;
+  readonly last_dev_nonce: number | null;
+  readonly used_dev_nonces: string | null;
+  readonly last_rj_count1: number | null;
+}
 
 /**
  * A device's join state (JoinNonce counter and the DevNonce state of its JoinEUI) as read together with the device

@@ -182,8 +182,8 @@ describe('pkcs11 worker pool / overload', () => {
 /*
  * A worker is made to die the way a pool worker dies in production: an uncaught exception in its thread (here from a
  * malformed message, which its handler cannot iterate). Not with worker.terminate(): terminating a thread that is
- * inside a native (pkcs11js) call crashed the whole test process with SIGSEGV in about 1 run in 30, in a worker
- * started afterwards (Node's N-API teardown, close to nodejs/node#56312; docs/operations.md, "Known issues").
+ * inside a native (pkcs11js) call now and then crashed the whole test process with SIGSEGV, in a worker started
+ * afterwards (Node's N-API teardown, close to nodejs/node#56312; measured in docs/operations.md, "Known issue").
  */
 function crash(worker: { postMessage(message: unknown): void }): void {
   worker.postMessage({ kind: 'run', jobs: null });
@@ -244,7 +244,7 @@ describe('pkcs11 worker pool / a worker that throws', () => {
     try {
       const [victim] = pkcs11WorkersForTest(custody);
       const first = custody.computeMic({ handle: ROOT }, message);
-      victim!.postMessage({ kind: 'run', jobs: null }); // the worker's handler throws a TypeError, uncaught
+      crash(victim!); // the worker's handler throws a TypeError, uncaught
       const second = custody.computeMic({ handle: ROOT }, message);
       const [a, b] = await within(10_000, Promise.allSettled([first, second]), 'the operations around the crash');
       assert.equal(codeOf(a!), 'ok', 'the operation before the bad message was answered');

@@ -2,17 +2,20 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { formatGroupCommitFigures, groupCommitFigures, parseGroupCommitScrape } from '../../bench/group-commit-figures.js';
-import { registerStorageMetrics } from '../../src/observability/storage-metrics.js';
+import { type GroupCommitSource, registerStorageMetrics } from '../../src/observability/storage-metrics.js';
+
+type Observer = Parameters<GroupCommitSource['observeGroupCommits']>[0];
 
 /*
  * The benchmark's reading of the server's group commit histograms: the exposition comes from the server's own
  * registration (registerStorageMetrics on a storage that reports its group commits), as /metrics would serve it.
  */
 
-function serverRegistry(): { registry: Registry; commit: (size: number, seconds: number) => void } {
+function serverRegistry(): { registry: Registry; commit: Observer } {
   const registry = new Registry();
-  let observer: ((size: number, seconds: number) => void) | undefined;
-  registerStorageMetrics(registry, { observeGroupCommits: (o: (size: number, seconds: number) => void) => void (observer = o) });
+  let observer: Observer | undefined;
+  const storage: GroupCommitSource = { observeGroupCommits: (o) => void (observer = o) };
+  registerStorageMetrics(registry, storage);
   return { registry, commit: (size, seconds) => observer!(size, seconds) };
 }
 

@@ -7,7 +7,7 @@ import {
   type Eui64,
   type NetId,
 } from '../../src/protocol/index.js';
-import type { DeviceRecord, JoinDecision, JoinState, SessionRecord, Storage } from '../../src/storage/index.js';
+import type { DeviceRecord, GroupCommitObserver, JoinDecision, JoinState, SessionRecord, Storage } from '../../src/storage/index.js';
 
 /** Test data for storage tests: records with every field set, unique identifiers, exact-millisecond dates. */
 
@@ -75,7 +75,7 @@ export function acceptDevNonce(devEui: Eui64, joinEui: Eui64, devNonce: number) 
 
 /** A storage that commits the join path in groups and reports each durable write (SqliteStorage, PostgresStorage). */
 interface GroupCommitStorage extends Storage {
-  observeGroupCommits(observer: (size: number, seconds: number) => void): void;
+  observeGroupCommits(observer: GroupCommitObserver): void;
 }
 
 /**

@@ -12,7 +12,15 @@ import net from 'node:net';
 
 export interface HttpAnswer {
   readonly status: number;
+  /** The status line and headers as received (latin1), for the few answers whose headers are checked. */
+  readonly head: string;
   readonly body: Buffer;
+}
+
+/** A header's value in an answer's `head`, or undefined when it is absent. */
+export function headerValue(head: string, name: string): string | undefined {
+  const line = head.split('\r\n').find((l) => l.slice(0, name.length + 1).toLowerCase() === `${name.toLowerCase()}:`);
+  return line?.slice(name.length + 1).trim();
 }
 
 /** A request's bytes, ready to write: `POST path HTTP/1.1`, headers, Content-Length and body. */
@@ -79,7 +87,7 @@ class Connection {
     this.#chunks = [];
     const pending = this.#pending;
     this.#pending = undefined;
-    pending?.resolve({ status, body: data.subarray(bodyStart) });
+    pending?.resolve({ status, head, body: data.subarray(bodyStart) });
   }
 
   #fail(e: Error): void {

@@ -1,11 +1,12 @@
-import http from 'node:http';
 import { devAddrFromLeBytes } from '../src/protocol/index.js';
-import type { SimulatedDevice } from '../sim/device.js';
+import type { SentHeader } from '../sim/answer-checks.js';
+import type { PendingRequest, SimulatedDevice } from '../sim/device.js';
 import { NetworkServerClient } from '../sim/network-server.js';
+import type { Ts002HttpResponse } from '../sim/ts002-transport.js';
 import type { WireStyle } from '../sim/wire-style.js';
 import { BENCH_NET_ID } from './fleet.js';
 import { loadFleet } from './fleet-file.js';
-import { KeepAlivePool, preparedPost } from './keep-alive-pool.js';
+import { type HttpAnswer, KeepAlivePool, headerValue, preparedPost } from './keep-alive-pool.js';
 import { requestsDue } from './schedule.js';
 import { SampleBuffer } from './stats.js';
 
@@ -16,9 +17,13 @@ import { SampleBuffer } from './stats.js';
  * Lean by design: every Join-request body is built before the clock starts (each device's next DevNonces,
  * MICs and TS002 JSON, as the bytes of whole HTTP requests), requests go over a pool of keep-alive connections
  * (bench/keep-alive-pool.ts), and an answer is checked
- * by parsing it and reading its Result. A subset of the fleet — every `verifyEvery`-th device — instead joins
- * through the full NS simulator at send time, and every accept it gets is checked as the device would
- * (decrypt, MIC, JoinNonce rule, the NS keys equal to the device's): so the figures are for correct answers.
+ * by parsing it and reading its Result. For a subset of the fleet — every `verifyEvery`-th device — every accept is
+ * also checked as the NS and the device would (the NS simulator reads the answer and unwraps the network keys; the
+ * device decrypts the accept, checks its MIC and the JoinNonce rule, and derives the keys, which must equal the
+ * NS's): so the figures are for correct answers. Those checks run after the clock stops, in each device's order,
+ * and only then does the answer count (its latency as measured when it arrived): done during the run, the
+ * device-side crypto held up the reading of other answers and about doubled the p99 this process measured
+ * (docs/performance.md).
  *
  * Closed loop (default): `concurrency` requests in flight, each sent when the previous one is answered.
  * Open loop (`rate`): requests start on a fixed schedule whatever the answers do, at most `concurrency` in
@@ -78,9 +83,11 @@ export type LoadMessage =
   | { readonly type: 'result'; readonly report: LoadReport }
   | { readonly type: 'failed'; readonly message: string };
 
-/** One request the load generator can send now: a prepared body, or a live join through the NS simulator. */
-type Request = (pool: KeepAlivePool) => Promise<Outcome>;
+/** One request the load generator can send now. */
+type Request = (pool: KeepAlivePool) => Promise<Outcome | Deferred>;
 type Outcome = { ok: true } | { ok: false; what: string; resultCode?: string };
+/** A Success whose accept is checked after the clock stops; it counts only once `check` says it is correct. */
+type Deferred = { readonly deferred: () => Outcome };
 interface RequestSource {
   /** The next request, or undefined when every device is busy. */
   next(): { request: Request; done: () => void } | undefined;
@@ -120,7 +127,7 @@ async function drive(spec: LoadSpec, pool: KeepAlivePool, source: RequestSource)
       if (inWindow(scheduledAt)) fail('no idle device: raise --devices');
       return false;
     }
-    let outcome: Outcome;
+    let outcome: Outcome | Deferred;
     try {
       outcome = await next.request(pool);
     } catch (e) {
@@ -129,16 +136,21 @@ async function drive(spec: LoadSpec, pool: KeepAlivePool, source: RequestSource)
       next.done();
     }
     const now = performance.now();
-    if (inWindow(scheduledAt) && now < end + spec.timeoutMs) {
-      const code = outcome.ok ? 'Success' : outcome.resultCode;
-      if (code !== undefined) results[code] = (results[code] ?? 0) + 1;
-      if (outcome.ok) {
-        joins++;
-        if (spec.deadlineMs !== undefined && now - scheduledAt > spec.deadlineMs) late++;
-        latencies.push((now - scheduledAt) * 1e6);
-      } else fail(outcome.what);
-    }
+    // Every deferred check runs, in or out of the window: each accept moves its device's JoinNonce on.
+    if ('deferred' in outcome) deferred.push({ scheduledAt, now, check: outcome.deferred });
+    else count(scheduledAt, now, outcome);
     return true;
+  };
+  const deferred: { readonly scheduledAt: number; readonly now: number; readonly check: () => Outcome }[] = [];
+  const count = (scheduledAt: number, now: number, outcome: Outcome): void => {
+    if (!inWindow(scheduledAt) || now >= end + spec.timeoutMs) return;
+    const code = outcome.ok ? 'Success' : outcome.resultCode;
+    if (code !== undefined) results[code] = (results[code] ?? 0) + 1;
+    if (outcome.ok) {
+      joins++;
+      if (spec.deadlineMs !== undefined && now - scheduledAt > spec.deadlineMs) late++;
+      latencies.push((now - scheduledAt) * 1e6);
+    } else fail(outcome.what);
   };
 
   if (spec.rate === undefined) {
@@ -175,7 +187,18 @@ async function drive(spec: LoadSpec, pool: KeepAlivePool, source: RequestSource)
     });
     await Promise.all(running);
   }
+  // CPU over the load only: the checks below are not what an NS spends on an answer.
   const cpu = process.cpuUsage(cpu0);
+  // In completion order, which is each device's send order: a device is sent again only once answered.
+  for (const d of deferred) {
+    let outcome: Outcome;
+    try {
+      outcome = d.check();
+    } catch (e) {
+      outcome = { ok: false, what: `exception: ${(e as Error).message}` };
+    }
+    count(d.scheduledAt, d.now, outcome);
+  }
   return { joins, seconds: spec.durationMs / 1000, latenciesNs: Float64Array.from(latencies.values()), errors, verified: source.verified(), results, late, cpuS: (cpu.user + cpu.system) / 1e6 };
 }
 
@@ -184,10 +207,9 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
   const loaded = loadFleet(work.fleetRoot, { sample: work.sample });
   const { provisioned, fleet } = loaded;
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${provisioned.nsToken}` };
-  const liveAgent = new http.Agent({ keepAlive: true, maxSockets: spec.concurrency });
   const ns = new NetworkServerClient({
     url: spec.url, token: provisioned.nsToken, netId: BENCH_NET_ID, kek: provisioned.nsKek, style: work.style,
-    protocolVersion: '1.0', agent: liveAgent, timeoutMs: spec.timeoutMs,
+    protocolVersion: '1.0', timeoutMs: spec.timeoutMs,
   });
   let seq = 0;
   const activation = (device: SimulatedDevice) => {
@@ -200,28 +222,32 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
       dlSettings: macVersion === '1.1' ? 0x83 : 0x03, rxDelay: 1,
     };
   };
-  const live = (i: number): boolean => work.verifyEvery > 0 && i % work.verifyEvery === 0;
+  const checked = (i: number): boolean => work.verifyEvery > 0 && i % work.verifyEvery === 0;
   const rounds = work.joinsPerDevice ?? Math.ceil((work.maxRate * (spec.warmupMs + spec.durationMs)) / 1000 / fleet.length) + 2;
-  // Each prepared device's bodies, in DevNonce order; a device is sent only when idle, so they arrive in order.
-  const prepared = fleet.map((device, i) => (live(i) ? [] : Array.from({ length: rounds }, () => preparedPost(target, headers, JSON.stringify(ns.joinReqMessage(activation(device)).message)))));
+  // Each device's requests, in DevNonce order; a device is sent only when idle, so they arrive in order. A checked
+  // device's also keep what its accept is checked against: the request's header and the device's pending request.
+  const prepare = (device: SimulatedDevice, withCheck: boolean): Prepared => {
+    const built = ns.joinReqMessage(activation(device));
+    const bytes = preparedPost(target, headers, JSON.stringify(built.message));
+    return withCheck ? { bytes, header: built.header, pending: device.pending } : { bytes };
+  };
+  const prepared = fleet.map((device, i) => Array.from({ length: rounds }, () => prepare(device, checked(i))));
   const cursor = new Uint32Array(fleet.length);
   const idle: number[] = fleet.map((_, i) => i);
   let idleHead = 0;
   let verified = 0;
 
-  const preparedRequest = (request: Buffer): Request => async (pool) => {
-    const res = await pool.request(request);
-    if (res.status !== 200) return { ok: false, what: `HTTP ${res.status}` };
-    const answer = JSON.parse(res.body.toString()) as { MessageType?: unknown; Result?: { ResultCode?: unknown; Description?: unknown } };
-    const code = answer.Result?.ResultCode;
-    if (code !== 'Success') return { ok: false, resultCode: String(code), what: `Result ${String(code)}${typeof answer.Result?.Description === 'string' ? `: ${answer.Result.Description}` : ''}` };
-    if (answer.MessageType !== 'JoinAns') return { ok: false, what: `answered with ${String(answer.MessageType)}` };
-    return { ok: true };
+  const request = (p: Prepared, device: SimulatedDevice): Request => async (pool) => {
+    const res = await pool.request(p.bytes);
+    const outcome = answerOutcome(res);
+    if (!outcome.ok || p.header === undefined) return outcome;
+    return { deferred: () => check(device, p, res) };
   };
-  const liveRequest = (device: SimulatedDevice): Request => async () => {
-    const ans = await ns.joinReq(activation(device));
+  // The NS simulator reads the answer exactly as when it sends the request itself; then the device takes the accept.
+  const check = (device: SimulatedDevice, p: Prepared, res: HttpAnswer): Outcome => {
+    const ans = ns.activationAnswer(p.header!, ts002Answer(res));
     if (!ans.ok) return { ok: false, ...(ans.kind === 'result' ? { resultCode: ans.resultCode } : {}), what: ans.kind === 'result' ? `Result ${ans.resultCode}${ans.description ? `: ${ans.description}` : ''}` : `${ans.kind}: ${ans.detail}` };
-    const r = device.receiveJoinAccept(ans.phyPayload);
+    const r = device.receiveJoinAccept(ans.phyPayload, p.pending);
     verified++;
     if (!r.accepted) return { ok: false, what: `device dropped the accept: ${r.reason}` };
     const nsKey = ans.nsKeys.scheme === 'legacy' ? ans.nsKeys.nwkSKey : ans.nsKeys.fNwkSIntKey;
@@ -236,17 +262,44 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
       if (idleHead > 4096 && idleHead * 2 > idle.length) idle.splice(0, idleHead), (idleHead = 0);
       // With joinsPerDevice, a device that has sent its prepared requests rests (a storm: each device joins once).
       const done = (): void => void (work.joinsPerDevice !== undefined && cursor[i]! >= rounds ? undefined : idle.push(i));
-      if (live(i)) return cursor[i]!++, { request: liveRequest(fleet[i]!), done };
-      const body = prepared[i]![cursor[i]!++];
-      if (body === undefined) throw new RangeError(`prepared requests used up (${rounds} per device): raise --max-rate`);
-      return { request: preparedRequest(body), done };
+      const p = prepared[i]![cursor[i]!++];
+      if (p === undefined) throw new RangeError(`prepared requests used up (${rounds} per device): raise --max-rate`);
+      return { request: request(p, fleet[i]!), done };
     },
     finish() {
-      liveAgent.destroy();
       loaded.save();
     },
     verified: () => verified,
   };
+}
+
+/** A request's bytes; for a checked device, also the request's header and the device's pending request. */
+interface Prepared {
+  readonly bytes: Buffer;
+  readonly header?: SentHeader;
+  readonly pending?: PendingRequest | null;
+}
+
+/** Success is an HTTP 200 JoinAns whose Result is Success; anything else is a failure, named. */
+function answerOutcome(res: HttpAnswer): Outcome {
+  if (res.status !== 200) return { ok: false, what: `HTTP ${res.status}` };
+  const answer = JSON.parse(res.body.toString()) as { MessageType?: unknown; Result?: { ResultCode?: unknown; Description?: unknown } };
+  const code = answer.Result?.ResultCode;
+  if (code !== 'Success') return { ok: false, resultCode: String(code), what: `Result ${String(code)}${typeof answer.Result?.Description === 'string' ? `: ${answer.Result.Description}` : ''}` };
+  if (answer.MessageType !== 'JoinAns') return { ok: false, what: `answered with ${String(answer.MessageType)}` };
+  return { ok: true };
+}
+
+/** An answer as the NS simulator reads it (sim/ts002-transport.ts). */
+function ts002Answer(res: HttpAnswer): Ts002HttpResponse {
+  const text = res.body.toString();
+  let json: unknown;
+  try {
+    json = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, contentType: headerValue(res.head, 'content-type'), json, text };
 }
 
 /** The HTTP floors: a JoinReq-sized TS002 body whose DevEUI varies so the durable floor spreads over its rows. */

@@ -121,12 +121,16 @@ export class SimulatedDevice {
     return Buffer.concat([micInput, aesCmac(sNwkSIntKey, micInput).subarray(0, 4)]);
   }
 
-  /** Processes a Join-accept against the pending request; on acceptance the new session replaces the old one. */
-  receiveJoinAccept(phy: Uint8Array): JoinAcceptOutcome {
+  /**
+   * Processes a Join-accept against the pending request; on acceptance the new session replaces the old one.
+   * `answering`: the request the accept answers, when it is not the last one built (a load generator builds a
+   * device's requests ahead of time and checks each accept against the request that was sent).
+   */
+  receiveJoinAccept(phy: Uint8Array, answering: PendingRequest | null = this.#pending): JoinAcceptOutcome {
     const { devEui, joinEui, macVersion, roots } = this.identity;
-    const outcome = processJoinAccept({ macVersion, roots, devEui, joinEui, lastJoinNonce: this.#state.lastJoinNonce, pending: this.#pending }, phy);
+    const outcome = processJoinAccept({ macVersion, roots, devEui, joinEui, lastJoinNonce: this.#state.lastJoinNonce, pending: answering }, phy);
     if (!outcome.accepted) return outcome;
-    this.#pending = null;
+    if (answering === this.#pending) this.#pending = null;
     this.#state = {
       ...this.#state,
       lastJoinNonce: outcome.joinNonce,

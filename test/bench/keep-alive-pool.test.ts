@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { KeepAlivePool, preparedPost } from '../../bench/keep-alive-pool.js';
+import { KeepAlivePool, headerValue, preparedPost } from '../../bench/keep-alive-pool.js';
 
 /*
  * The load generator's HTTP client against a real node:http server: every answer must reach the request that asked
@@ -53,6 +53,10 @@ describe('bench / keep-alive pool', () => {
       answers.forEach((a, i) => {
         assert.equal(a.status, 200);
         assert.deepEqual(JSON.parse(a.body.toString()), { url: '/path?q=1', method: 'POST', auth: 'Bearer t', body: bodies[i] });
+        // The head as received, for the answers whose headers are checked (the NS simulator reads Content-Type).
+        assert.match(a.head, /^HTTP\/1\.1 200 /);
+        assert.equal(headerValue(a.head, 'Content-Type'), 'application/json');
+        assert.equal(headerValue(a.head, 'x-absent'), undefined);
       });
     } finally {
       pool.close();

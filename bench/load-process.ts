@@ -229,7 +229,7 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
   const prepare = (device: SimulatedDevice, withCheck: boolean): Prepared => {
     const built = ns.joinReqMessage(activation(device));
     const bytes = preparedPost(target, headers, JSON.stringify(built.message));
-    return withCheck ? { bytes, header: built.header, pending: device.pending } : { bytes };
+    return withCheck ? { bytes, checkedAgainst: { header: built.header, pending: device.pending } } : { bytes };
   };
   const prepared = fleet.map((device, i) => Array.from({ length: rounds }, () => prepare(device, checked(i))));
   const cursor = new Uint32Array(fleet.length);
@@ -240,14 +240,15 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
   const request = (p: Prepared, device: SimulatedDevice): Request => async (pool) => {
     const res = await pool.request(p.bytes);
     const outcome = answerOutcome(res);
-    if (!outcome.ok || p.header === undefined) return outcome;
-    return { deferred: () => check(device, p, res) };
+    const against = p.checkedAgainst;
+    if (!outcome.ok || against === undefined) return outcome;
+    return { deferred: () => check(device, against, res) };
   };
   // The NS simulator reads the answer exactly as when it sends the request itself; then the device takes the accept.
-  const check = (device: SimulatedDevice, p: Prepared, res: HttpAnswer): Outcome => {
-    const ans = ns.activationAnswer(p.header!, ts002Answer(res));
+  const check = (device: SimulatedDevice, against: CheckedAgainst, res: HttpAnswer): Outcome => {
+    const ans = ns.activationAnswer(against.header, ts002Answer(res));
     if (!ans.ok) return { ok: false, ...(ans.kind === 'result' ? { resultCode: ans.resultCode } : {}), what: ans.kind === 'result' ? `Result ${ans.resultCode}${ans.description ? `: ${ans.description}` : ''}` : `${ans.kind}: ${ans.detail}` };
-    const r = device.receiveJoinAccept(ans.phyPayload, p.pending);
+    const r = device.receiveJoinAccept(ans.phyPayload, against.pending);
     verified++;
     if (!r.accepted) return { ok: false, what: `device dropped the accept: ${r.reason}` };
     const nsKey = ans.nsKeys.scheme === 'legacy' ? ans.nsKeys.nwkSKey : ans.nsKeys.fNwkSIntKey;
@@ -273,11 +274,16 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
   };
 }
 
-/** A request's bytes; for a checked device, also the request's header and the device's pending request. */
+/** A request's bytes, and for a checked device what its answer is checked against. */
 interface Prepared {
   readonly bytes: Buffer;
-  readonly header?: SentHeader;
-  readonly pending?: PendingRequest | null;
+  readonly checkedAgainst?: CheckedAgainst;
+}
+
+/** The request's header (the NS simulator reads the answer with it) and the device's request it answers. */
+interface CheckedAgainst {
+  readonly header: SentHeader;
+  readonly pending: PendingRequest | null;
 }
 
 /** Success is an HTTP 200 JoinAns whose Result is Success; anything else is a failure, named. */

@@ -2,7 +2,7 @@ import { devAddrFromLeBytes } from '../src/protocol/index.js';
 import type { SentHeader } from '../sim/answer-checks.js';
 import type { PendingRequest, SimulatedDevice } from '../sim/device.js';
 import { NetworkServerClient } from '../sim/network-server.js';
-import type { Ts002HttpResponse } from '../sim/ts002-transport.js';
+import { ts002HttpResponse } from '../sim/ts002-transport.js';
 import type { WireStyle } from '../sim/wire-style.js';
 import { BENCH_NET_ID } from './fleet.js';
 import { loadFleet } from './fleet-file.js';
@@ -121,6 +121,20 @@ async function drive(spec: LoadSpec, pool: KeepAlivePool, source: RequestSource)
   const end = measureFrom + spec.durationMs;
   const inWindow = (t: number): boolean => t >= measureFrom && t < end;
 
+  /** Counts an answer of the measured window. */
+  const count = (scheduledAt: number, now: number, outcome: Outcome): void => {
+    if (!inWindow(scheduledAt) || now >= end + spec.timeoutMs) return;
+    const code = outcome.ok ? 'Success' : outcome.resultCode;
+    if (code !== undefined) results[code] = (results[code] ?? 0) + 1;
+    if (outcome.ok) {
+      joins++;
+      if (spec.deadlineMs !== undefined && now - scheduledAt > spec.deadlineMs) late++;
+      latencies.push((now - scheduledAt) * 1e6);
+    } else fail(outcome.what);
+  };
+  /** Answers whose accepts are checked after the clock stops, in the order they came. */
+  const deferred: { readonly scheduledAt: number; readonly now: number; readonly check: () => Outcome }[] = [];
+
   const sendOne = async (scheduledAt: number): Promise<boolean> => {
     const next = source.next();
     if (next === undefined) {
@@ -140,17 +154,6 @@ async function drive(spec: LoadSpec, pool: KeepAlivePool, source: RequestSource)
     if ('deferred' in outcome) deferred.push({ scheduledAt, now, check: outcome.deferred });
     else count(scheduledAt, now, outcome);
     return true;
-  };
-  const deferred: { readonly scheduledAt: number; readonly now: number; readonly check: () => Outcome }[] = [];
-  const count = (scheduledAt: number, now: number, outcome: Outcome): void => {
-    if (!inWindow(scheduledAt) || now >= end + spec.timeoutMs) return;
-    const code = outcome.ok ? 'Success' : outcome.resultCode;
-    if (code !== undefined) results[code] = (results[code] ?? 0) + 1;
-    if (outcome.ok) {
-      joins++;
-      if (spec.deadlineMs !== undefined && now - scheduledAt > spec.deadlineMs) late++;
-      latencies.push((now - scheduledAt) * 1e6);
-    } else fail(outcome.what);
   };
 
   if (spec.rate === undefined) {
@@ -246,7 +249,7 @@ function joinSource(spec: LoadSpec, work: JoinWork, target: URL): RequestSource 
   };
   // The NS simulator reads the answer exactly as when it sends the request itself; then the device takes the accept.
   const check = (device: SimulatedDevice, against: CheckedAgainst, res: HttpAnswer): Outcome => {
-    const ans = ns.activationAnswer(against.header, ts002Answer(res));
+    const ans = ns.activationAnswer(against.header, ts002HttpResponse(res.status, headerValue(res.head, 'content-type'), res.body.toString()));
     if (!ans.ok) return { ok: false, ...(ans.kind === 'result' ? { resultCode: ans.resultCode } : {}), what: ans.kind === 'result' ? `Result ${ans.resultCode}${ans.description ? `: ${ans.description}` : ''}` : `${ans.kind}: ${ans.detail}` };
     const r = device.receiveJoinAccept(ans.phyPayload, against.pending);
     verified++;
@@ -296,17 +299,6 @@ function answerOutcome(res: HttpAnswer): Outcome {
   return { ok: true };
 }
 
-/** An answer as the NS simulator reads it (sim/ts002-transport.ts). */
-function ts002Answer(res: HttpAnswer): Ts002HttpResponse {
-  const text = res.body.toString();
-  let json: unknown;
-  try {
-    json = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, contentType: headerValue(res.head, 'content-type'), json, text };
-}
 
 /** The HTTP floors: a JoinReq-sized TS002 body whose DevEUI varies so the durable floor spreads over its rows. */
 function postSource(target: URL): RequestSource {

@@ -61,14 +61,7 @@ export function postTs002(endpoint: Ts002Endpoint, message: object): Promise<Ts0
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
         res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let json: unknown;
-          try {
-            json = text === '' ? undefined : JSON.parse(text);
-          } catch {
-            json = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'], json, text });
+          resolve(ts002HttpResponse(res.statusCode ?? 0, res.headers['content-type'], Buffer.concat(chunks).toString('utf8')));
         });
       },
     );
@@ -76,4 +69,15 @@ export function postTs002(endpoint: Ts002Endpoint, message: object): Promise<Ts0
     req.on('error', (e) => reject(e instanceof TransportError ? e : new TransportError(`${url.host}: ${e.message}`, { cause: e })));
     req.end(body);
   });
+}
+
+/** An answer as a TS002 client reads it, whoever carried it: `json` is undefined when the body is empty or not JSON. */
+export function ts002HttpResponse(status: number, contentType: string | undefined, text: string): Ts002HttpResponse {
+  let json: unknown;
+  try {
+    json = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status, contentType, json, text };
 }

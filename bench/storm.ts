@@ -47,7 +47,7 @@ async function main(): Promise<void> {
     .option('--max-in-flight <n>', `backend.admission.maxInFlight (default ${defaultAdmission.maxInFlight})`, int(1, 100_000))
     .option('--max-queue <n>', `backend.admission.maxQueue (default ${defaultAdmission.maxQueue})`, int(0, 1_000_000))
     .option('--max-queue-ms <ms>', `backend.admission.maxQueueMs (default ${defaultAdmission.maxQueueMs})`, int(1, 60_000))
-    .option('--verify-every <n>', 'every n-th device joins through the full NS simulator, its accept checked as the device would (0 = none)', int(0, 1_000_000), 256)
+    .option('--verify-every <n>', 'check every accept of every n-th device as the NS and the device would, after the clock stops (0 = none)', int(0, 1_000_000), 256)
     .option('--reuse <dir>', 'a run directory from an earlier --keep (or bench/bulk-provision.js --dir): skip provisioning')
     .option('--keep', 'keep the run directory')
     .parse()

@@ -50,6 +50,7 @@ export async function serve(dataDir: string, options: ServeOptions = {}): Promis
   const joinkeep = await openJoinkeep(dataDir, { logger });
   const servers: FastifyInstance[] = [];
   try {
+    await joinkeep.storage.prepareForJoins();
     if (joinkeep.custody.kind === 'pkcs11') {
       // The server holds the user's login for its whole life: no Security Officer login may happen in this process
       // (it would fail, or log the user out of every session). Trusted KEKs are made by `joinkeep kek add` only.

@@ -139,6 +139,7 @@ export abstract class KyselyStorage implements Storage {
   }
 
   /** The device with the join state its JoinEUI has, for reserveJoin's `seen`: each storage batches it its own way. */
+  abstract prepareForJoins(): Promise<void>;
   abstract getDeviceForJoin(devEui: Eui64): Promise<{ readonly device: DeviceRecord; readonly seen: SeenJoinState } | undefined>;
 
   async listDevices(options: ListOptions = {}): Promise<{ items: DeviceRecord[]; next?: string }> {

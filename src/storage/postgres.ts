@@ -115,6 +115,12 @@ export class PostgresStorage extends KyselyStorage {
     return firstApplicationServer(await this.#applicationServers.get(asId));
   }
 
+  /**
+   * Nothing to ready: the pools connect on demand (opening connections ahead would not last, since an idle pooled
+   * connection closes after 10 s), and opening the storage has already connected and run the migrations.
+   */
+  override async prepareForJoins(): Promise<void> {}
+
   /** Tells `observer` about every group commit that wrote something (metrics); replaces the previous observer. */
   observeGroupCommits(observer: GroupCommitObserver): void {
     this.#groupCommit.observeDurableWrites(observer);

@@ -59,6 +59,12 @@ export class SqliteWriter {
     return reply.results;
   }
 
+  /** Starts the thread, unless it is running, and waits until it has prepared its statements. */
+  async start(): Promise<void> {
+    // Any request does both; settings is the one without effects.
+    await this.settings();
+  }
+
   async settings(): Promise<WriterSettings> {
     const reply = await this.#request({ op: 'settings' });
     if (!('settings' in reply)) throw new Error('SQLite writer thread: unexpected reply to settings');

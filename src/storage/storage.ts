@@ -382,6 +382,12 @@ export interface Storage extends CommissioningStore {
   /** Applies pending migrations; refuses to run against a schema newer than this build knows. */
   migrate(): Promise<void>;
 
+  /**
+   * Readies what the join path needs, so that the first Join-requests after a start do not wait for it: `serve` calls
+   * it before it listens, since a join storm can follow a restart. After migrate().
+   */
+  prepareForJoins(): Promise<void>;
+
   // Devices
   insertDevice(device: DeviceRecord): Promise<void>;
   getDevice(devEui: Eui64): Promise<DeviceRecord | undefined>;

@@ -138,8 +138,9 @@ export abstract class KyselyStorage implements Storage {
     return row === undefined ? undefined : deviceFromRow(row);
   }
 
-  /** The device with the join state its JoinEUI has, for reserveJoin's `seen`: each storage batches it its own way. */
+  /** Each storage readies its own join path (its writer thread, or nothing). */
   abstract prepareForJoins(): Promise<void>;
+  /** The device with the join state its JoinEUI has, for reserveJoin's `seen`: each storage batches it its own way. */
   abstract getDeviceForJoin(devEui: Eui64): Promise<{ readonly device: DeviceRecord; readonly seen: SeenJoinState } | undefined>;
 
   async listDevices(options: ListOptions = {}): Promise<{ items: DeviceRecord[]; next?: string }> {

@@ -133,7 +133,7 @@ export class SqliteStorage extends KyselyStorage {
 
   /**
    * Starts the writer thread and its checkpointer, and has it prepare the join statements. Started on the first
-   * reservation instead, they made the first Join-request after a start take about 115 ms instead of 35
+   * reservation instead, they made the first Join-request after a start take about 115 ms instead of about 40
    * (docs/performance.md).
    */
   override async prepareForJoins(): Promise<void> {

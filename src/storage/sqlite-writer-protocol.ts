@@ -6,7 +6,8 @@
 import type { GroupItem } from './group-plan.js';
 import type { JoinRow } from './storage.js';
 
-// The rows of a group live with the group planning, shared by every storage; the writer thread takes them as they are.
+// The rows of a group live with the group planning, shared by every storage, and a device's join-state row with the
+// storage contract; the writer thread takes them as they are.
 export type { AuditRow, AuditWrite, GroupItem, ReservationWrite } from './group-plan.js';
 export type { JoinRow } from './storage.js';
 
